@@ -1,0 +1,76 @@
+//! The `sn2` operator tool: subcommands, their flags, and how their results are printed.
+//! Each subcommand is a thin layer over a library module; errors are reported once, at
+//! the top, with their whole chain of causes.
+
+mod config_cmd;
+mod keys_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::CONFIG_ENV;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sn2",
+    version,
+    about = "Operator's tool for Bittensor Subnet 2 (Proof of Inference)",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Create and show wallet hotkeys.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
+}
+
+/// A config file to take defaults from (its `[wallet]` section, models directory, ...).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Take defaults from this config file.
+    #[arg(long, short = 'c', env = CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> anyhow::Result<Option<crate::config::Config>> {
+        match &self.config {
+            Some(path) => Ok(Some(crate::config::Config::load(path)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// What a subcommand asks `main` to exit with, beyond plain success.
+pub enum Outcome {
+    Success,
+    /// The command ran but its answer is "no" (an invalid config, a failed check).
+    Failure,
+}
+
+/// The `main` of `sn2`: parse, run, report.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(command) => command.run(),
+        Command::Keys(command) => command.run(),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Failure) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("sn2: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The one TOML file that drives both daemons and the `sn2` tool.
+//!
+//! The schema is the structs below; `config.example.toml` documents every key, and a test
+//! keeps the two in step. Every value is checked while the file is read, so a mistake is
+//! reported with the file, line, column and key path; after reading, relative paths are
+//! resolved against the file's directory and defaults that depend on other keys are filled
+//! in, so what [`Config::load`] returns is the configuration the daemon runs with.
+
+mod error;
+mod values;
+
+pub use error::ConfigError;
+pub use values::{Count, FileName, ListenAddr, Network, Seconds, redact_url};
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The environment variable that names the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "SN2_CONFIG";
+
+/// Subnet 2's miner port (QUIC on UDP, HTTP on TCP).
+pub const DEFAULT_MINER_PORT: u16 = 8091;
+/// Subnet 2's Prometheus port.
+pub const DEFAULT_METRICS_PORT: u16 = 9090;
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub chain: ChainConfig,
+    pub wallet: WalletConfig,
+    pub miner: MinerConfig,
+    pub validator: ValidatorConfig,
+    pub models: ModelsConfig,
+    pub metrics: MetricsConfig,
+    pub logging: LoggingConfig,
+    pub update: UpdateConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainConfig {
+    /// `finney`, `test`, `local` or a ws:// / wss:// URL.
+    pub network: Network,
+    /// Filled in on load when absent: Subnet 2's netuid on `network`.
+    pub netuid: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalletConfig {
+    pub path: PathBuf,
+    pub name: FileName,
+    pub hotkey: FileName,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MinerConfig {
+    /// QUIC listens on this UDP address and HTTP on the same TCP address.
+    pub listen: ListenAddr,
+    /// The address announced on chain, when it differs from `listen` (NAT, containers).
+    pub external_ip: Option<IpAddr>,
+    pub external_port: Option<std::num::NonZeroU16>,
+    /// Proofs computed at once; further requests are answered "busy".
+    pub max_concurrent_proofs: Count,
+    /// The largest request body or frame accepted.
+    pub max_request_bytes: Count,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidatorConfig {
+    /// Time between the starts of two query rounds.
+    pub round_interval_secs: Seconds,
+    /// How long a miner has to answer one request.
+    pub request_timeout_secs: Seconds,
+    /// Miners queried per round.
+    pub sample_size: Count,
+    /// Blocks between two weight submissions.
+    pub weights_interval_blocks: Count,
+    /// Where scores are kept across restarts.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Imported models and their keys.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub listen: ListenAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A tracing filter: a level (`info`) or directives (`info,sn2::wire=debug`).
+    #[serde(deserialize_with = "deserialize_log_filter")]
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateMode {
+    Off,
+    Notify,
+    Profile,
+    Nixos,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(try_from = "RawUpdateConfig")]
+pub struct UpdateConfig {
+    pub mode: UpdateMode,
+    /// An https:// URL or a file path of the signed release manifest.
+    pub manifest: Option<String>,
+    /// Nix-format public keys (`name:base64`) whose signatures are trusted.
+    pub trusted_keys: Vec<String>,
+    pub poll_interval_secs: Seconds,
+    pub channel: String,
+}
+
+/// [`UpdateConfig`] before the checks that span several of its keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpdateConfig {
+    mode: UpdateMode,
+    manifest: Option<String>,
+    trusted_keys: Vec<String>,
+    poll_interval_secs: Seconds,
+    channel: String,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        Self {
+            network: Network::Finney,
+            netuid: None,
+        }
+    }
+}
+
+impl Default for WalletConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("~/.bittensor/wallets"),
+            name: FileName::new("default").expect("valid"),
+            hotkey: FileName::new("default").expect("valid"),
+        }
+    }
+}
+
+fn all_interfaces(port: u16) -> ListenAddr {
+    ListenAddr(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+}
+
+impl Default for MinerConfig {
+    fn default() -> Self {
+        Self {
+            listen: all_interfaces(DEFAULT_MINER_PORT),
+            external_ip: None,
+            external_port: None,
+            max_concurrent_proofs: Count::new(2),
+            max_request_bytes: Count::new(4 * 1024 * 1024),
+        }
+    }
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        Self {
+            round_interval_secs: Seconds::new(12),
+            request_timeout_secs: Seconds::new(30),
+            sample_size: Count::new(16),
+            weights_interval_blocks: Count::new(100),
+            state_dir: PathBuf::from("~/.sn2/validator"),
+        }
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("~/.sn2/models"),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: all_interfaces(DEFAULT_METRICS_PORT),
+        }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for RawUpdateConfig {
+    fn default() -> Self {
+        Self {
+            mode: UpdateMode::Off,
+            manifest: None,
+            trusted_keys: Vec::new(),
+            poll_interval_secs: Seconds::new(300),
+            channel: "stable".into(),
+        }
+    }
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        RawUpdateConfig::default()
+            .try_into()
+            .expect("the defaults are valid")
+    }
+}
+
+impl TryFrom<RawUpdateConfig> for UpdateConfig {
+    type Error = String;
+
+    fn try_from(raw: RawUpdateConfig) -> Result<Self, String> {
+        for key in &raw.trusted_keys {
+            check_nix_public_key(key)?;
+        }
+        if raw.channel.is_empty() {
+            return Err("`channel` must not be empty".into());
+        }
+        if raw.mode != UpdateMode::Off {
+            if raw.manifest.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "mode `{}` needs `manifest` (an https:// URL or a file path)",
+                    raw.mode.as_str()
+                ));
+            }
+            if raw.trusted_keys.is_empty() {
+                return Err(format!(
+                    "mode `{}` needs at least one key in `trusted_keys`",
+                    raw.mode.as_str()
+                ));
+            }
+        }
+        Ok(Self {
+            mode: raw.mode,
+            manifest: raw.manifest,
+            trusted_keys: raw.trusted_keys,
+            poll_interval_secs: raw.poll_interval_secs,
+            channel: raw.channel,
+        })
+    }
+}
+
+impl UpdateMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateMode::Off => "off",
+            UpdateMode::Notify => "notify",
+            UpdateMode::Profile => "profile",
+            UpdateMode::Nixos => "nixos",
+        }
+    }
+}
+
+/// Nix's public key format: `name:base64(32-byte ed25519 key)`.
+fn check_nix_public_key(key: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    let bad =
+        || format!("trusted key `{key}` is not of Nix's form `name:base64` (32-byte ed25519)");
+    let (name, encoded) = key.split_once(':').ok_or_else(bad)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| bad())?;
+    if name.is_empty() || bytes.len() != 32 {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn deserialize_log_filter<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    use serde::de::Error as _;
+    let text = String::deserialize(deserializer)?;
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| D::Error::custom(format!("`{text}` is not a log filter: {e}")))?;
+    Ok(text)
+}
+
+impl Config {
+    /// Reads, checks and resolves a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks and resolves config text; `origin` names the file in errors, and relative
+    /// paths in the text are taken relative to its directory.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = error::deserialize(text, origin)?;
+        let base = origin.parent().unwrap_or(Path::new(""));
+        config.resolve(base);
+        Ok(config)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        self.chain
+            .netuid
+            .get_or_insert(self.chain.network.subnet2_netuid());
+        for path in [
+            &mut self.wallet.path,
+            &mut self.validator.state_dir,
+            &mut self.models.dir,
+        ] {
+            let expanded = crate::fs::expand_home(path);
+            *path = if expanded.is_relative() {
+                base.join(expanded)
+            } else {
+                expanded
+            };
+        }
+    }
+
+    /// The netuid in force (resolved on load).
+    pub fn netuid(&self) -> u16 {
+        self.chain
+            .netuid
+            .unwrap_or_else(|| self.chain.network.subnet2_netuid())
+    }
+
+    /// The configuration as TOML, with secrets (URL passwords) redacted: what
+    /// `sn2 config check` prints.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if let Some(manifest) = &mut shown.update.manifest {
+            *manifest = redact_url(manifest);
+        }
+        toml::to_string(&shown).expect("the config serialises to TOML")
+    }
+
+    /// The wallet named by the `[wallet]` section.
+    pub fn wallet_location(&self) -> crate::keys::WalletLocation {
+        crate::keys::WalletLocation::new(
+            &self.wallet.path,
+            self.wallet.name.as_str(),
+            self.wallet.hotkey.as_str(),
+        )
+        .expect("wallet names were checked on load")
+    }
+}
+
+#[cfg(test)]
+mod tests;

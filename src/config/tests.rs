@@ -1,0 +1,279 @@
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../config.example.toml");
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/sn2/sn2.toml"))
+}
+
+fn invalid(text: &str) -> (Option<(usize, usize)>, String, String) {
+    let error = parse(text).expect_err("the config should be refused");
+    let invalid = error.invalid().expect("an invalid-config error");
+    (
+        invalid.position,
+        invalid.key.clone(),
+        invalid.message.clone(),
+    )
+}
+
+#[test]
+fn example_parses_and_shows_the_defaults() {
+    assert_eq!(parse(EXAMPLE).unwrap(), parse("").unwrap());
+}
+
+/// Every key of the schema, as dotted paths, from the serialised defaults (JSON keeps
+/// `None` fields as `null`, so optional keys are listed too).
+fn schema_keys() -> BTreeSet<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, keys: &mut BTreeSet<String>) {
+        if let serde_json::Value::Object(map) = value {
+            for (name, inner) in map {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                if inner.is_object() {
+                    walk(&path, inner, keys);
+                } else {
+                    keys.insert(path);
+                }
+            }
+        }
+    }
+    let mut keys = BTreeSet::new();
+    walk(
+        "",
+        &serde_json::to_value(Config::default()).unwrap(),
+        &mut keys,
+    );
+    keys
+}
+
+/// The keys the example names, set or commented out (`# key = value`).
+fn example_keys() -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut section = String::new();
+    for line in EXAMPLE.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            continue;
+        }
+        let body = line.strip_prefix('#').map_or(line, str::trim_start);
+        if let Some((key, _)) = body.split_once(" = ")
+            && !key.is_empty()
+            && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            keys.insert(format!("{section}.{key}"));
+        }
+    }
+    keys
+}
+
+#[test]
+fn example_documents_every_key_of_the_schema() {
+    let missing: Vec<_> = schema_keys().difference(&example_keys()).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from config.example.toml: {missing:?}"
+    );
+    let unknown: Vec<_> = example_keys().difference(&schema_keys()).cloned().collect();
+    assert!(
+        unknown.is_empty(),
+        "keys in config.example.toml but not in the schema: {unknown:?}"
+    );
+}
+
+#[test]
+fn example_values_of_commented_keys_are_valid() {
+    let uncommented: String = EXAMPLE
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(body)
+                if body
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' ')) =>
+            {
+                body
+            }
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = parse(&uncommented).unwrap();
+    assert_eq!(config.miner.external_port.map(|p| p.get()), Some(8091));
+    assert!(config.update.manifest.is_some());
+}
+
+#[test]
+fn defaults_match_subnet_2() {
+    let config = parse("").unwrap();
+    assert_eq!(config.netuid(), 2);
+    assert_eq!(config.miner.listen.0.port(), 8091);
+    assert_eq!(config.metrics.listen.0.port(), 9090);
+    assert_eq!(config.wallet.name.as_str(), "default");
+    assert_eq!(config.wallet.hotkey.as_str(), "default");
+    assert_eq!(config.update.mode, UpdateMode::Off);
+}
+
+#[test]
+fn netuid_follows_the_network_unless_set() {
+    let test = parse("[chain]\nnetwork = \"test\"\n").unwrap();
+    assert_eq!(test.netuid(), 118);
+    assert_eq!(
+        test.chain.netuid,
+        Some(118),
+        "resolved on load, so check shows it"
+    );
+    let custom = parse("[chain]\nnetwork = \"test\"\nnetuid = 7\n").unwrap();
+    assert_eq!(custom.netuid(), 7);
+    let local = parse("[chain]\nnetwork = \"local\"\n").unwrap();
+    assert_eq!(local.chain.network.endpoint(), "ws://127.0.0.1:9944");
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_config_file() {
+    let config =
+        parse("[models]\ndir = \"models\"\n[validator]\nstate_dir = \"/var/lib/sn2\"\n").unwrap();
+    assert_eq!(config.models.dir, PathBuf::from("/etc/sn2/models"));
+    assert_eq!(config.validator.state_dir, PathBuf::from("/var/lib/sn2"));
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_place() {
+    let (position, key, message) = invalid("[miner]\nlisten = \"0.0.0.0:8091\"\nport = 1\n");
+    assert_eq!(position, Some((3, 1)));
+    assert_eq!(key, "miner.port");
+    assert!(message.contains("unknown field `port`"), "{message}");
+
+    let (position, key, _) = invalid("[minr]\n");
+    assert_eq!(position, Some((1, 2)));
+    assert_eq!(key, "minr");
+}
+
+#[test]
+fn wrong_types_are_refused_with_their_place() {
+    let (position, key, message) = invalid("[chain]\nnetuid = \"two\"\n");
+    assert_eq!(position, Some((2, 10)));
+    assert_eq!(key, "chain.netuid");
+    assert!(message.contains("expected u16"), "{message}");
+
+    let (_, key, _) = invalid("[metrics]\nenabled = \"yes\"\n");
+    assert_eq!(key, "metrics.enabled");
+}
+
+#[test]
+fn impossible_values_are_refused_with_their_place() {
+    let cases = [
+        (
+            "[miner]\nlisten = \"0.0.0.0:0\"\n",
+            "miner.listen",
+            "port 0",
+        ),
+        (
+            "[miner]\nlisten = \"8091\"\n",
+            "miner.listen",
+            "not an address",
+        ),
+        (
+            "[miner]\nexternal_port = 0\n",
+            "miner.external_port",
+            "nonzero",
+        ),
+        (
+            "[miner]\nmax_concurrent_proofs = 0\n",
+            "miner.max_concurrent_proofs",
+            "at least 1",
+        ),
+        (
+            "[wallet]\nhotkey = \"\"\n",
+            "wallet.hotkey",
+            "must not be empty",
+        ),
+        ("[wallet]\nname = \"../x\"\n", "wallet.name", "plain name"),
+        (
+            "[validator]\nrequest_timeout_secs = 0\n",
+            "validator.request_timeout_secs",
+            "at least 1 second",
+        ),
+        (
+            "[chain]\nnetwork = \"mainnet\"\n",
+            "chain.network",
+            "unknown network",
+        ),
+        (
+            "[logging]\nformat = \"xml\"\n",
+            "logging.format",
+            "unknown variant",
+        ),
+        (
+            "[logging]\nlevel = \"info,=x=y\"\n",
+            "logging.level",
+            "not a log filter",
+        ),
+        (
+            "[update]\nmode = \"notify\"\n",
+            "update",
+            "needs `manifest`",
+        ),
+        (
+            "[update]\nmode = \"profile\"\nmanifest = \"/m\"\n",
+            "update",
+            "trusted_keys",
+        ),
+        (
+            "[update]\ntrusted_keys = [\"nokey\"]\n",
+            "update",
+            "name:base64",
+        ),
+    ];
+    for (text, expected_key, expected_words) in cases {
+        let (position, key, message) = invalid(text);
+        assert!(position.is_some(), "{text}: no position");
+        assert_eq!(key, expected_key, "{text}");
+        assert!(message.contains(expected_words), "{text}: {message}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_place() {
+    let error = parse("[chain\n").unwrap_err();
+    let shown = error.to_string();
+    assert!(shown.starts_with("/etc/sn2/sn2.toml:1:7: "), "{shown}");
+    assert!(shown.contains("1 | [chain"), "{shown}");
+}
+
+#[test]
+fn errors_show_the_line_with_a_caret() {
+    let error = parse("[validator]\nsample_size = 0\n").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "/etc/sn2/sn2.toml:2:15: `validator.sample_size`: must be at least 1\n  |\n2 | sample_size = 0\n  |               ^"
+    );
+}
+
+#[test]
+fn a_valid_update_section_is_accepted() {
+    let config = parse(
+        "[update]\nmode = \"notify\"\nmanifest = \"https://u:secret@releases.example/m\"\n\
+         trusted_keys = [\"sn2-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.update.mode, UpdateMode::Notify);
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(
+        shown.contains("https://u:<redacted>@releases.example/m"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn redacted_output_is_itself_a_valid_config() {
+    let config = parse("[chain]\nnetwork = \"test\"\n").unwrap();
+    let again = parse(&config.to_redacted_toml()).unwrap();
+    assert_eq!(again, config);
+}

@@ -1,0 +1,14 @@
+//! sn2: Bittensor Subnet 2 ("Proof of Inference") as one crate.
+//!
+//! Validators send inputs to miners; a miner runs a known model and returns the output with
+//! a zero-knowledge proof that exactly that model produced it; the validator verifies,
+//! scores and sets weights on chain. Data flows one way through the modules:
+//! [`config`] → services ([`daemon`]) → wire → proof, with [`keys`] signing for the
+//! services.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod fs;
+pub mod keys;
+pub mod logging;
