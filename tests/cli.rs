@@ -1,0 +1,309 @@
+//! The `sn2` tool and the daemons as an operator meets them: exit codes, messages, files.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn sn2(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sn2"))
+        .args(args)
+        .env_remove("SN2_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")
+}
+
+/// A config for a wallet in `dir`, with a hotkey made by `sn2 keys new`.
+fn config_with_wallet(dir: &Path, logging_format: &str) -> PathBuf {
+    let config = dir.join("sn2.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[wallet]\npath = \"wallets\"\nname = \"ops\"\nhotkey = \"m1\"\n\
+             [logging]\nformat = \"{logging_format}\"\n"
+        ),
+    )
+    .unwrap();
+    let created = sn2(&["keys", "new", "--config", config.to_str().unwrap()]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    config
+}
+
+#[test]
+fn config_check_prints_the_resolved_config() {
+    let output = sn2(&["config", "check", example().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = stdout(&output);
+    assert!(shown.contains("netuid = 2"), "{shown}");
+    assert!(shown.contains("listen = \"0.0.0.0:8091\""), "{shown}");
+}
+
+#[test]
+fn config_check_names_the_place_of_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[miner]\nlisten = \"0.0.0.0:0\"\n").unwrap();
+    let output = sn2(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("{}:2:10: `miner.listen`: port 0", file.display())),
+        "{message}"
+    );
+    assert!(stdout(&output).is_empty());
+}
+
+#[test]
+fn config_check_of_a_missing_file_fails() {
+    let output = sn2(&["config", "check", "/nonexistent/sn2.toml"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot read config file /nonexistent/sn2.toml"));
+}
+
+#[test]
+fn keys_new_shows_the_phrase_once_and_keys_show_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let wallets = dir.path().to_str().unwrap();
+    let created = sn2(&[
+        "keys",
+        "new",
+        "--wallet-path",
+        wallets,
+        "--wallet-name",
+        "w",
+    ]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let text = stdout(&created);
+    let file = dir.path().join("w/hotkeys/default");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let phrase = stored["secretPhrase"].as_str().unwrap();
+    let seed = stored["secretSeed"].as_str().unwrap();
+    assert_eq!(text.matches(phrase).count(), 1, "{text}");
+    assert!(!text.contains(&seed[2..]), "the seed is never printed");
+    assert!(stderr(&created).is_empty());
+
+    let shown = sn2(&[
+        "keys",
+        "show",
+        "--wallet-path",
+        wallets,
+        "--wallet-name",
+        "w",
+    ]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert_eq!(
+        stdout(&shown).trim(),
+        stored["ss58Address"].as_str().unwrap()
+    );
+
+    let again = sn2(&[
+        "keys",
+        "new",
+        "--wallet-path",
+        wallets,
+        "--wallet-name",
+        "w",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("--overwrite"), "{}", stderr(&again));
+}
+
+#[test]
+fn keys_take_the_wallet_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    let shown = sn2(&[
+        "keys",
+        "show",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(json["wallet"], "ops");
+    assert_eq!(json["hotkey"], "m1");
+    assert!(dir.path().join("wallets/ops/hotkeys/m1").exists());
+}
+
+#[test]
+fn keys_show_refuses_a_world_readable_hotkey() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    let file = dir.path().join("wallets/ops/hotkeys/m1");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shown = sn2(&["keys", "show", "--config", config.to_str().unwrap()]);
+    assert_eq!(shown.status.code(), Some(1));
+    assert!(stderr(&shown).contains("chmod 600"), "{}", stderr(&shown));
+}
+
+/// A daemon started with a config, its standard error read line by line.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(binary: &str, config: &Path) -> Self {
+        let mut child = Command::new(binary)
+            .env("SN2_CONFIG", config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (sender, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle`; the limit only keeps a broken daemon from
+    /// hanging the test suite.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.iter());
+        (status, self.seen)
+    }
+}
+
+#[test]
+fn daemons_start_from_the_config_and_stop_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    for binary in [
+        env!("CARGO_BIN_EXE_sn2-miner"),
+        env!("CARGO_BIN_EXE_sn2-validator"),
+    ] {
+        let mut daemon = Daemon::start(binary, &config);
+        daemon.wait_for("ready");
+        daemon.signal("TERM");
+        let (status, lines) = daemon.finish();
+        assert!(status.success(), "{binary}: {status:?} {lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("SIGTERM")), "{lines:#?}");
+        assert!(lines.last().unwrap().contains("stopped"), "{lines:#?}");
+    }
+}
+
+#[test]
+fn daemons_stop_on_ctrl_c_and_log_json_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "json");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("wallets/ops/hotkeys/m1")).unwrap())
+            .unwrap();
+    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), &config);
+    let ready = daemon.wait_for("ready");
+    let event: serde_json::Value = serde_json::from_str(&ready).expect("a JSON log line");
+    assert_eq!(event["hotkey"], stored["ss58Address"]);
+    daemon.signal("INT");
+    let (status, lines) = daemon.finish();
+    assert!(status.success(), "{lines:#?}");
+    let seed = &stored["secretSeed"].as_str().unwrap()[2..];
+    let phrase = stored["secretPhrase"].as_str().unwrap();
+    for line in &lines {
+        serde_json::from_str::<serde_json::Value>(line).expect("every line is JSON");
+        assert!(
+            !line.contains(seed) && !line.contains(phrase),
+            "secret in log: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_daemon_without_config_says_how_to_give_one() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sn2-miner"))
+        .env_remove("SN2_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--config <FILE>"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_daemon_without_its_hotkey_fails_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sn2.toml");
+    std::fs::write(&config, "[wallet]\npath = \"nowhere\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sn2-validator"))
+        .env("SN2_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("no hotkey file at"), "{message}");
+    assert!(
+        message.contains("nowhere/default/hotkeys/default"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_daemon_with_a_bad_config_names_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sn2.toml");
+    std::fs::write(&config, "[validator]\nsample_size = 0\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sn2-validator"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(":2:15: `validator.sample_size`: must be at least 1"),
+        "{}",
+        stderr(&output)
+    );
+}
