@@ -12,3 +12,5 @@ pub mod daemon;
 pub mod fs;
 pub mod keys;
 pub mod logging;
+pub mod model;
+pub mod proof;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{ConfigArg, Outcome};
-use crate::config::WalletConfig;
+use crate::config::{Config, WalletConfig};
 use crate::keys::WalletLocation;
 
 #[derive(Debug, Subcommand)]
@@ -18,6 +18,8 @@ pub enum KeysCommand {
     New {
         #[command(flatten)]
         wallet: WalletArgs,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Replace an existing hotkey of the same name (its key is lost).
         #[arg(long)]
         overwrite: bool,
@@ -26,6 +28,8 @@ pub enum KeysCommand {
     Show {
         #[command(flatten)]
         wallet: WalletArgs,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print wallet, hotkey and coldkey addresses as JSON.
         #[arg(long)]
         json: bool,
@@ -43,14 +47,12 @@ pub struct WalletArgs {
     /// Hotkey name [default: default].
     #[arg(long, env = "BT_WALLET_HOTKEY", value_name = "NAME")]
     wallet_hotkey: Option<String>,
-    #[command(flatten)]
-    config: ConfigArg,
 }
 
 impl WalletArgs {
-    fn location(&self) -> anyhow::Result<WalletLocation> {
-        let from_config = self.config.load()?.map(|config| config.wallet);
-        let base = from_config.unwrap_or_default();
+    /// The wallet the flags name, falling back on the config's `[wallet]` section.
+    pub fn location(&self, config: Option<&Config>) -> anyhow::Result<WalletLocation> {
+        let base = config.map(|c| c.wallet.clone()).unwrap_or_default();
         let WalletConfig { path, name, hotkey } = base;
         Ok(WalletLocation::new(
             self.wallet_path.clone().unwrap_or(path),
@@ -63,8 +65,12 @@ impl WalletArgs {
 impl KeysCommand {
     pub fn run(self) -> anyhow::Result<Outcome> {
         match self {
-            KeysCommand::New { wallet, overwrite } => {
-                let location = wallet.location()?;
+            KeysCommand::New {
+                wallet,
+                config,
+                overwrite,
+            } => {
+                let location = wallet.location(config.load()?.as_ref())?;
                 let created = location.create_hotkey(overwrite)?;
                 println!(
                     "Created hotkey `{}` of wallet `{}`",
@@ -81,8 +87,12 @@ impl KeysCommand {
                 println!();
                 Ok(Outcome::Success)
             }
-            KeysCommand::Show { wallet, json } => {
-                let location = wallet.location()?;
+            KeysCommand::Show {
+                wallet,
+                config,
+                json,
+            } => {
+                let location = wallet.location(config.load()?.as_ref())?;
                 let hotkey = location.load_hotkey()?;
                 if json {
                     let coldkey = location.load_coldkey_public()?;

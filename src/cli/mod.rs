@@ -4,6 +4,8 @@
 
 mod config_cmd;
 mod keys_cmd;
+mod model_cmd;
+mod proof_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +34,13 @@ enum Command {
     /// Create and show wallet hotkeys.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// Import, inspect and set up models.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
+    /// Run a model on an input and prove the output.
+    Prove(proof_cmd::ProveArgs),
+    /// Check a proof file.
+    Verify(proof_cmd::VerifyArgs),
 }
 
 /// A config file to take defaults from (its `[wallet]` section, models directory, ...).
@@ -64,6 +73,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(command) => command.run(),
         Command::Keys(command) => command.run(),
+        Command::Model(command) => command.run(),
+        Command::Prove(args) => args.run(),
+        Command::Verify(args) => args.run(),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -1,0 +1,281 @@
+//! `sn2 model import|list|info|eval|setup`: the models directory from the command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use super::{ConfigArg, Outcome};
+use crate::model::input::DataSet;
+use crate::model::{ModelStore, StoredModel};
+use crate::proof::{self, keys};
+
+/// Where the models are: `--models-dir`, else the config's `[models] dir`, else the default.
+#[derive(Debug, Clone, Args)]
+pub struct ModelsDirArgs {
+    /// The models directory [default: `[models] dir` of the config, else ~/.sn2/models].
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+impl ModelsDirArgs {
+    pub fn store(&self) -> anyhow::Result<ModelStore> {
+        self.store_with(self.config.load()?.as_ref())
+    }
+
+    /// The store, with the config already loaded by the caller.
+    pub fn store_with(&self, config: Option<&crate::config::Config>) -> anyhow::Result<ModelStore> {
+        let dir = match (&self.models_dir, config) {
+            (Some(dir), _) => crate::fs::expand_home(dir),
+            (None, Some(config)) => config.models.dir.clone(),
+            (None, None) => {
+                crate::fs::expand_home(Path::new(&crate::config::ModelsConfig::default().dir))
+            }
+        };
+        Ok(ModelStore::new(dir))
+    }
+
+    pub fn open(&self, reference: &str) -> anyhow::Result<StoredModel> {
+        Ok(self.store()?.open(reference)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Import an ONNX file: quantise it and store it; prints the model id on the last line.
+    Import {
+        /// The ONNX file.
+        file: PathBuf,
+        /// The model's name [default: the file's name, or its folder's for model.onnx].
+        #[arg(long)]
+        name: Option<String>,
+        /// Calibration data, {"inputs": [[...], ...]} [default: 64 fixed pseudo-random
+        /// inputs uniform in [0, 1)].
+        #[arg(long, value_name = "FILE")]
+        calibration: Option<PathBuf>,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// List the imported models.
+    List {
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// Describe a model: shapes, scales, layers, circuit size, key fingerprints.
+    Info {
+        /// Model id, id prefix or name.
+        model: String,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// Compare the quantised model with the float ONNX model (and labels, if any).
+    Eval {
+        /// Model id, id prefix or name.
+        model: String,
+        /// Data, {"inputs": [...], "labels"?: [...]} [default: 64 fixed pseudo-random inputs
+        /// uniform in [0, 1)].
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// Make this node's own proving and verifying keys for a model.
+    Setup {
+        /// Model id, id prefix or name.
+        model: String,
+        /// The proof backend.
+        #[arg(long, default_value = proof::groth16::NAME)]
+        backend: String,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+}
+
+/// Deterministic inputs uniform in [0, 1): the default calibration and evaluation data, so
+/// that importing the same file twice gives the same model id.
+pub fn default_samples(count: usize, len: usize) -> Vec<Vec<f32>> {
+    let mut state: u64 = 0x5eed_5eed_5eed_5eed;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..count)
+        .map(|_| {
+            (0..len)
+                .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32)
+                .collect()
+        })
+        .collect()
+}
+
+pub fn read_data(path: &Path) -> anyhow::Result<DataSet> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    DataSet::parse(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn default_name(file: &Path) -> String {
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    let folder = file
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| s.to_str());
+    match (stem, folder) {
+        ("model", Some(folder)) => folder.to_string(),
+        _ => stem.to_string(),
+    }
+}
+
+impl ModelCommand {
+    pub fn run(self) -> anyhow::Result<Outcome> {
+        match self {
+            ModelCommand::Import {
+                file,
+                name,
+                calibration,
+                dir,
+            } => {
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let name = name.unwrap_or_else(|| default_name(&file));
+                let float = crate::model::onnx::import(&bytes)
+                    .with_context(|| format!("cannot import {}", file.display()))?;
+                let samples = match calibration {
+                    Some(path) => read_data(&path)?.inputs,
+                    None => default_samples(64, float.input_len()),
+                };
+                let store = dir.store()?;
+                let stored = store
+                    .import(&bytes, &name, &samples)
+                    .with_context(|| format!("cannot import {}", file.display()))?;
+                println!(
+                    "imported `{}` into {}",
+                    stored.info.name,
+                    store.dir().display()
+                );
+                println!(
+                    "  input shape {:?}, {} outputs, {} layers",
+                    stored.info.input_shape,
+                    stored.info.output_len,
+                    stored.model.layers.len()
+                );
+                println!("  calibrated on {} samples", samples.len());
+                println!("{}", stored.id);
+                Ok(Outcome::Success)
+            }
+            ModelCommand::List { dir } => {
+                let store = dir.store()?;
+                let models = store.list()?;
+                if models.is_empty() {
+                    println!("no models in {}", store.dir().display());
+                }
+                for model in models {
+                    println!("{}  {}", model.id, model.info.name);
+                }
+                Ok(Outcome::Success)
+            }
+            ModelCommand::Info { model, dir } => {
+                let stored = dir.open(&model)?;
+                print_info(&stored)?;
+                Ok(Outcome::Success)
+            }
+            ModelCommand::Eval {
+                model,
+                data,
+                json,
+                dir,
+            } => {
+                let stored = dir.open(&model)?;
+                let data = match data {
+                    Some(path) => read_data(&path)?,
+                    None => DataSet {
+                        inputs: default_samples(64, stored.model.input_len()),
+                        ..DataSet::default()
+                    },
+                };
+                let report = crate::model::eval::compare(&stored, &data)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{report}");
+                }
+                Ok(Outcome::Success)
+            }
+            ModelCommand::Setup {
+                model,
+                backend,
+                dir,
+            } => {
+                let stored = dir.open(&model)?;
+                let system = proof::backend(&backend)
+                    .with_context(|| format!("unknown proof backend `{backend}`"))?;
+                let summary = keys::setup(&stored, system.as_ref())?;
+                println!(
+                    "keys for `{}` ({backend}) in {}",
+                    stored.info.name,
+                    stored.keys_dir().display()
+                );
+                println!(
+                    "  proving key   {} bytes, sha256 {}",
+                    summary.proving_bytes, summary.proving_fingerprint
+                );
+                println!(
+                    "  verifying key {} bytes, sha256 {}",
+                    summary.verifying_bytes, summary.verifying_fingerprint
+                );
+                println!("fingerprint {}", summary.verifying_fingerprint);
+                Ok(Outcome::Success)
+            }
+        }
+    }
+}
+
+fn print_info(stored: &StoredModel) -> anyhow::Result<()> {
+    let info = &stored.info;
+    println!("model        {}", info.name);
+    println!("id           {}", stored.id);
+    println!(
+        "input        shape {:?}, scale {:e}",
+        info.input_shape, info.input_scale
+    );
+    println!(
+        "output       {} values, scale {:e}",
+        info.output_len, info.output_scale
+    );
+    println!("calibration  {} samples", info.calibration_samples);
+    println!("layers");
+    for layer in &info.layers {
+        let weight = layer
+            .weight_scale
+            .map(|s| format!("weight scale {s:e}, "))
+            .unwrap_or_default();
+        let shift = layer
+            .shift
+            .map(|s| format!(", shift {s}"))
+            .unwrap_or_default();
+        println!(
+            "  {:<12} {weight}output scale {:e}{shift}",
+            layer.layer, layer.output_scale
+        );
+    }
+    let system = proof::default_backend();
+    println!(
+        "circuit      {} constraints ({})",
+        system.circuit_size(&stored.model)?,
+        system.name()
+    );
+    match keys::read(stored, system.name(), keys::KeyKind::Verifying) {
+        Ok(bytes) => println!("fingerprint  {} (verifying key)", keys::fingerprint(&bytes)),
+        Err(_) => println!("fingerprint  none yet: run `sn2 model setup {}`", stored.id),
+    }
+    Ok(())
+}

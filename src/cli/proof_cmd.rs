@@ -1,0 +1,170 @@
+//! `sn2 prove` and `sn2 verify`: proofs of inference from the command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::Outcome;
+use super::keys_cmd::WalletArgs;
+use super::model_cmd::ModelsDirArgs;
+use crate::keys::PublicKey;
+use crate::proof::file::{FORMAT, ProofFile};
+use crate::proof::keys::{self, KeyKind};
+use crate::proof::{self, Binding};
+
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    /// Model id, id prefix or name.
+    #[arg(long)]
+    model: String,
+    /// The input, {"input_data": [[...]]} (flattened or nested).
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Where to write the proof file.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The miner the proof is bound to (SS58) [default: the wallet's hotkey].
+    #[arg(long, value_name = "SS58")]
+    miner: Option<String>,
+    /// The request nonce (64 hex digits) [default: random].
+    #[arg(long, value_name = "HEX")]
+    nonce: Option<String>,
+    #[command(flatten)]
+    dir: ModelsDirArgs,
+    #[command(flatten)]
+    wallet: WalletArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Model id, id prefix or name.
+    #[arg(long)]
+    model: String,
+    /// The proof file.
+    #[arg(long, value_name = "FILE")]
+    proof: PathBuf,
+    /// Also require the proof to be bound to this miner (SS58).
+    #[arg(long, value_name = "SS58")]
+    miner: Option<String>,
+    /// Also require the proof to be bound to this nonce (hex).
+    #[arg(long, value_name = "HEX")]
+    nonce: Option<String>,
+    #[command(flatten)]
+    dir: ModelsDirArgs,
+}
+
+fn parse_nonce(text: &str) -> anyhow::Result<[u8; 32]> {
+    hex::decode(text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .context("the nonce must be 64 hex digits (32 bytes)")
+}
+
+impl ProveArgs {
+    pub fn run(self) -> anyhow::Result<Outcome> {
+        let config = self.dir.config.load()?;
+        let stored = self.dir.store_with(config.as_ref())?.open(&self.model)?;
+        let text = std::fs::read_to_string(&self.input)
+            .with_context(|| format!("cannot read {}", self.input.display()))?;
+        let values = crate::model::input::parse_input(&text)
+            .with_context(|| format!("{}", self.input.display()))?;
+        let input = stored
+            .model
+            .quantize_input(&values)
+            .with_context(|| format!("{}", self.input.display()))?;
+        let miner = match &self.miner {
+            Some(address) => PublicKey::from_ss58(address).context("--miner")?,
+            None => self
+                .wallet
+                .location(config.as_ref())?
+                .load_hotkey()
+                .context("no --miner given, and the wallet's hotkey cannot be loaded")?
+                .public(),
+        };
+        let nonce = match &self.nonce {
+            Some(text) => parse_nonce(text)?,
+            None => {
+                let mut nonce = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+                nonce
+            }
+        };
+        let system = proof::default_backend();
+        let proving = keys::read(&stored, system.name(), KeyKind::Proving)?;
+        let verifying = keys::read(&stored, system.name(), KeyKind::Verifying)?;
+        let payload = keys::decode(&proving, KeyKind::Proving, system.name(), &stored.id)?;
+        let prover = system.prover(Arc::new(stored.model.clone()), payload)?;
+        let proven = prover.prove(&input, &Binding::new(&stored.id, &miner, &nonce))?;
+        let file = ProofFile {
+            format: FORMAT.into(),
+            backend: system.name().into(),
+            model: stored.id.to_hex(),
+            verifying_key: keys::fingerprint(&verifying),
+            miner: miner.to_ss58(),
+            nonce: hex::encode(nonce),
+            input,
+            output_values: stored.model.dequantize_output(&proven.output),
+            output: proven.output,
+            proof: ProofFile::encode_proof(&proven.proof),
+        };
+        let json = serde_json::to_string_pretty(&file)?;
+        crate::fs::write_atomic(&self.out, json.as_bytes(), 0o644)
+            .with_context(|| format!("cannot write {}", self.out.display()))?;
+        println!("output {:?}", file.output_values);
+        println!(
+            "proof written to {} ({} bytes of proof)",
+            self.out.display(),
+            proven.proof.len()
+        );
+        Ok(Outcome::Success)
+    }
+}
+
+impl VerifyArgs {
+    pub fn run(self) -> anyhow::Result<Outcome> {
+        let stored = self.dir.open(&self.model)?;
+        let text = std::fs::read_to_string(&self.proof)
+            .with_context(|| format!("cannot read {}", self.proof.display()))?;
+        let verdict = (|| -> anyhow::Result<Vec<f64>> {
+            let file = ProofFile::parse(&text)?;
+            if file.model_id()? != stored.id {
+                anyhow::bail!(
+                    "the proof is for model {}, not {} ({})",
+                    file.model,
+                    stored.id,
+                    stored.info.name
+                );
+            }
+            if let Some(miner) = &self.miner
+                && PublicKey::from_ss58(miner).context("--miner")?.to_ss58() != file.miner
+            {
+                anyhow::bail!("the proof is bound to miner {}, not {miner}", file.miner);
+            }
+            if let Some(nonce) = &self.nonce
+                && parse_nonce(nonce)? != file.nonce_bytes()?
+            {
+                anyhow::bail!("the proof is bound to nonce {}, not {nonce}", file.nonce);
+            }
+            let system = proof::backend(&file.backend)
+                .with_context(|| format!("unknown proof backend `{}`", file.backend))?;
+            let verifying = keys::read(&stored, system.name(), KeyKind::Verifying)?;
+            let payload = keys::decode(&verifying, KeyKind::Verifying, system.name(), &stored.id)?;
+            let verifier = system.verifier(&stored.model, payload)?;
+            verifier.verify(&file.statement()?, &file.proof_bytes()?)?;
+            Ok(stored.model.dequantize_output(&file.output))
+        })();
+        match verdict {
+            Ok(values) => {
+                println!("output {values:?}");
+                println!("OK");
+                Ok(Outcome::Success)
+            }
+            Err(error) => {
+                eprintln!("sn2: proof rejected: {error:#}");
+                Ok(Outcome::Failure)
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The models directory: one folder per model id holding the canonical model, the ONNX it
+//! came from (the float reference), a description, and the proof keys.
+//!
+//! ```text
+//! DIR/<id>/model.sn2m    canonical bytes; their SHA-256 is <id>, checked on every load
+//! DIR/<id>/source.onnx   the imported ONNX file
+//! DIR/<id>/info.json     name, shapes, scales, per-layer quantisation
+//! DIR/<id>/keys/         proving and verifying keys (see `proof::keys`)
+//! ```
+//!
+//! A model is named on the command line by its id, a unique prefix of it (8 or more hex
+//! digits), or its name.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::quantize::LayerReport;
+use super::{ModelError, ModelId, QuantModel, codec, onnx, quantize};
+use crate::fs::write_atomic;
+
+const MODEL_FILE: &str = "model.sn2m";
+const SOURCE_FILE: &str = "source.onnx";
+const INFO_FILE: &str = "info.json";
+const KEYS_DIR: &str = "keys";
+const MIN_PREFIX: usize = 8;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub source_sha256: String,
+    pub input_shape: Vec<usize>,
+    pub output_len: usize,
+    pub input_scale: f32,
+    pub output_scale: f32,
+    pub calibration_samples: usize,
+    pub layers: Vec<LayerReport>,
+    pub imported_by: String,
+}
+
+/// A model loaded from the store, its bytes checked against its id.
+#[derive(Debug, Clone)]
+pub struct StoredModel {
+    pub id: ModelId,
+    pub model: QuantModel,
+    pub info: ModelInfo,
+    pub dir: PathBuf,
+}
+
+impl StoredModel {
+    pub fn keys_dir(&self) -> PathBuf {
+        self.dir.join(KEYS_DIR)
+    }
+
+    /// The float model of the imported ONNX, for comparisons.
+    pub fn float_model(&self) -> Result<super::FloatModel, ModelError> {
+        let path = self.dir.join(SOURCE_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path, source })?;
+        onnx::import(&bytes)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl ModelStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Imports ONNX bytes: parse, quantise with `calibration`, store. Importing the same
+    /// model twice gives the same id and leaves one copy.
+    pub fn import(
+        &self,
+        onnx_bytes: &[u8],
+        name: &str,
+        calibration: &[Vec<f32>],
+    ) -> Result<StoredModel, ModelError> {
+        if name.is_empty() || name.contains('/') || name.len() > 64 {
+            return Err(ModelError::Store(format!(
+                "model name `{name}` must be 1 to 64 characters without `/`"
+            )));
+        }
+        let float = onnx::import(onnx_bytes)?;
+        let (model, layers) = quantize::quantize(&float, calibration)?;
+        let canonical = codec::encode(&model);
+        let id = ModelId::of(&canonical);
+        let info = ModelInfo {
+            name: name.to_string(),
+            source_sha256: hex::encode(Sha256::digest(onnx_bytes)),
+            input_shape: model.input_shape.clone(),
+            output_len: model.output_len(),
+            input_scale: model.input_scale,
+            output_scale: model.output_scale,
+            calibration_samples: calibration.len(),
+            layers,
+            imported_by: format!("sn2 {}", env!("CARGO_PKG_VERSION")),
+        };
+        let dir = self.dir.join(id.to_hex());
+        std::fs::create_dir_all(dir.join(KEYS_DIR)).map_err(io(&dir))?;
+        let info_json = serde_json::to_vec_pretty(&info).expect("info serialises");
+        for (file, bytes) in [
+            (SOURCE_FILE, onnx_bytes),
+            (INFO_FILE, &info_json[..]),
+            (MODEL_FILE, &canonical[..]),
+        ] {
+            let path = dir.join(file);
+            write_atomic(&path, bytes, 0o644).map_err(io(&path))?;
+        }
+        Ok(StoredModel {
+            id,
+            model,
+            info,
+            dir,
+        })
+    }
+
+    /// Loads a model by id, checking that its bytes still hash to it.
+    pub fn load(&self, id: &ModelId) -> Result<StoredModel, ModelError> {
+        let dir = self.dir.join(id.to_hex());
+        let path = dir.join(MODEL_FILE);
+        let canonical = std::fs::read(&path).map_err(io(&path))?;
+        if ModelId::of(&canonical) != *id {
+            return Err(ModelError::Store(format!(
+                "{} does not hash to its id: the file is damaged; import the model again",
+                path.display()
+            )));
+        }
+        let model = codec::decode(&canonical)?;
+        let info_path = dir.join(INFO_FILE);
+        let info_bytes = std::fs::read(&info_path).map_err(io(&info_path))?;
+        let info = serde_json::from_slice(&info_bytes)
+            .map_err(|e| ModelError::Store(format!("{}: {e}", info_path.display())))?;
+        Ok(StoredModel {
+            id: *id,
+            model,
+            info,
+            dir,
+        })
+    }
+
+    /// Loads a model by id, id prefix or name.
+    pub fn open(&self, reference: &str) -> Result<StoredModel, ModelError> {
+        let id = self.resolve(reference)?;
+        self.load(&id)
+    }
+
+    /// Every model in the store, by id (unreadable entries are skipped).
+    pub fn list(&self) -> Result<Vec<StoredModel>, ModelError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&self.dir)(e)),
+        };
+        let mut models: Vec<StoredModel> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| ModelId::from_hex(entry.file_name().to_str()?))
+            .filter_map(|id| self.load(&id).ok())
+            .collect();
+        models.sort_by(|a, b| a.info.name.cmp(&b.info.name).then(a.id.cmp(&b.id)));
+        Ok(models)
+    }
+
+    fn resolve(&self, reference: &str) -> Result<ModelId, ModelError> {
+        if let Some(id) = ModelId::from_hex(reference) {
+            return Ok(id);
+        }
+        let models = self.list()?;
+        let is_prefix =
+            reference.len() >= MIN_PREFIX && reference.chars().all(|c| c.is_ascii_hexdigit());
+        let matches: Vec<&StoredModel> = models
+            .iter()
+            .filter(|m| {
+                m.info.name == reference
+                    || (is_prefix && m.id.to_hex().starts_with(&reference.to_ascii_lowercase()))
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.id),
+            [] => Err(ModelError::Store(format!(
+                "no model `{reference}` in {} (import one with `sn2 model import`)",
+                self.dir.display()
+            ))),
+            many => Err(ModelError::Store(format!(
+                "`{reference}` names {} models; use the id: {}",
+                many.len(),
+                many.iter()
+                    .map(|m| m.id.to_hex())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}

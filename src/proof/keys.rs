@@ -1,0 +1,151 @@
+//! Key files: a versioned header naming the kind of key, the backend and the model, then
+//! the backend's bytes. A key file's SHA-256 is its fingerprint; the verifying key's
+//! fingerprint is the model fingerprint shown to users, since it is what a proof is
+//! checked against. Keys live in the model's folder as `keys/<backend>.pk` and `.vk`.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::{ProofError, ProofSystem};
+use crate::fs::write_atomic;
+use crate::model::{ModelId, StoredModel};
+
+const MAGIC: &[u8; 8] = b"SN2KEYS\0";
+const VERSION: u16 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Proving = 1,
+    Verifying = 2,
+}
+
+impl KeyKind {
+    fn extension(self) -> &'static str {
+        match self {
+            KeyKind::Proving => "pk",
+            KeyKind::Verifying => "vk",
+        }
+    }
+}
+
+/// The SHA-256 of a key file, in hex.
+pub fn fingerprint(file_bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(file_bytes))
+}
+
+pub fn encode(kind: KeyKind, backend: &str, model: &ModelId, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.push(kind as u8);
+    out.push(u8::try_from(backend.len()).expect("backend names are short"));
+    out.extend_from_slice(backend.as_bytes());
+    out.extend_from_slice(&model.0);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a key file, after checking that it is the expected kind of key for this
+/// backend and model.
+pub fn decode<'a>(
+    bytes: &'a [u8],
+    kind: KeyKind,
+    backend: &str,
+    model: &ModelId,
+) -> Result<&'a [u8], ProofError> {
+    let bad = |reason: String| ProofError::MalformedKey(reason);
+    let header_len = MAGIC.len() + 2 + 1 + 1;
+    if bytes.len() < header_len || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(bad("not an sn2 key file".into()));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != VERSION {
+        return Err(bad(format!(
+            "key format version {version}; this build reads {VERSION}"
+        )));
+    }
+    if bytes[10] != kind as u8 {
+        return Err(bad(format!("not a {} key", kind.extension())));
+    }
+    let name_len = bytes[11] as usize;
+    let rest = &bytes[header_len..];
+    if rest.len() < name_len + 32 {
+        return Err(bad("truncated header".into()));
+    }
+    let (name, rest) = rest.split_at(name_len);
+    if name != backend.as_bytes() {
+        return Err(bad(format!(
+            "a key for backend `{}`, not `{backend}`",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    let (model_bytes, payload) = rest.split_at(32);
+    if model_bytes != model.0 {
+        return Err(bad(format!(
+            "a key for model {}, not {model}",
+            hex::encode(model_bytes)
+        )));
+    }
+    Ok(payload)
+}
+
+pub fn path(model: &StoredModel, backend: &str, kind: KeyKind) -> PathBuf {
+    model
+        .keys_dir()
+        .join(format!("{backend}.{}", kind.extension()))
+}
+
+/// What a setup produced.
+#[derive(Debug, Clone)]
+pub struct SetupSummary {
+    pub verifying_fingerprint: String,
+    pub proving_fingerprint: String,
+    pub proving_bytes: usize,
+    pub verifying_bytes: usize,
+}
+
+/// Makes fresh keys for a stored model and writes them (atomically) into its folder.
+pub fn setup(model: &StoredModel, system: &dyn ProofSystem) -> Result<SetupSummary, ProofError> {
+    let pair = system.setup(&model.model)?;
+    let proving = encode(KeyKind::Proving, system.name(), &model.id, &pair.proving);
+    let verifying = encode(
+        KeyKind::Verifying,
+        system.name(),
+        &model.id,
+        &pair.verifying,
+    );
+    std::fs::create_dir_all(model.keys_dir()).map_err(|e| keys_io(&model.keys_dir(), e))?;
+    for (kind, bytes) in [
+        (KeyKind::Proving, &proving),
+        (KeyKind::Verifying, &verifying),
+    ] {
+        let path = path(model, system.name(), kind);
+        write_atomic(&path, bytes, 0o644).map_err(|e| keys_io(&path, e))?;
+    }
+    Ok(SetupSummary {
+        verifying_fingerprint: fingerprint(&verifying),
+        proving_fingerprint: fingerprint(&proving),
+        proving_bytes: proving.len(),
+        verifying_bytes: verifying.len(),
+    })
+}
+
+fn keys_io(path: &std::path::Path, error: std::io::Error) -> ProofError {
+    ProofError::Model(crate::model::ModelError::Io {
+        path: path.to_path_buf(),
+        source: error,
+    })
+}
+
+/// Reads a key file of a stored model; returns the whole file (for its fingerprint).
+pub fn read(model: &StoredModel, backend: &str, kind: KeyKind) -> Result<Vec<u8>, ProofError> {
+    let path = path(model, backend, kind);
+    std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ProofError::MalformedKey(format!(
+            "model `{}` has no {backend} keys yet: run `sn2 model setup {}`",
+            model.info.name, model.id
+        )),
+        _ => keys_io(&path, e),
+    })
+}

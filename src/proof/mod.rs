@@ -1,0 +1,131 @@
+//! Proofs of inference: that a given model, run on a given input, produced a given output,
+//! for one request.
+//!
+//! A [`ProofSystem`] turns a quantised model into keys, provers and verifiers. Callers hold
+//! only the trait objects, so a second backend (a transparent STARK) slots in beside
+//! [`groth16::Groth16Bn254`] without touching them. Setup belongs to the verifier: whoever
+//! checks proofs makes the keys with fresh randomness and trusts no one else's.
+//!
+//! Every proof is bound to its request by a public [`Binding`], a field element derived
+//! from the model id, the miner's hotkey and the validator's nonce, so a proof cannot be
+//! replayed for another request or presented by another miner.
+
+mod circuit;
+pub mod file;
+pub mod groth16;
+pub mod keys;
+
+use std::sync::Arc;
+
+use blake2::{Blake2b512, Digest};
+
+use crate::keys::PublicKey;
+use crate::model::{ModelId, QuantModel};
+
+pub use file::ProofFile;
+
+/// Domain separation of the binding hash.
+const BINDING_DOMAIN: &[u8] = b"sn2/request-binding/v1";
+
+/// What ties a proof to one request: H(domain, model id, miner hotkey, nonce), as 31
+/// bytes so that it is below the field's modulus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding(pub [u8; 31]);
+
+impl Binding {
+    pub fn new(model: &ModelId, miner: &PublicKey, nonce: &[u8; 32]) -> Self {
+        let mut hasher = Blake2b512::new();
+        hasher.update(BINDING_DOMAIN);
+        hasher.update(model.0);
+        hasher.update(miner.as_bytes());
+        hasher.update(nonce);
+        let digest = hasher.finalize();
+        let mut bytes = [0u8; 31];
+        bytes.copy_from_slice(&digest[..31]);
+        Self(bytes)
+    }
+}
+
+/// What a proof claims: this input gave this output, for this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub input: Vec<i8>,
+    pub output: Vec<i32>,
+    pub binding: Binding,
+}
+
+/// A computed output with its proof.
+#[derive(Debug, Clone)]
+pub struct Proven {
+    pub output: Vec<i32>,
+    pub proof: Vec<u8>,
+}
+
+/// A proving and a verifying key, serialised by the backend.
+pub struct KeyPair {
+    pub proving: Vec<u8>,
+    pub verifying: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error(
+        "the proof does not verify: the output, input or request binding is not what was proved, or the proof was forged"
+    )]
+    Rejected,
+    #[error("malformed proof: {0}")]
+    MalformedProof(String),
+    #[error("malformed key: {0}")]
+    MalformedKey(String),
+    #[error("the statement does not fit the model: {0}")]
+    Statement(String),
+    #[error("cannot synthesise the circuit: {0}")]
+    Synthesis(String),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}
+
+pub trait ProofSystem: Send + Sync {
+    /// A stable name, written into key and proof files.
+    fn name(&self) -> &'static str;
+
+    /// Makes fresh keys for `model`, with randomness from the operating system.
+    fn setup(&self, model: &QuantModel) -> Result<KeyPair, ProofError>;
+
+    fn prover(
+        &self,
+        model: Arc<QuantModel>,
+        proving_key: &[u8],
+    ) -> Result<Box<dyn Prover>, ProofError>;
+
+    fn verifier(
+        &self,
+        model: &QuantModel,
+        verifying_key: &[u8],
+    ) -> Result<Box<dyn Verifier>, ProofError>;
+
+    /// The size of the model's circuit, in the backend's own unit (constraints for R1CS).
+    fn circuit_size(&self, model: &QuantModel) -> Result<usize, ProofError>;
+}
+
+pub trait Prover: Send + Sync {
+    /// Runs the model on `input` and proves the result, bound to `binding`.
+    fn prove(&self, input: &[i8], binding: &Binding) -> Result<Proven, ProofError>;
+}
+
+pub trait Verifier: Send + Sync {
+    fn verify(&self, statement: &Statement, proof: &[u8]) -> Result<(), ProofError>;
+}
+
+/// The backends this build offers, by name.
+pub fn backend(name: &str) -> Option<Box<dyn ProofSystem>> {
+    match name {
+        groth16::NAME => Some(Box::new(groth16::Groth16Bn254)),
+        _ => None,
+    }
+}
+
+/// The backend used when none is named.
+pub fn default_backend() -> Box<dyn ProofSystem> {
+    Box::new(groth16::Groth16Bn254)
+}
