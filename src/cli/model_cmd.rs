@@ -96,27 +96,6 @@ pub enum ModelCommand {
     },
 }
 
-/// Deterministic inputs uniform in [0, 1): the default calibration and evaluation data, so
-/// that importing the same file twice gives the same model id.
-pub fn default_samples(count: usize, len: usize) -> Vec<Vec<f32>> {
-    let mut state: u64 = 0x5eed_5eed_5eed_5eed;
-    let mut next = move || {
-        // splitmix64
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    (0..count)
-        .map(|_| {
-            (0..len)
-                .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32)
-                .collect()
-        })
-        .collect()
-}
-
 pub fn read_data(path: &Path) -> anyhow::Result<DataSet> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -151,7 +130,7 @@ impl ModelCommand {
                     .with_context(|| format!("cannot import {}", file.display()))?;
                 let samples = match calibration {
                     Some(path) => read_data(&path)?.inputs,
-                    None => default_samples(64, float.input_len()),
+                    None => crate::model::input::pseudo_random_samples(64, float.input_len()),
                 };
                 let store = dir.store()?;
                 let stored = store
@@ -198,7 +177,10 @@ impl ModelCommand {
                 let data = match data {
                     Some(path) => read_data(&path)?,
                     None => DataSet {
-                        inputs: default_samples(64, stored.model.input_len()),
+                        inputs: crate::model::input::pseudo_random_samples(
+                            64,
+                            stored.model.input_len(),
+                        ),
                         ..DataSet::default()
                     },
                 };

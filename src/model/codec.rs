@@ -302,3 +302,62 @@ impl<'a> Reader<'a> {
         Ok((weights, bias, activation))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testing::{Numbers, every_layer_model};
+
+    #[test]
+    fn round_trips_and_ids_are_stable() {
+        let model = every_layer_model();
+        let bytes = encode(&model);
+        assert_eq!(decode(&bytes).unwrap(), model);
+        assert_eq!(
+            ModelId::of(&bytes),
+            ModelId::of(&encode(&decode(&bytes).unwrap()))
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = encode(&every_layer_model());
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "truncated to {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(decode(&longer), Err(ModelError::Format(_))));
+    }
+
+    #[test]
+    fn corrupted_files_never_panic() {
+        let bytes = encode(&every_layer_model());
+        let mut numbers = Numbers::new(7);
+        for _ in 0..2000 {
+            let mut damaged = bytes.clone();
+            for _ in 0..1 + numbers.next() % 3 {
+                let at = numbers.next() as usize % damaged.len();
+                damaged[at] ^= 1 << (numbers.next() % 8);
+            }
+            // Either it decodes into some valid model, or it is refused: never a panic.
+            if let Ok(model) = decode(&damaged) {
+                model.check().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn version_and_magic_are_checked() {
+        let mut bytes = encode(&every_layer_model());
+        bytes[8] = 9;
+        assert!(
+            decode(&bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("version 9")
+        );
+        bytes[0] = b'X';
+        assert!(decode(&bytes).unwrap_err().to_string().contains("magic"));
+    }
+}

@@ -100,6 +100,26 @@ impl DataSet {
     }
 }
 
+/// Deterministic inputs uniform in [0, 1) (splitmix64): the default calibration and
+/// evaluation data, so that importing the same file twice gives the same model id.
+pub fn pseudo_random_samples(count: usize, len: usize) -> Vec<Vec<f32>> {
+    let mut state: u64 = 0x5eed_5eed_5eed_5eed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..count)
+        .map(|_| {
+            (0..len)
+                .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32)
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,8 @@ mod onnx_proto;
 pub mod quant;
 pub mod quantize;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use codec::ModelId;
 pub use float::FloatModel;

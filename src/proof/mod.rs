@@ -14,6 +14,8 @@ mod circuit;
 pub mod file;
 pub mod groth16;
 pub mod keys;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -1,0 +1,396 @@
+//! The reference models under models/, through the operator's commands: import, evaluate
+//! against the stored test vectors, set up, prove, verify, and refuse every tampering.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use sn2::model::ModelStore;
+use sn2::proof::{self, Binding, ProofFile, Statement, keys};
+
+fn sn2(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sn2"))
+        .args(args)
+        .env_remove("SN2_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn model_file(name: &str, file: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(name)
+        .join(file)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Imports a reference model into `dir` and returns its id (the last line printed).
+fn import(dir: &Path, name: &str) -> String {
+    let out = ok(sn2(&[
+        "model",
+        "import",
+        &model_file(name, "model.onnx"),
+        "--calibration",
+        &model_file(name, "calibration.json"),
+        "--models-dir",
+        dir.to_str().unwrap(),
+    ]));
+    let id = out.lines().last().unwrap().to_string();
+    assert_eq!(id.len(), 64, "{out}");
+    id
+}
+
+fn eval(dir: &Path, name: &str) -> serde_json::Value {
+    let out = ok(sn2(&[
+        "model",
+        "eval",
+        name,
+        "--data",
+        &model_file(name, "test.json"),
+        "--json",
+        "--models-dir",
+        dir.to_str().unwrap(),
+    ]));
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn reference_models_import_reproducibly_and_stay_close_to_float() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["digits-mlp", "mnist-mlp", "cnn-small"] {
+        let id = import(dir.path(), name);
+        assert_eq!(
+            import(dir.path(), name),
+            id,
+            "{name}: importing twice gives one id"
+        );
+        let report = eval(dir.path(), name);
+        // The float evaluator agrees with onnx's reference evaluator (the stored outputs).
+        assert!(
+            report["reference_max_abs_error"].as_f64().unwrap() < 1e-4,
+            "{name}: {report}"
+        );
+        // Stated tolerance: the quantised outputs are within 6% of the largest float output.
+        assert!(
+            report["relative_error"].as_f64().unwrap() < 0.06,
+            "{name}: {report}"
+        );
+        assert!(
+            report["argmax_agreement"].as_f64().unwrap() >= 0.95,
+            "{name}: {report}"
+        );
+    }
+    let digits = eval(dir.path(), "digits-mlp");
+    assert!(
+        digits["float_accuracy"].as_f64().unwrap() > 0.95,
+        "{digits}"
+    );
+    assert!(
+        digits["quantized_accuracy"].as_f64().unwrap() > 0.95,
+        "{digits}"
+    );
+}
+
+struct Proved {
+    dir: tempfile::TempDir,
+    proof: PathBuf,
+    file: ProofFile,
+}
+
+fn prove_mnist() -> Proved {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().to_str().unwrap().to_string();
+    import(dir.path(), "mnist-mlp");
+    let setup = ok(sn2(&[
+        "model",
+        "setup",
+        "mnist-mlp",
+        "--models-dir",
+        &models,
+    ]));
+    let fingerprint = setup
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("fingerprint ")
+        .unwrap()
+        .to_string();
+    let info = ok(sn2(&[
+        "model",
+        "info",
+        "mnist-mlp",
+        "--models-dir",
+        &models,
+    ]));
+    assert!(info.contains(&fingerprint), "{info}");
+
+    let test: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_file("mnist-mlp", "test.json")).unwrap(),
+    )
+    .unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({ "input_data": [test["inputs"][0]] }).to_string(),
+    )
+    .unwrap();
+    let proof = dir.path().join("proof.json");
+    let miner = sn2::keys::Hotkey::from_seed(&[3; 32]).ss58();
+    ok(sn2(&[
+        "prove",
+        "--model",
+        "mnist-mlp",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        proof.to_str().unwrap(),
+        "--miner",
+        &miner,
+        "--models-dir",
+        &models,
+    ]));
+    let file = ProofFile::parse(&std::fs::read_to_string(&proof).unwrap()).unwrap();
+    assert_eq!(file.verifying_key, fingerprint);
+    Proved { dir, proof, file }
+}
+
+fn verify(proved: &Proved, file: &ProofFile, extra: &[&str]) -> Output {
+    let path = proved.dir.path().join("checked.json");
+    std::fs::write(&path, serde_json::to_string(file).unwrap()).unwrap();
+    let mut args = vec![
+        "verify",
+        "--model",
+        "mnist-mlp",
+        "--proof",
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--models-dir", proved.dir.path().to_str().unwrap()]);
+    sn2(&args)
+}
+
+fn rejected(output: Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let message = String::from_utf8(output.stderr).unwrap();
+    assert!(message.starts_with("sn2: proof rejected: "), "{message}");
+    message
+}
+
+#[test]
+fn a_proof_verifies_and_every_tampering_is_rejected() {
+    let proved = prove_mnist();
+    let out = ok(verify(&proved, &proved.file, &[]));
+    assert!(out.ends_with("OK\n"), "{out}");
+    ok(verify(
+        &proved,
+        &proved.file,
+        &[
+            "--miner",
+            &proved.file.miner.clone(),
+            "--nonce",
+            &proved.file.nonce.clone(),
+        ],
+    ));
+
+    let mut output = proved.file.clone();
+    output.output[3] += 1;
+    assert!(rejected(verify(&proved, &output, &[])).contains("does not verify"));
+
+    let mut input = proved.file.clone();
+    input.input[100] = input.input[100].wrapping_add(1);
+    assert!(rejected(verify(&proved, &input, &[])).contains("does not verify"));
+
+    let mut nonce = proved.file.clone();
+    nonce.nonce = "00".repeat(32);
+    assert!(rejected(verify(&proved, &nonce, &[])).contains("does not verify"));
+
+    let mut miner = proved.file.clone();
+    miner.miner = sn2::keys::Hotkey::from_seed(&[4; 32]).ss58();
+    assert!(rejected(verify(&proved, &miner, &[])).contains("does not verify"));
+
+    let mut bytes = proved.file.clone();
+    let mut proof = bytes.proof_bytes().unwrap();
+    proof[40] ^= 0x10;
+    bytes.proof = ProofFile::encode_proof(&proof);
+    rejected(verify(&proved, &bytes, &[]));
+
+    let other_miner = sn2::keys::Hotkey::from_seed(&[5; 32]).ss58();
+    assert!(
+        rejected(verify(&proved, &proved.file, &["--miner", &other_miner]))
+            .contains("bound to miner")
+    );
+    assert!(
+        rejected(verify(
+            &proved,
+            &proved.file,
+            &["--nonce", &"11".repeat(32)]
+        ))
+        .contains("bound to nonce")
+    );
+
+    std::fs::write(proved.dir.path().join("garbage.json"), "{\"format\": 1}").unwrap();
+    let garbage = proved.dir.path().join("garbage.json");
+    let out = sn2(&[
+        "verify",
+        "--model",
+        "mnist-mlp",
+        "--proof",
+        garbage.to_str().unwrap(),
+        "--models-dir",
+        proved.dir.path().to_str().unwrap(),
+    ]);
+    assert!(rejected(out).contains("not a proof file"));
+    assert!(proved.proof.exists());
+}
+
+#[test]
+fn a_proof_is_rejected_under_another_models_key() {
+    let proved = prove_mnist();
+    // cnn-small has the same input and output sizes as mnist-mlp, so its key takes the
+    // same number of public inputs: the proof itself must fail.
+    import(proved.dir.path(), "cnn-small");
+    let store = ModelStore::new(proved.dir.path());
+    let cnn = store.open("cnn-small").unwrap();
+    let system = proof::default_backend();
+    keys::setup(&cnn, system.as_ref()).unwrap();
+    let vk_file = keys::read(&cnn, system.name(), keys::KeyKind::Verifying).unwrap();
+    let vk = keys::decode(&vk_file, keys::KeyKind::Verifying, system.name(), &cnn.id).unwrap();
+    let verifier = system.verifier(&cnn.model, vk).unwrap();
+    let statement = proved.file.statement().unwrap();
+    let err = verifier
+        .verify(&statement, &proved.file.proof_bytes().unwrap())
+        .unwrap_err();
+    assert!(matches!(err, proof::ProofError::Rejected), "{err}");
+
+    // With the binding recomputed for cnn-small's id, it fails all the same.
+    let rebound = Statement {
+        binding: Binding::new(
+            &cnn.id,
+            &proved.file.miner_key().unwrap(),
+            &proved.file.nonce_bytes().unwrap(),
+        ),
+        ..statement
+    };
+    assert!(
+        verifier
+            .verify(&rebound, &proved.file.proof_bytes().unwrap())
+            .is_err()
+    );
+
+    // And the command line refuses a proof for another model id outright.
+    let out = sn2(&[
+        "verify",
+        "--model",
+        "cnn-small",
+        "--proof",
+        proved.proof.to_str().unwrap(),
+        "--models-dir",
+        proved.dir.path().to_str().unwrap(),
+    ]);
+    assert!(rejected(out).contains("the proof is for model"));
+}
+
+#[test]
+fn cnn_small_proves_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    import(dir.path(), "cnn-small");
+    let stored = ModelStore::new(dir.path()).open("cnn-small").unwrap();
+    let system = proof::default_backend();
+    let keys = system.setup(&stored.model).unwrap();
+    let model = Arc::new(stored.model.clone());
+    let test: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_file("cnn-small", "test.json")).unwrap(),
+    )
+    .unwrap();
+    let values: Vec<f32> = test["inputs"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let input = model.quantize_input(&values).unwrap();
+    let binding = Binding([9; 31]);
+    let proven = system
+        .prover(model.clone(), &keys.proving)
+        .unwrap()
+        .prove(&input, &binding)
+        .unwrap();
+    let statement = Statement {
+        input,
+        output: proven.output,
+        binding,
+    };
+    system
+        .verifier(&model, &keys.verifying)
+        .unwrap()
+        .verify(&statement, &proven.proof)
+        .unwrap();
+}
+
+#[test]
+fn proving_without_keys_says_how_to_make_them() {
+    let dir = tempfile::tempdir().unwrap();
+    import(dir.path(), "digits-mlp");
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, format!("{{\"input_data\": [{:?}]}}", vec![1.0; 64])).unwrap();
+    let out = sn2(&[
+        "prove",
+        "--model",
+        "digits-mlp",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+        "--miner",
+        &sn2::keys::Hotkey::from_seed(&[1; 32]).ss58(),
+        "--models-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("run `sn2 model setup"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(&input, "{\"input_data\": [[1, 2, 3]]}").unwrap();
+    ok(sn2(&[
+        "model",
+        "setup",
+        "digits-mlp",
+        "--models-dir",
+        dir.path().to_str().unwrap(),
+    ]));
+    let out = sn2(&[
+        "prove",
+        "--model",
+        "digits-mlp",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+        "--miner",
+        &sn2::keys::Hotkey::from_seed(&[1; 32]).ss58(),
+        "--models-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the input has 3 values; the model takes 64")
+    );
+}
