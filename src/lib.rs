@@ -6,6 +6,7 @@
 //! [`config`] → services ([`daemon`]) → wire → proof, with [`keys`] signing for the
 //! services.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

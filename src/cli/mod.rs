@@ -2,6 +2,7 @@
 //! Each subcommand is a thin layer over a library module; errors are reported once, at
 //! the top, with their whole chain of causes.
 
+mod bench_cmd;
 mod config_cmd;
 mod keys_cmd;
 mod model_cmd;
@@ -41,6 +42,8 @@ enum Command {
     Prove(proof_cmd::ProveArgs),
     /// Check a proof file.
     Verify(proof_cmd::VerifyArgs),
+    /// Measure circuit sizes, proving and verifying times, and memory on this machine.
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// A config file to take defaults from (its `[wallet]` section, models directory, ...).
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Model(command) => command.run(),
         Command::Prove(args) => args.run(),
         Command::Verify(args) => args.run(),
+        Command::Bench(args) => args.run(),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -29,13 +29,24 @@ type Lc = LinearCombination<Fr>;
 pub const INPUT_OFFSET: i64 = 128;
 pub const OUTPUT_OFFSET: i64 = 1 << 31;
 
+/// An input value as its public input: `x + 128`, a byte.
+pub fn encode_input(x: i8) -> u8 {
+    (x as i16 + INPUT_OFFSET as i16) as u8
+}
+
+/// An output value as its public input: `y + 2^31`, 32 bits.
+pub fn encode_output(y: i32) -> u32 {
+    (y as i64 + OUTPUT_OFFSET) as u32
+}
+
 /// The public inputs of a statement, in the circuit's order.
+#[cfg(test)]
 pub fn public_inputs(input: &[i8], binding: Fr, output: &[i32]) -> Vec<Fr> {
     input
         .iter()
-        .map(|&x| Fr::from(x as i64 + INPUT_OFFSET))
+        .map(|&x| Fr::from(encode_input(x)))
         .chain(std::iter::once(binding))
-        .chain(output.iter().map(|&y| Fr::from(y as i64 + OUTPUT_OFFSET)))
+        .chain(output.iter().map(|&y| Fr::from(encode_output(y))))
         .collect()
 }
 
@@ -65,20 +76,21 @@ pub struct InferenceCircuit<'a> {
 
 impl ConstraintSynthesizer<Fr> for InferenceCircuit<'_> {
     fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
+        let matrices = cs.should_construct_matrices();
         let mut builder = Builder {
             cs,
             small: small_constants(),
+            matrices,
         };
         let mut wires = Vec::with_capacity(self.input.len());
         for &x in self.input {
-            let value = x as i64;
             let variable = builder
                 .cs
-                .new_input_variable(|| Ok(Fr::from(value + INPUT_OFFSET)))?;
+                .new_input_variable(|| Ok(Fr::from(encode_input(x))))?;
             wires.push(Wire {
                 variable,
                 offset: -INPUT_OFFSET,
-                value,
+                value: x as i64,
             });
         }
         // The binding enters a constraint, so the proof commits to it.
@@ -86,13 +98,11 @@ impl ConstraintSynthesizer<Fr> for InferenceCircuit<'_> {
         let square = builder
             .cs
             .new_witness_variable(|| Ok(self.binding.square()))?;
-        builder.enforce(lc1(binding), lc1(binding), lc1(square))?;
+        builder.enforce(|| lc1(binding), || lc1(binding), || lc1(square))?;
 
         let ranges = self.model.ranges();
-        let last = self.model.layers.len() - 1;
-        let mut output_lcs: Option<Vec<(Lc, i64)>> = None;
+        let mut outputs: Option<Vec<(Lc, i64)>> = None;
         for (index, layer) in self.model.layers.iter().enumerate() {
-            let range = ranges[index];
             match layer {
                 Layer::Dense {
                     activation: Activation::Accumulator,
@@ -101,22 +111,22 @@ impl ConstraintSynthesizer<Fr> for InferenceCircuit<'_> {
                 | Layer::Conv {
                     activation: Activation::Accumulator,
                     ..
-                } => {
-                    debug_assert_eq!(index, last);
-                    output_lcs = Some(builder.accumulators(layer, &wires));
-                }
-                _ => wires = builder.layer(layer, &wires, range)?,
+                } => outputs = Some(builder.accumulators(layer, &wires)),
+                _ => wires = builder.layer(layer, &wires, ranges[index])?,
             }
         }
         let outputs =
-            output_lcs.unwrap_or_else(|| wires.iter().map(|w| (w.lc(), w.value)).collect());
+            outputs.unwrap_or_else(|| wires.iter().map(|w| (builder.lc(w), w.value)).collect());
         for (lc, value) in outputs {
             let public = builder
                 .cs
-                .new_input_variable(|| Ok(Fr::from(value + OUTPUT_OFFSET)))?;
+                .new_input_variable(|| Ok(Fr::from(encode_output(value as i32))))?;
             // lc + 2^31 − public = 0
-            let difference = lc + (Fr::from(OUTPUT_OFFSET), Variable::One) - (Fr::one(), public);
-            builder.enforce(difference, lc1(Variable::One), Lc::zero())?;
+            builder.enforce(
+                || lc + (Fr::from(OUTPUT_OFFSET), Variable::One) - (Fr::one(), public),
+                || lc1(Variable::One),
+                Lc::zero,
+            )?;
         }
         Ok(())
     }
@@ -150,9 +160,13 @@ fn bits_for(bound: i128) -> u32 {
     128 - bound.leading_zeros()
 }
 
+/// Walks the model, allocating variables with their values and, when the constraint system
+/// builds matrices (setup, or proving without cached matrices), the constraints. Linear
+/// combinations are built only then: a prover with cached matrices needs only values.
 struct Builder {
     cs: ConstraintSystemRef<Fr>,
     small: Vec<Fr>,
+    matrices: bool,
 }
 
 impl Builder {
@@ -160,12 +174,21 @@ impl Builder {
         self.small[(w as i16 + 128) as usize]
     }
 
-    fn enforce(&self, a: Lc, b: Lc, c: Lc) -> Result<(), SynthesisError> {
-        self.cs.enforce_r1cs_constraint(|| a, || b, || c)
+    fn enforce(
+        &self,
+        a: impl FnOnce() -> Lc,
+        b: impl FnOnce() -> Lc,
+        c: impl FnOnce() -> Lc,
+    ) -> Result<(), SynthesisError> {
+        self.cs.enforce_r1cs_constraint(a, b, c)
     }
 
     fn witness(&self, value: Fr) -> Result<Variable, SynthesisError> {
         self.cs.new_witness_variable(|| Ok(value))
+    }
+
+    fn lc(&self, wire: &Wire) -> Lc {
+        if self.matrices { wire.lc() } else { Lc::zero() }
     }
 
     /// A Dense or Conv layer's accumulators as linear combinations with their values.
@@ -175,11 +198,14 @@ impl Builder {
             let mut constant = bias as i64;
             let mut value = bias as i64;
             for (w, wire) in row {
-                if w != 0 {
+                value += w as i64 * wire.value;
+                if self.matrices && w != 0 {
                     terms.push((self.weight(w), wire.variable));
                     constant += w as i64 * wire.offset;
-                    value += w as i64 * wire.value;
                 }
+            }
+            if !self.matrices {
+                return (Lc::zero(), value);
             }
             terms.push((Fr::from(constant), Variable::One));
             (Lc::from_sum_coeff_vars(&terms), value)
@@ -261,7 +287,9 @@ impl Builder {
                     let mut lc = Lc::zero();
                     let mut value = 0;
                     for &i in inputs {
-                        lc = lc + &wires[i].lc();
+                        if self.matrices {
+                            lc = lc + &wires[i].lc();
+                        }
                         value += wires[i].value;
                     }
                     sums.push((lc, value));
@@ -272,7 +300,7 @@ impl Builder {
             }
             Layer::Relu => wires
                 .iter()
-                .map(|w| self.requantize(w.lc(), w.value, range.magnitude(), 0, true))
+                .map(|w| self.requantize(self.lc(w), w.value, range.magnitude(), 0, true))
                 .collect(),
             Layer::Dense { .. } | Layer::Conv { .. } => {
                 unreachable!("accumulator layers are handled by the caller")
@@ -300,12 +328,15 @@ impl Builder {
 
         let bits = self.bits(t, b + 1)?;
         // Σ 2^i·bit_i = acc + half + lifted + 2^B
-        let rhs = acc + (Fr::from(half + lifted + top), Variable::One);
-        self.enforce(binary_sum(&bits) - &rhs, lc1(Variable::One), Lc::zero())?;
+        self.enforce(
+            || binary_sum(&bits) - &(acc + (Fr::from(half + lifted + top), Variable::One)),
+            || lc1(Variable::One),
+            Lc::zero,
+        )?;
 
         let positive = bits[b as usize];
+        let low_bits = &bits[k as usize..(k + n) as usize];
         let low_value = ((t >> k) & ((1 << n) - 1)) as i64;
-        let low = binary_sum(&bits[k as usize..(k + n) as usize]);
         let ceiling = (1i64 << n) - 1;
         let high = &bits[(k + n) as usize..b as usize];
         let high_value = (t >> (k + n)) & ((1i128 << (b - k - n)) - 1);
@@ -317,25 +348,33 @@ impl Builder {
 
         if high.is_empty() {
             // No bit can overflow: y = positive · low.
-            self.enforce(lc1(positive), low, lc1(y))?;
+            self.enforce(|| lc1(positive), || binary_sum(low_bits), || lc1(y))?;
         } else {
             // over = (Σ high bits ≠ 0), by the inverse trick.
-            let high_sum = Lc::sum_vars(high);
-            let high_count = Fr::from(
-                high.iter()
-                    .enumerate()
-                    .filter(|&(i, _)| (high_value >> i) & 1 == 1)
-                    .count() as u64,
-            );
+            let high_count = Fr::from(high_value.count_ones() as u64);
             let inverse = self.witness(high_count.inverse().unwrap_or(Fr::zero()))?;
             let over = self.witness(Fr::from(over_value))?;
-            self.enforce(high_sum.clone(), lc1(inverse), lc1(over))?;
-            self.enforce(high_sum, lc1(Variable::One) - (Fr::one(), over), Lc::zero())?;
+            self.enforce(|| Lc::sum_vars(high), || lc1(inverse), || lc1(over))?;
+            self.enforce(
+                || Lc::sum_vars(high),
+                || lc1(Variable::One) - (Fr::one(), over),
+                Lc::zero,
+            )?;
             // z = over · (ceiling − low); y = positive · (low + z)
             let z = self.witness(Fr::from(over_value * (ceiling - low_value)))?;
-            let headroom = Lc::from_sum_coeff_vars(&[(Fr::from(ceiling), Variable::One)]) - &low;
-            self.enforce(lc1(over), headroom, lc1(z))?;
-            self.enforce(lc1(positive), low + (Fr::one(), z), lc1(y))?;
+            self.enforce(
+                || lc1(over),
+                || {
+                    Lc::from_sum_coeff_vars(&[(Fr::from(ceiling), Variable::One)])
+                        - &binary_sum(low_bits)
+                },
+                || lc1(z),
+            )?;
+            self.enforce(
+                || lc1(positive),
+                || binary_sum(low_bits) + (Fr::one(), z),
+                || lc1(y),
+            )?;
         }
         Ok(Wire {
             variable: y,
@@ -350,14 +389,17 @@ impl Builder {
         let top: i128 = 1 << m;
         let difference = a.value as i128 - b.value as i128;
         let bits = self.bits(difference + top, m + 1)?;
-        let a_minus_b = a.lc() - &b.lc();
-        let rhs = a_minus_b.clone() + (Fr::from(top), Variable::One);
-        self.enforce(binary_sum(&bits) - &rhs, lc1(Variable::One), Lc::zero())?;
+        // Σ 2^i·bit_i = a − b + 2^m
+        self.enforce(
+            || binary_sum(&bits) - &(a.lc() - &b.lc() + (Fr::from(top), Variable::One)),
+            || lc1(Variable::One),
+            Lc::zero,
+        )?;
         let a_wins = bits[m as usize];
         let value = quant::max(a.value, b.value);
         let out = self.witness(Fr::from(value))?;
         // a_wins · (a − b) = out − b
-        self.enforce(lc1(a_wins), a_minus_b, lc1(out) - &b.lc())?;
+        self.enforce(|| lc1(a_wins), || a.lc() - &b.lc(), || lc1(out) - &b.lc())?;
         Ok(Wire {
             variable: out,
             offset: 0,
@@ -371,7 +413,11 @@ impl Builder {
             .map(|i| {
                 let bit = self.witness(Fr::from(((value >> i) & 1) as u64))?;
                 // bit · (bit − 1) = 0
-                self.enforce(lc1(bit), lc1(bit) - (Fr::one(), Variable::One), Lc::zero())?;
+                self.enforce(
+                    || lc1(bit),
+                    || lc1(bit) - (Fr::one(), Variable::One),
+                    Lc::zero,
+                )?;
                 Ok(bit)
             })
             .collect()

@@ -1,0 +1,53 @@
+//! `sn2 bench`: measure proving on this machine (see `crate::bench`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::Outcome;
+use crate::bench;
+use crate::model::ModelStore;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model folders, each with model.onnx and optionally calibration.json
+    /// [default: models/digits-mlp models/mnist-mlp models/cnn-small].
+    folders: Vec<PathBuf>,
+    /// Proofs timed per thread count (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BenchArgs {
+    pub fn run(self) -> anyhow::Result<Outcome> {
+        let folders = if self.folders.is_empty() {
+            bench::default_folders()
+        } else {
+            self.folders
+        };
+        let scratch = tempfile_dir()?;
+        let store = ModelStore::new(&scratch);
+        let mut results = Vec::new();
+        for folder in &folders {
+            eprintln!("benchmarking {} ...", folder.display());
+            results.push(bench::bench_model(folder, &store, self.runs.max(1))?);
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        } else {
+            print!("{}", bench::markdown_table(&results));
+        }
+        Ok(Outcome::Success)
+    }
+}
+
+/// A private scratch directory for the benchmark's model store.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sn2-bench-{}", std::process::id()));
+    crate::fs::create_private_dir(&dir)?;
+    Ok(dir)
+}
