@@ -7,11 +7,18 @@
 //! services.
 
 pub mod bench;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod devnet;
 pub mod fs;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
+pub mod miner;
 pub mod model;
 pub mod proof;
+pub mod shutdown;
+pub mod validator;
+pub mod wire;

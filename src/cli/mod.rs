@@ -4,6 +4,7 @@
 
 mod bench_cmd;
 mod config_cmd;
+mod devnet_cmd;
 mod keys_cmd;
 mod model_cmd;
 mod proof_cmd;
@@ -44,6 +45,8 @@ enum Command {
     Verify(proof_cmd::VerifyArgs),
     /// Measure circuit sizes, proving and verifying times, and memory on this machine.
     Bench(bench_cmd::BenchArgs),
+    /// Run a validator and miners on loopback, without a chain, with a live table.
+    Devnet(devnet_cmd::DevnetArgs),
 }
 
 /// A config file to take defaults from (its `[wallet]` section, models directory, ...).
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Prove(args) => args.run(),
         Command::Verify(args) => args.run(),
         Command::Bench(args) => args.run(),
+        Command::Devnet(args) => args.run(),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -41,10 +41,23 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChainConfig {
+    /// Where the metagraph comes from and weights go.
+    pub backend: ChainBackend,
     /// `finney`, `test`, `local` or a ws:// / wss:// URL.
     pub network: Network,
     /// Filled in on load when absent: Subnet 2's netuid on `network`.
     pub netuid: Option<u16>,
+    /// The metagraph of the `static` backend.
+    pub neurons: Vec<crate::chain::StaticNeuron>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainBackend {
+    /// A subtensor node at `network`.
+    Subtensor,
+    /// The fixed metagraph of `neurons`, without a chain (devnets, private deployments).
+    Static,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -67,6 +80,10 @@ pub struct MinerConfig {
     pub max_concurrent_proofs: Count,
     /// The largest request body or frame accepted.
     pub max_request_bytes: Count,
+    /// The largest proving key fetched from a validator.
+    pub max_key_bytes: Count,
+    /// Stake (TAO) a validator needs, besides its permit, to be given work.
+    pub min_validator_stake: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -82,6 +99,11 @@ pub struct ValidatorConfig {
     pub weights_interval_blocks: Count,
     /// Where scores are kept across restarts.
     pub state_dir: PathBuf,
+    /// Models to query, by name or id; empty: every model with keys in the models directory.
+    pub models: Vec<String>,
+    /// The URL miners fetch this validator's proving keys from (its metrics address as
+    /// miners reach it).
+    pub key_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -149,8 +171,10 @@ struct RawUpdateConfig {
 impl Default for ChainConfig {
     fn default() -> Self {
         Self {
+            backend: ChainBackend::Subtensor,
             network: Network::Finney,
             netuid: None,
+            neurons: Vec::new(),
         }
     }
 }
@@ -177,6 +201,8 @@ impl Default for MinerConfig {
             external_port: None,
             max_concurrent_proofs: Count::new(2),
             max_request_bytes: Count::new(4 * 1024 * 1024),
+            max_key_bytes: Count::new(256 * 1024 * 1024),
+            min_validator_stake: 0.0,
         }
     }
 }
@@ -189,6 +215,8 @@ impl Default for ValidatorConfig {
             sample_size: Count::new(16),
             weights_interval_blocks: Count::new(100),
             state_dir: PathBuf::from("~/.sn2/validator"),
+            models: Vec::new(),
+            key_url: None,
         }
     }
 }

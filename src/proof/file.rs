@@ -63,9 +63,7 @@ impl ProofFile {
     }
 
     pub fn proof_bytes(&self) -> Result<Vec<u8>, ProofError> {
-        base64::engine::general_purpose::STANDARD
-            .decode(&self.proof)
-            .map_err(|e| ProofError::MalformedProof(format!("`proof` is not base64: {e}")))
+        decode_proof(&self.proof)
     }
 
     /// The statement this file claims, with the binding recomputed from its parts.
@@ -81,4 +79,11 @@ impl ProofFile {
     pub fn encode_proof(proof: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(proof)
     }
+}
+
+/// A proof's bytes from its base64 text (in proof files and on the wire).
+pub fn decode_proof(text: &str) -> Result<Vec<u8>, ProofError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| ProofError::MalformedProof(format!("the proof is not base64: {e}")))
 }

@@ -1,0 +1,337 @@
+//! `sn2 devnet`: a validator and N miners on loopback, without a chain — the embedded
+//! default that shows the whole subnet working.
+//!
+//! Everything runs in this process on real transports: throwaway hotkeys, the reference
+//! models (built into the binary), a static metagraph (the validator is uid 0, miners
+//! 1..=N), each node with its own models directory, so miners fetch the validator's
+//! proving keys over HTTP as on a real network. The first `dishonest` miners cheat,
+//! alternately with wrong outputs and forged proofs; they must end with zero weight.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::chain::{StaticChain, StaticNeuron};
+use crate::keys::Hotkey;
+use crate::miner::{Behaviour, Miner, MinerOptions};
+use crate::model::ModelStore;
+use crate::model::input::DataSet;
+use crate::shutdown;
+use crate::validator::{Transport, Validator, ValidatorOptions};
+
+/// The reference models, built in so that the devnet runs anywhere (`nix run` included).
+pub const REFERENCE_MODELS: &[(&str, &[u8], &str)] = &[
+    (
+        "digits-mlp",
+        include_bytes!("../models/digits-mlp/model.onnx"),
+        include_str!("../models/digits-mlp/calibration.json"),
+    ),
+    (
+        "mnist-mlp",
+        include_bytes!("../models/mnist-mlp/model.onnx"),
+        include_str!("../models/mnist-mlp/calibration.json"),
+    ),
+    (
+        "cnn-small",
+        include_bytes!("../models/cnn-small/model.onnx"),
+        include_str!("../models/cnn-small/calibration.json"),
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    pub miners: usize,
+    pub dishonest: usize,
+    /// Names of reference models to serve.
+    pub models: Vec<String>,
+    pub transport: Transport,
+    pub round_interval: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        Self {
+            miners: 3,
+            dishonest: 0,
+            models: vec!["digits-mlp".into(), "mnist-mlp".into()],
+            transport: Transport::QuicThenHttp,
+            round_interval: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The state of one miner, as the table and `--json` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MinerReport {
+    pub uid: u16,
+    pub hotkey: String,
+    pub dishonest: bool,
+    pub requests: u64,
+    pub verified: u64,
+    pub p50_ms: Option<f64>,
+    pub score: f64,
+    /// Normalised weight, 0 to 1 (the u16 value / 65535).
+    pub weight: f64,
+}
+
+struct MinerNode {
+    uid: u16,
+    hotkey: String,
+    behaviour: Behaviour,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct Devnet {
+    pub validator: Arc<Validator>,
+    chain: Arc<StaticChain>,
+    miners: Vec<MinerNode>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A loopback port free for both TCP and UDP (QUIC and HTTP share it).
+fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = tcp.local_addr()?.port();
+        if UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port for both TCP and UDP")
+}
+
+fn import_models(dir: &std::path::Path, names: &[String]) -> anyhow::Result<ModelStore> {
+    let store = ModelStore::new(dir);
+    for name in names {
+        let (_, onnx, calibration) = REFERENCE_MODELS
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .with_context(|| {
+                format!("no reference model `{name}` (there are digits-mlp, mnist-mlp, cnn-small)")
+            })?;
+        store.import(onnx, name, &DataSet::parse(calibration)?.inputs)?;
+    }
+    Ok(store)
+}
+
+fn random_hotkey() -> Hotkey {
+    let mut seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+    Hotkey::from_seed(&seed)
+}
+
+impl Devnet {
+    pub async fn start(options: &DevnetOptions) -> anyhow::Result<Self> {
+        anyhow::ensure!(options.miners >= 1, "a devnet needs at least one miner");
+        anyhow::ensure!(
+            options.dishonest <= options.miners,
+            "more dishonest miners than miners"
+        );
+        let dir = tempfile::tempdir()?;
+        let validator_key = random_hotkey();
+        let miner_keys: Vec<Hotkey> = (0..options.miners).map(|_| random_hotkey()).collect();
+        let ports: Vec<u16> = (0..options.miners)
+            .map(|_| free_port())
+            .collect::<Result<_, _>>()?;
+        let metrics_port = free_port()?;
+
+        let mut neurons = vec![StaticNeuron {
+            uid: 0,
+            hotkey: validator_key.ss58(),
+            axon: None,
+            validator_permit: true,
+            stake: 1000.0,
+        }];
+        for (i, (key, port)) in miner_keys.iter().zip(&ports).enumerate() {
+            neurons.push(StaticNeuron {
+                uid: i as u16 + 1,
+                hotkey: key.ss58(),
+                axon: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, *port))),
+                validator_permit: false,
+                stake: 0.0,
+            });
+        }
+        let chain = Arc::new(StaticChain::new(&neurons)?);
+        let (stop, shutdown) = shutdown::channel();
+
+        let mut miners = Vec::new();
+        for (i, (key, port)) in miner_keys.into_iter().zip(ports).enumerate() {
+            let behaviour = match i {
+                i if i >= options.dishonest => Behaviour::Honest,
+                i if i % 2 == 0 => Behaviour::WrongOutput,
+                _ => Behaviour::ForgedProof,
+            };
+            let store = import_models(
+                &dir.path().join(format!("miner-{}", i + 1)),
+                &options.models,
+            )?;
+            let hotkey = key.ss58();
+            let miner = Miner::new(
+                key,
+                store,
+                chain.metagraph(),
+                MinerOptions {
+                    max_concurrent_proofs: 2,
+                    max_request_bytes: 1 << 20,
+                    max_key_bytes: 256 << 20,
+                    min_validator_stake: 0.0,
+                    behaviour,
+                },
+            );
+            let (miner_stop, miner_shutdown) = shutdown::channel();
+            let task = tokio::spawn(miner.serve(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                miner_shutdown,
+            ));
+            miners.push(MinerNode {
+                uid: i as u16 + 1,
+                hotkey,
+                behaviour,
+                stop: miner_stop,
+                task,
+            });
+        }
+
+        let store = import_models(&dir.path().join("validator"), &options.models)?;
+        let validator_options = ValidatorOptions {
+            round_interval: options.round_interval,
+            request_timeout: options.request_timeout,
+            sample_size: options.miners,
+            state_dir: dir.path().join("validator-state"),
+            models: Vec::new(),
+            key_url: Some(format!("http://127.0.0.1:{metrics_port}")),
+            transport: options.transport,
+            max_response_bytes: 1 << 20,
+        };
+        let validator = tokio::task::spawn_blocking({
+            let chain = chain.clone();
+            move || Validator::new(validator_key, &store, chain, validator_options)
+        })
+        .await??;
+        let http = tokio::spawn({
+            let validator = validator.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                if let Err(error) = validator
+                    .serve_http(
+                        SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port)),
+                        shutdown,
+                    )
+                    .await
+                {
+                    tracing::error!(%error, "validator HTTP stopped");
+                }
+            }
+        });
+        Ok(Self {
+            validator,
+            chain,
+            miners,
+            stop,
+            tasks: vec![http],
+            _dir: dir,
+        })
+    }
+
+    /// Stops one miner (index into the miners, 0-based), as if its process died.
+    pub async fn kill_miner(&mut self, index: usize) {
+        let node = &mut self.miners[index];
+        let _ = node.stop.send(true);
+        let _ = (&mut node.task).await;
+    }
+
+    /// What the table shows, detached from the devnet so that a running validator's
+    /// callback can hold it.
+    pub fn reporter(&self) -> Reporter {
+        Reporter {
+            validator: self.validator.clone(),
+            chain: self.chain.clone(),
+            miners: self
+                .miners
+                .iter()
+                .map(|n| (n.uid, n.hotkey.clone(), n.behaviour != Behaviour::Honest))
+                .collect(),
+        }
+    }
+
+    pub fn report(&self) -> Vec<MinerReport> {
+        self.reporter().report()
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for node in self.miners {
+            let _ = node.stop.send(true);
+            let _ = node.task.await;
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Reporter {
+    validator: Arc<Validator>,
+    chain: Arc<StaticChain>,
+    miners: Vec<(u16, String, bool)>,
+}
+
+impl Reporter {
+    pub fn report(&self) -> Vec<MinerReport> {
+        let stats = self.validator.stats();
+        let scores = self.validator.scores();
+        let weights = self.chain.last_weights().unwrap_or_default();
+        self.miners
+            .iter()
+            .map(|(uid, hotkey, dishonest)| {
+                let stat = stats.get(hotkey).cloned().unwrap_or_default();
+                let weight = weights
+                    .uids
+                    .iter()
+                    .position(|u| u == uid)
+                    .map_or(0.0, |i| weights.values[i] as f64 / 65535.0);
+                MinerReport {
+                    uid: *uid,
+                    hotkey: hotkey.clone(),
+                    dishonest: *dishonest,
+                    requests: stat.requests,
+                    verified: stat.verified,
+                    p50_ms: stat.p50_ms(),
+                    score: scores.miners.get(hotkey).map_or(0.0, |m| m.score),
+                    weight,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The live table.
+pub fn table(reports: &[MinerReport]) -> String {
+    let mut out = format!(
+        "{:>4}  {:<48}  {:>9}  {:>8}  {:>8}  {:>9}  {:>6}  {:>6}\n",
+        "uid", "hotkey", "honest", "requests", "verified", "p50 ms", "score", "weight"
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "{:>4}  {:<48}  {:>9}  {:>8}  {:>8}  {:>9}  {:>6.3}  {:>6.3}\n",
+            r.uid,
+            r.hotkey,
+            if r.dishonest { "no" } else { "yes" },
+            r.requests,
+            r.verified,
+            r.p50_ms.map_or("-".into(), |p| format!("{p:.1}")),
+            r.score,
+            r.weight
+        ));
+    }
+    out
+}

@@ -1,0 +1,132 @@
+//! Prometheus metrics, rendered in the text exposition format by hand (a handful of
+//! counters, one histogram and a gauge family do not need a library).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct State {
+    requests: BTreeMap<String, u64>,
+    responses: BTreeMap<String, u64>,
+    latency_counts: [u64; LATENCY_BUCKETS.len()],
+    latency_sum: f64,
+    latency_count: u64,
+    proofs_verified: u64,
+    proofs_failed: u64,
+    weights: BTreeMap<String, f64>,
+    rounds: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+impl Metrics {
+    pub fn request(&self, transport: &str) {
+        *self
+            .state
+            .lock()
+            .expect("not poisoned")
+            .requests
+            .entry(transport.into())
+            .or_default() += 1;
+    }
+
+    /// A query's outcome: `ok`, or the failure's kind (`timeout`, `refused`, ...).
+    pub fn response(&self, status: &str, latency_seconds: Option<f64>) {
+        let mut state = self.state.lock().expect("not poisoned");
+        *state.responses.entry(status.into()).or_default() += 1;
+        if let Some(latency) = latency_seconds {
+            for (count, bound) in state.latency_counts.iter_mut().zip(LATENCY_BUCKETS) {
+                if latency <= bound {
+                    *count += 1;
+                }
+            }
+            state.latency_sum += latency;
+            state.latency_count += 1;
+        }
+    }
+
+    pub fn proof(&self, verified: bool) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if verified {
+            state.proofs_verified += 1;
+        } else {
+            state.proofs_failed += 1;
+        }
+    }
+
+    pub fn set_weights(&self, weights: BTreeMap<String, f64>) {
+        self.state.lock().expect("not poisoned").weights = weights;
+    }
+
+    pub fn round(&self) {
+        self.state.lock().expect("not poisoned").rounds += 1;
+    }
+
+    pub fn render(&self) -> String {
+        let s = self.state.lock().expect("not poisoned");
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP sn2_requests_total Requests sent to miners, by transport.\n# TYPE sn2_requests_total counter"
+        );
+        for (transport, n) in &s.requests {
+            let _ = writeln!(out, "sn2_requests_total{{transport=\"{transport}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sn2_responses_total Query outcomes, by status.\n# TYPE sn2_responses_total counter"
+        );
+        for (status, n) in &s.responses {
+            let _ = writeln!(out, "sn2_responses_total{{status=\"{status}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sn2_response_seconds Round-trip time of answered queries.\n# TYPE sn2_response_seconds histogram"
+        );
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(s.latency_counts) {
+            let _ = writeln!(out, "sn2_response_seconds_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "sn2_response_seconds_bucket{{le=\"+Inf\"}} {}",
+            s.latency_count
+        );
+        let _ = writeln!(
+            out,
+            "sn2_response_seconds_sum {}\nsn2_response_seconds_count {}",
+            s.latency_sum, s.latency_count
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sn2_proofs_verified_total Proofs that verified.\n# TYPE sn2_proofs_verified_total counter\nsn2_proofs_verified_total {}",
+            s.proofs_verified
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sn2_proofs_failed_total Answers whose proof or output did not verify.\n# TYPE sn2_proofs_failed_total counter\nsn2_proofs_failed_total {}",
+            s.proofs_failed
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sn2_rounds_total Query rounds completed.\n# TYPE sn2_rounds_total counter\nsn2_rounds_total {}",
+            s.rounds
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sn2_weight Current normalised weight per miner hotkey.\n# TYPE sn2_weight gauge"
+        );
+        for (hotkey, weight) in &s.weights {
+            let _ = writeln!(out, "sn2_weight{{hotkey=\"{hotkey}\"}} {weight}");
+        }
+        out
+    }
+}
