@@ -1,14 +1,21 @@
 //! What the two daemons share around their services: the command line (`--config` or
-//! `SN2_CONFIG`, nothing else), start-up (config, logging, hotkey) and a clean stop on
-//! SIGTERM or Ctrl-C.
+//! `SN2_CONFIG`, nothing else), start-up (config, logging, hotkey, chain), systemd
+//! notification (READY, STATUS, the watchdog, STOPPING) and a clean stop on SIGTERM or
+//! Ctrl-C.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::config::{CONFIG_ENV, Config};
+use crate::chain::StaticChain;
+use crate::config::{CONFIG_ENV, ChainBackend, Config};
 use crate::keys::Hotkey;
+use crate::miner::{Miner, MinerOptions};
+use crate::model::ModelStore;
+use crate::shutdown::Shutdown;
+use crate::validator::{Validator, ValidatorOptions};
 
 /// The daemons' command line: one config file drives everything.
 #[derive(Debug, Parser)]
@@ -84,6 +91,95 @@ pub async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// Tells systemd (when it started us) how things are; a no-op elsewhere.
+pub fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::debug!(%error, "cannot notify systemd");
+    }
+}
+
+/// Pings systemd's watchdog at half its interval, if it has one, until the process ends.
+fn spawn_watchdog() {
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+}
+
+/// The chain backend the config names.
+fn chain(config: &Config) -> anyhow::Result<Arc<StaticChain>> {
+    match config.chain.backend {
+        ChainBackend::Static => Ok(Arc::new(
+            StaticChain::new(&config.chain.neurons).context("invalid `[chain] neurons`")?,
+        )),
+        ChainBackend::Subtensor => anyhow::bail!(
+            "the subtensor chain backend is not in this build yet; set `[chain] backend = \"static\"` and list the subnet's neurons"
+        ),
+    }
+}
+
+async fn run_miner(started: Started, shutdown: Shutdown) -> anyhow::Result<()> {
+    let chain = chain(&started.config)?;
+    let options = MinerOptions::from_config(&started.config.miner);
+    let store = ModelStore::new(&started.config.models.dir);
+    let listen = started.config.miner.listen.0;
+    let miner = Miner::new(started.hotkey, store, chain.metagraph(), options);
+    let hotkey = miner.hotkey().ss58();
+    let serving = tokio::spawn(miner.serve(listen, shutdown));
+    tracing::info!(%hotkey, %listen, "ready");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving on {listen}")),
+    ]);
+    spawn_watchdog();
+    serving.await.context("the miner stopped")?
+}
+
+async fn run_validator(started: Started, shutdown: Shutdown) -> anyhow::Result<()> {
+    let chain = chain(&started.config)?;
+    let options = ValidatorOptions::from_config(&started.config);
+    let store = ModelStore::new(&started.config.models.dir);
+    // Loading models may run a setup: seconds of CPU, off the async threads.
+    let validator =
+        tokio::task::spawn_blocking(move || Validator::new(started.hotkey, &store, chain, options))
+            .await??;
+    let mut tasks = Vec::new();
+    if started.config.metrics.enabled {
+        let server = validator
+            .clone()
+            .serve_http(started.config.metrics.listen.0, shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(error = format!("{error:#}"), "metrics server stopped");
+            }
+        }));
+    }
+    tracing::info!(hotkey = %validator.hotkey().ss58(), "ready");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("validating"),
+    ]);
+    spawn_watchdog();
+    validator
+        .run(shutdown, |round, validator| {
+            let weights = validator.scores().miners.len();
+            notify(&[sd_notify::NotifyState::Status(&format!(
+                "round {} done; {weights} miners scored",
+                round + 1
+            ))]);
+        })
+        .await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
 /// The `main` of both daemons: start up, serve until a stop signal, stop cleanly. Returns
 /// the process exit code, printing start-up errors in full.
 pub fn main(role: Role) -> std::process::ExitCode {
@@ -103,10 +199,21 @@ pub fn main(role: Role) -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         let started = start(role, &args)?;
-        tracing::info!(hotkey = %started.hotkey.public(), "ready");
-        let signal = shutdown_signal().await;
-        tracing::info!(signal, "stopping");
-        anyhow::Ok(())
+        let (stop, shutdown) = crate::shutdown::channel();
+        let service = match role {
+            Role::Miner => tokio::spawn(run_miner(started, shutdown)),
+            Role::Validator => tokio::spawn(run_validator(started, shutdown)),
+        };
+        tokio::pin!(service);
+        tokio::select! {
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "stopping");
+                notify(&[sd_notify::NotifyState::Stopping]);
+                let _ = stop.send(true);
+                service.await.context("the service panicked")?
+            }
+            ended = &mut service => ended.context("the service panicked")?,
+        }
     });
     match result {
         Ok(()) => {

@@ -84,7 +84,7 @@ struct MinerNode {
     hotkey: String,
     behaviour: Behaviour,
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 pub struct Devnet {
@@ -93,7 +93,7 @@ pub struct Devnet {
     miners: Vec<MinerNode>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// A loopback port free for both TCP and UDP (QUIC and HTTP share it).
@@ -196,7 +196,7 @@ impl Devnet {
                 hotkey,
                 behaviour,
                 stop: miner_stop,
-                task,
+                task: Some(task),
             });
         }
 
@@ -237,15 +237,27 @@ impl Devnet {
             miners,
             stop,
             tasks: vec![http],
-            _dir: dir,
+            dir,
         })
+    }
+
+    /// The devnet's working directory: `validator/` (its models and keys),
+    /// `validator-state/` (its scores), `miner-N/`.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn chain(&self) -> Arc<StaticChain> {
+        self.chain.clone()
     }
 
     /// Stops one miner (index into the miners, 0-based), as if its process died.
     pub async fn kill_miner(&mut self, index: usize) {
         let node = &mut self.miners[index];
         let _ = node.stop.send(true);
-        let _ = (&mut node.task).await;
+        if let Some(task) = node.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// What the table shows, detached from the devnet so that a running validator's
@@ -270,7 +282,9 @@ impl Devnet {
         let _ = self.stop.send(true);
         for node in self.miners {
             let _ = node.stop.send(true);
-            let _ = node.task.await;
+            if let Some(task) = node.task {
+                let _ = task.await;
+            }
         }
         for task in self.tasks {
             let _ = task.await;

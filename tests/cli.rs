@@ -27,20 +27,54 @@ fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")
 }
 
-/// A config for a wallet in `dir`, with a hotkey made by `sn2 keys new`.
+/// A loopback port free for TCP and UDP.
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A config for a wallet in `dir`, with a hotkey made by `sn2 keys new`, a static (empty)
+/// metagraph and free loopback ports.
 fn config_with_wallet(dir: &Path, logging_format: &str) -> PathBuf {
     let config = dir.join("sn2.toml");
     std::fs::write(
         &config,
         format!(
-            "[wallet]\npath = \"wallets\"\nname = \"ops\"\nhotkey = \"m1\"\n\
-             [logging]\nformat = \"{logging_format}\"\n"
+            "[chain]\nbackend = \"static\"\n\
+             [wallet]\npath = \"wallets\"\nname = \"ops\"\nhotkey = \"m1\"\n\
+             [miner]\nlisten = \"127.0.0.1:{}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{}\"\n\
+             [models]\ndir = \"models\"\n\
+             [validator]\nstate_dir = \"state\"\n\
+             [logging]\nformat = \"{logging_format}\"\n",
+            free_port(),
+            free_port()
         ),
     )
     .unwrap();
     let created = sn2(&["keys", "new", "--config", config.to_str().unwrap()]);
     assert!(created.status.success(), "{}", stderr(&created));
     config
+}
+
+/// Imports the digits-mlp reference model into the config's models directory.
+fn import_digits(config: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
+    let imported = sn2(&[
+        "model",
+        "import",
+        root.join("model.onnx").to_str().unwrap(),
+        "--calibration",
+        root.join("calibration.json").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
 }
 
 #[test]
@@ -219,6 +253,7 @@ impl Daemon {
 fn daemons_start_from_the_config_and_stop_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_wallet(dir.path(), "text");
+    import_digits(&config);
     for binary in [
         env!("CARGO_BIN_EXE_sn2-miner"),
         env!("CARGO_BIN_EXE_sn2-validator"),
@@ -276,7 +311,11 @@ fn a_daemon_without_config_says_how_to_give_one() {
 fn a_daemon_without_its_hotkey_fails_with_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sn2.toml");
-    std::fs::write(&config, "[wallet]\npath = \"nowhere\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[chain]\nbackend = \"static\"\n[wallet]\npath = \"nowhere\"\n",
+    )
+    .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_sn2-validator"))
         .env("SN2_CONFIG", &config)
         .output()
@@ -305,5 +344,73 @@ fn a_daemon_with_a_bad_config_names_the_place() {
         stderr(&output).contains(":2:15: `validator.sample_size`: must be at least 1"),
         "{}",
         stderr(&output)
+    );
+}
+
+#[test]
+fn a_daemon_says_when_its_chain_backend_is_not_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("backend = \"static\"", "backend = \"subtensor\"");
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sn2-miner"))
+        .env("SN2_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("backend = \"static\""),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn devnet_runs_and_prints_its_final_state_as_json() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sn2"))
+        .args([
+            "devnet",
+            "--miners",
+            "3",
+            "--dishonest",
+            "1",
+            "--duration",
+            "8",
+            "--json",
+            "--round-interval",
+            "1",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let miners: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let miners = miners.as_array().unwrap();
+    assert_eq!(miners.len(), 3);
+    for miner in miners {
+        for key in [
+            "uid",
+            "hotkey",
+            "dishonest",
+            "requests",
+            "verified",
+            "p50_ms",
+            "score",
+            "weight",
+        ] {
+            assert!(miner.get(key).is_some(), "{key} missing: {miner}");
+        }
+        if miner["dishonest"] == true {
+            assert_eq!(miner["weight"], 0.0, "{miner}");
+            assert_eq!(miner["verified"], 0, "{miner}");
+        } else if miner["requests"].as_u64().unwrap() > 0 {
+            assert!(miner["verified"].as_u64().unwrap() > 0, "{miner}");
+        }
+    }
+    assert!(
+        miners.iter().any(|m| m["weight"].as_f64().unwrap() > 0.0),
+        "{miners:?}"
     );
 }

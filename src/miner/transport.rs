@@ -65,6 +65,8 @@ pub async fn serve(
         }
     }
     endpoint.close(0u32.into(), b"shutting down");
+    // Let the close reach the validators, so they stop using their sessions at once.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     let _ = http.await;
     Ok(())
 }

@@ -412,6 +412,9 @@ impl Validator {
             .await
     }
 
+    /// A request over this validator's QUIC session to the miner, opening one if needed.
+    /// A stale session is replaced once; `Connect` comes back only when no request was
+    /// sent, so the caller may fall back on HTTP without the miner seeing it twice.
     async fn quic_request(
         &self,
         miner: &Neuron,
@@ -426,31 +429,26 @@ impl Validator {
             .get(&key)
             .filter(|s| s.is_open())
             .cloned();
-        let session = match cached {
-            Some(session) => session,
-            None => {
-                let session = Arc::new(
-                    Session::connect(
-                        &self.quic,
-                        address,
-                        &self.hotkey,
-                        miner.hotkey,
-                        self.options.max_response_bytes,
-                    )
-                    .await?,
-                );
-                self.sessions
-                    .lock()
-                    .await
-                    .insert(key.clone(), session.clone());
-                session
+        if let Some(session) = cached {
+            match session.request(request).await {
+                Err(ClientError::Connect(_)) => {
+                    self.sessions.lock().await.remove(&key);
+                }
+                answered => return answered,
             }
-        };
-        let result = session.request(request).await;
-        if matches!(result, Err(ClientError::Connect(_))) {
-            self.sessions.lock().await.remove(&key);
         }
-        result
+        let session = Arc::new(
+            Session::connect(
+                &self.quic,
+                address,
+                &self.hotkey,
+                miner.hotkey,
+                self.options.max_response_bytes,
+            )
+            .await?,
+        );
+        self.sessions.lock().await.insert(key, session.clone());
+        session.request(request).await
     }
 
     /// Serves `/metrics`, `/health` and `/keys/<sha256>` until `shutdown`.

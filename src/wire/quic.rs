@@ -184,7 +184,14 @@ pub fn client_endpoint() -> Result<quinn::Endpoint, ClientError> {
         QuicClientConfig::try_from(tls).map_err(|e| ClientError::Connect(e.to_string()))?;
     let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
         .map_err(|e| ClientError::Connect(e.to_string()))?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    // A miner that is gone is noticed within seconds (and then asked over HTTP), while
+    // keep-alives hold sessions to live miners open between rounds.
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("in range")));
+    transport.keep_alive_interval(Some(Duration::from_secs(2)));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
 
@@ -326,6 +333,22 @@ impl Session {
         })
     }
 
+    /// Sends one raw frame on a new stream and returns the answering frame (diagnostics,
+    /// and tests of malformed input).
+    pub async fn raw_frame(&self, kind: u8, payload: &[u8]) -> Result<(u8, Vec<u8>), ClientError> {
+        let (mut send, mut recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        write_frame(&mut send, kind, payload)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        read_frame(&mut recv, self.max_response)
+            .await
+            .map_err(|e| ClientError::BadResponse(e.to_string()))
+    }
+
     pub fn is_open(&self) -> bool {
         self.connection.close_reason().is_none()
     }
@@ -338,9 +361,11 @@ impl Session {
             .open_bi()
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
+        // Connect errors (above) mean nothing was sent, so the request may be retried;
+        // errors from here on may follow a request the miner did receive.
         write_frame(&mut send, FRAME_REQUEST, &payload)
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+            .map_err(|e| ClientError::BadResponse(format!("sending the request: {e}")))?;
         let (kind, bytes) = read_frame(&mut recv, self.max_response)
             .await
             .map_err(|e| ClientError::BadResponse(e.to_string()))?;
