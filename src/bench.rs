@@ -155,3 +155,171 @@ pub fn markdown_table(results: &[ModelBench]) -> String {
     }
     table
 }
+
+/// What the transports cost: a miner serving digits-mlp on loopback, asked by one client.
+#[derive(Debug, Clone, Serialize)]
+pub struct WireBench {
+    pub transport: &'static str,
+    /// Sequential requests: round trip, and round trip minus the miner's proving time.
+    pub round_trip_p50_ms: f64,
+    pub overhead_p50_ms: f64,
+    pub overhead_p90_ms: f64,
+    /// Requests per second with two requests in flight (one per core).
+    pub requests_per_second: f64,
+}
+
+fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs the transport benchmark: `requests` sequential requests per transport, then
+/// `seconds` of two concurrent clients.
+pub async fn bench_wire(requests: usize, seconds: u64) -> anyhow::Result<Vec<WireBench>> {
+    use crate::chain::{Metagraph, Neuron};
+    use crate::keys::Hotkey;
+    use crate::miner::{Behaviour, Miner, MinerOptions};
+    use crate::proof::keys::{self as key_files, KeyKind};
+    use crate::wire::http::HttpClient;
+    use crate::wire::quic::{self, Session};
+    use crate::wire::{ProveRequest, Request, Response};
+
+    let dir = std::env::temp_dir().join(format!("sn2-bench-wire-{}", std::process::id()));
+    let store = ModelStore::new(&dir);
+    let (name, onnx, calibration) = crate::devnet::REFERENCE_MODELS[0];
+    let stored = store.import(onnx, name, &DataSet::parse(calibration)?.inputs)?;
+    let system = proof::default_backend();
+    key_files::setup(&stored, system.as_ref())?;
+    let proving = key_files::read(&stored, system.name(), KeyKind::Proving)?;
+    let key_hash = crate::wire::auth::sha256_hex(&proving);
+    std::fs::write(stored.keys_dir().join(format!("{key_hash}.pk")), &proving)?;
+
+    let (miner_key, validator) = (Hotkey::from_seed(&[11; 32]), Hotkey::from_seed(&[12; 32]));
+    let miner_public = miner_key.public();
+    let metagraph = Metagraph {
+        neurons: vec![Neuron {
+            uid: 0,
+            hotkey: validator.public(),
+            axon: None,
+            validator_permit: true,
+            stake: 1.0,
+        }],
+    };
+    let options = MinerOptions {
+        max_concurrent_proofs: 2,
+        max_request_bytes: 1 << 20,
+        max_key_bytes: 1 << 20,
+        min_validator_stake: 0.0,
+        behaviour: Behaviour::Honest,
+    };
+    let tcp = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let address = tcp.local_addr()?;
+    drop(tcp);
+    let (stop, shutdown) = crate::shutdown::channel();
+    let serving =
+        tokio::spawn(Miner::new(miner_key, store, metagraph, options).serve(address, shutdown));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let endpoint = quic::client_endpoint()?;
+    let session =
+        Arc::new(Session::connect(&endpoint, address, &validator, miner_public, 1 << 20).await?);
+    let http = HttpClient::default();
+    let model = stored.id.to_hex();
+    let request = move || {
+        let mut nonce = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        Request::Prove(ProveRequest {
+            model: model.clone(),
+            input: vec![1; 64],
+            nonce: hex::encode(nonce),
+            proving_key: key_hash.clone(),
+            key_url: None,
+        })
+    };
+    let validator = Arc::new(validator);
+    let ask = move |transport: &'static str| {
+        let (session, http, validator, request) = (
+            session.clone(),
+            http.clone(),
+            validator.clone(),
+            request.clone(),
+        );
+        async move {
+            let started = Instant::now();
+            let response = match transport {
+                "quic" => session.request(&request()).await,
+                _ => {
+                    http.request(address, &validator, &miner_public, &request(), 1 << 20)
+                        .await
+                }
+            };
+            let round_trip = started.elapsed().as_secs_f64() * 1000.0;
+            match response {
+                Ok(Response::Proved(proved)) => Ok((round_trip, proved.prove_ms)),
+                Ok(other) => Err(anyhow::anyhow!("unexpected answer {other:?}")),
+                Err(error) => Err(anyhow::anyhow!("{error}")),
+            }
+        }
+    };
+    // Warm up: load the prover, open connections.
+    ask("quic").await?;
+    ask("http").await?;
+    let mut results = Vec::new();
+    for transport in ["quic", "http"] {
+        let mut round_trips = Vec::new();
+        let mut overheads = Vec::new();
+        for _ in 0..requests.max(1) {
+            let (round_trip, prove_ms) = ask(transport).await?;
+            round_trips.push(round_trip);
+            overheads.push(round_trip - prove_ms);
+        }
+        let deadline = Instant::now() + Duration::from_secs(seconds.max(1));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let ask = ask.clone();
+                tokio::spawn(async move {
+                    let mut done = 0u64;
+                    while Instant::now() < deadline {
+                        if ask(transport).await.is_ok() {
+                            done += 1;
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let mut total = 0;
+        for worker in workers {
+            total += worker.await?;
+        }
+        results.push(WireBench {
+            transport,
+            round_trip_p50_ms: percentile(round_trips, 0.5),
+            overhead_p50_ms: percentile(overheads.clone(), 0.5),
+            overhead_p90_ms: percentile(overheads, 0.9),
+            requests_per_second: total as f64 / started.elapsed().as_secs_f64(),
+        });
+    }
+    let _ = stop.send(true);
+    let _ = serving.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(results)
+}
+
+pub fn wire_table(results: &[WireBench]) -> String {
+    let mut table = String::from(
+        "| transport | round trip p50 | overhead p50 | overhead p90 | requests/s (2 in flight) |\n| --- | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in results {
+        table.push_str(&format!(
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} |\n",
+            r.transport,
+            r.round_trip_p50_ms,
+            r.overhead_p50_ms,
+            r.overhead_p90_ms,
+            r.requests_per_second
+        ));
+    }
+    table
+}

@@ -19,10 +19,26 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure the transports instead: a miner serving digits-mlp on loopback, over QUIC
+    /// and HTTP (round trip, overhead beyond proving, requests per second).
+    #[arg(long)]
+    wire: bool,
 }
 
 impl BenchArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
+        if self.wire {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let results = runtime.block_on(bench::bench_wire(self.runs.max(1) * 40, 3))?;
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                print!("{}", bench::wire_table(&results));
+            }
+            return Ok(Outcome::Success);
+        }
         let folders = if self.folders.is_empty() {
             bench::default_folders()
         } else {
