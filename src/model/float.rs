@@ -84,13 +84,12 @@ fn apply(layer: &FloatLayer, x: &[f32]) -> Vec<f32> {
             bias,
         } => {
             let mut y = vec![0f32; conv.out_len()];
-            let per_channel = y.len() / conv.out_channels;
-            conv.for_each_output(|out, taps| {
+            conv.for_each_output(|out, channel, taps| {
                 let sum: f64 = taps
                     .iter()
                     .map(|&(w, i)| weights[w] as f64 * x[i] as f64)
                     .sum();
-                y[out] = (sum + bias[out / per_channel] as f64) as f32;
+                y[out] = (sum + bias[channel] as f64) as f32;
             });
             y
         }

@@ -110,9 +110,9 @@ impl Conv {
         self.out_channels * self.window.channels * self.window.area()
     }
 
-    /// Calls `visit(output_index, taps)` for each output, where `taps` lists
+    /// Calls `visit(output_index, out_channel, taps)` for each output, where `taps` lists
     /// `(weight_index, input_index)` pairs of that output's dot product.
-    pub fn for_each_output(&self, mut visit: impl FnMut(usize, &[(usize, usize)])) {
+    pub fn for_each_output(&self, mut visit: impl FnMut(usize, usize, &[(usize, usize)])) {
         let w = &self.window;
         let (out_h, out_w) = (w.out_height(), w.out_width());
         let mut taps = Vec::with_capacity(w.channels * w.area());
@@ -129,7 +129,7 @@ impl Conv {
                             taps.push((weight, input));
                         }
                     });
-                    visit((oc * out_h + oy) * out_w + ox, &taps);
+                    visit((oc * out_h + oy) * out_w + ox, oc, &taps);
                 }
             }
         }

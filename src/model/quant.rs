@@ -399,13 +399,12 @@ pub(crate) fn apply(layer: &Layer, x: &[i64]) -> Vec<i64> {
             activation,
         } => {
             let mut y = vec![0i64; conv.out_len()];
-            let per_channel = y.len() / conv.out_channels;
-            conv.for_each_output(|out, taps| {
+            conv.for_each_output(|out, channel, taps| {
                 let acc: i64 = taps
                     .iter()
                     .map(|&(w, i)| weights[w] as i64 * x[i])
                     .sum::<i64>()
-                    + bias[out / per_channel] as i64;
+                    + bias[channel] as i64;
                 y[out] = activate(acc, *activation);
             });
             y

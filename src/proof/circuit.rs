@@ -230,11 +230,10 @@ impl Builder {
                 ..
             } => {
                 let mut out = vec![(Lc::zero(), 0); conv.out_len()];
-                let per_channel = out.len() / conv.out_channels;
-                conv.for_each_output(|o, taps| {
+                conv.for_each_output(|o, channel, taps| {
                     out[o] = dot(
                         &mut taps.iter().map(|&(w, i)| (weights[w], &wires[i])),
-                        bias[o / per_channel],
+                        bias[channel],
                     );
                 });
                 out

@@ -104,17 +104,7 @@ impl ProofSystem for Groth16Bn254 {
     }
 
     fn circuit_size(&self, model: &QuantModel) -> Result<usize, ProofError> {
-        let (input, binding) = zero_circuit(model);
-        let cs = ConstraintSystem::<Fr>::new_ref();
-        cs.set_mode(SynthesisMode::Setup);
-        InferenceCircuit {
-            model,
-            input: &input,
-            binding,
-        }
-        .generate_constraints(cs.clone())
-        .map_err(|e| ProofError::Synthesis(e.to_string()))?;
-        Ok(cs.num_constraints())
+        Ok(CircuitShape::of(model)?.constraints)
     }
 }
 
