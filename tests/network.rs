@@ -447,3 +447,71 @@ async fn quic_refuses_bad_sessions_and_frames_and_keeps_serving() {
     assert!(matches!(health, Response::Health { .. }));
     let _ = lone.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_handshakes_are_rate_limited_per_address() {
+    let lone = lone_miner().await;
+    let endpoint = quic::client_endpoint().unwrap();
+    for _ in 0..sn2::miner::MAX_HANDSHAKES_PER_MINUTE {
+        Session::connect(
+            &endpoint,
+            lone.address,
+            &lone.validator,
+            lone.miner.public(),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    }
+    let refused = Session::connect(
+        &endpoint,
+        lone.address,
+        &lone.validator,
+        lone.miner.public(),
+        1 << 20,
+    )
+    .await;
+    // A minute boundary between the two loops would reset the count; then one more
+    // burst shows the limit again.
+    let refused = match refused {
+        Ok(_) => {
+            for _ in 0..sn2::miner::MAX_HANDSHAKES_PER_MINUTE - 1 {
+                Session::connect(
+                    &endpoint,
+                    lone.address,
+                    &lone.validator,
+                    lone.miner.public(),
+                    1 << 20,
+                )
+                .await
+                .unwrap();
+            }
+            Session::connect(
+                &endpoint,
+                lone.address,
+                &lone.validator,
+                lone.miner.public(),
+                1 << 20,
+            )
+            .await
+        }
+        refused => refused,
+    };
+    assert!(
+        matches!(refused, Err(ClientError::Refused(ref e)) if e.code == ErrorCode::Busy),
+        "{:?}",
+        refused.err()
+    );
+    // HTTP is not affected.
+    let health = HttpClient::default()
+        .request(
+            lone.address,
+            &lone.validator,
+            &lone.miner.public(),
+            &Request::Health,
+            4096,
+        )
+        .await;
+    assert!(health.is_ok());
+    let _ = lone.stop.send(true);
+}

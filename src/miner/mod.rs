@@ -71,7 +71,13 @@ pub struct Miner {
     http: HttpClient,
     /// Serialises key downloads, so that a burst of requests fetches a key once.
     fetching: tokio::sync::Mutex<()>,
+    /// QUIC handshakes per source address in the current minute.
+    handshakes: Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
 }
+
+/// QUIC handshakes one address may start per minute (checking a handshake costs a
+/// signature verification; a flood of them must not cost more).
+pub const MAX_HANDSHAKES_PER_MINUTE: u32 = 30;
 
 impl Miner {
     pub fn new(
@@ -91,7 +97,32 @@ impl Miner {
             replay: ReplayCache::default(),
             http: HttpClient::default(),
             fetching: tokio::sync::Mutex::new(()),
+            handshakes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Counts a handshake from `address`, refusing it past the per-minute limit.
+    fn admit_handshake(&self, address: std::net::IpAddr) -> Result<(), WireError> {
+        let now = crate::wire::now_ms();
+        let minute = now / 60_000;
+        let mut handshakes = self.handshakes.lock().expect("not poisoned");
+        if handshakes.len() > 10_000 {
+            handshakes.retain(|_, (window, _)| *window == minute);
+        }
+        let entry = handshakes.entry(address).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > MAX_HANDSHAKES_PER_MINUTE {
+            return Err(WireError::new(
+                ErrorCode::Busy,
+                format!(
+                    "more than {MAX_HANDSHAKES_PER_MINUTE} handshakes from {address} this minute; try again later"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn hotkey(&self) -> &Hotkey {

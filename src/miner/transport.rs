@@ -165,6 +165,7 @@ async fn handshake(
                 format!("expected a handshake, got frame {kind:#x}"),
             ));
         }
+        miner.admit_handshake(connection.remote_address().ip())?;
         let request: HandshakeRequest = serde_json::from_slice(&payload)
             .map_err(|e| WireError::new(ErrorCode::MalformedRequest, format!("handshake: {e}")))?;
         let validator = PublicKey::from_ss58(&request.validator).map_err(|e| {

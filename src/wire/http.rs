@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,9 +16,9 @@ use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::auth::{self, EpistulaHeaders};
 use super::{ClientError, ErrorCode, Request, Response, WireError};
@@ -26,6 +27,11 @@ use crate::keys::{Hotkey, PublicKey};
 pub type HttpResponse = hyper::Response<Full<Bytes>>;
 
 pub const REQUEST_PATH: &str = "/v1/request";
+
+/// Connections served at once; more are closed on arrival.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A JSON response with a status.
 pub fn json_response(status: u16, body: Vec<u8>, headers: &[(&str, String)]) -> HttpResponse {
@@ -67,6 +73,7 @@ pub async fn serve<F, Fut>(
     F: Fn(Parts, Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = HttpResponse> + Send + 'static,
 {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -99,9 +106,20 @@ pub async fn serve<F, Fut>(
                 Ok(handler(parts, bytes).await)
             }
         });
+        // Past the limit a connection is closed at once rather than queued.
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _slot = slot;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that trickles its headers is cut off instead of holding a slot.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}
