@@ -414,3 +414,81 @@ fn devnet_runs_and_prints_its_final_state_as_json() {
         "{miners:?}"
     );
 }
+
+/// A raw HTTP GET on loopback, returning the whole response.
+fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: sn2\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn the_validator_tells_systemd_and_serves_metrics_and_health() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    import_digits(&config);
+    let metrics = sn2::config::Config::load(&config).unwrap().metrics.listen.0;
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sn2-validator"))
+        .env("SN2_CONFIG", &config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut wait_for = |needle: &str| loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} from the daemon; saw {seen:?}"
+        );
+        let mut buffer = [0u8; 1024];
+        let n = socket
+            .recv(&mut buffer)
+            .unwrap_or_else(|e| panic!("no {needle:?} from the daemon ({e}); saw {seen:?}"));
+        let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        seen.push(message.clone());
+        if message.contains(needle) {
+            return message;
+        }
+    };
+    wait_for("READY=1");
+    wait_for("STATUS=round 1 done");
+    wait_for("WATCHDOG=1");
+
+    let metrics_page = http_get(metrics, "/metrics");
+    assert!(metrics_page.starts_with("HTTP/1.1 200"), "{metrics_page}");
+    assert!(metrics_page.contains("sn2_rounds_total"), "{metrics_page}");
+    assert!(
+        metrics_page.contains("sn2_response_seconds_bucket{le=\"+Inf\"}"),
+        "{metrics_page}"
+    );
+    let health = http_get(metrics, "/health");
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for("STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}

@@ -119,7 +119,7 @@ fn pytorch_relu() {
 
 fn refusal(file: &str) -> String {
     let path = if file.ends_with(".onnx") {
-        data("bad").join(file)
+        data("handmade").join(file)
     } else {
         data(file).join("model.onnx")
     };
@@ -160,6 +160,21 @@ fn shape_mismatches_and_graphs_that_are_not_chains_are_refused() {
     assert!(refusal("branching.onnx").contains("node `residual` (Add)"));
     assert!(refusal("two_inputs.onnx").contains("2 inputs besides its weights"));
     assert!(refusal("conv_on_flat_input.onnx").contains("input of shape [16]; CHW expected"));
+}
+
+#[test]
+fn reshape_keeps_the_data_and_changes_the_shape() {
+    let model =
+        import(&std::fs::read(data("handmade").join("reshape_gemm.onnx")).unwrap()).unwrap();
+    assert_eq!(model.input_shape, vec![1, 4, 4]);
+    assert_eq!(model.output_shape, vec![3]);
+    // y = W^T x with W = linspace(-1, 1, 48) as 16x3, x = 1..=16.
+    let input: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+    let weights: Vec<f64> = (0..48).map(|i| -1.0 + 2.0 * i as f64 / 47.0).collect();
+    for (o, y) in model.evaluate(&input).iter().enumerate() {
+        let expected: f64 = (0..16).map(|i| weights[i * 3 + o] * (i + 1) as f64).sum();
+        assert!((*y as f64 - expected).abs() < 1e-4, "{y} vs {expected}");
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the malformed and unsupported ONNX models of tests/onnx_import.rs (needs onnx, numpy)."""
+"""Writes the small hand-made ONNX models of tests/onnx_import.rs: one that uses Reshape, and
+malformed or unsupported ones (needs onnx, numpy)."""
 import os
 
 import numpy as np
@@ -34,3 +35,8 @@ save("sigmoid", [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"), helper.
      [value("x", [1, 4])], value("y", [1, 2]), [const("w", [4, 2])])
 save("conv_on_flat_input", [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3])],
      [value("x", [1, 16])], value("y", [1, 1, 2, 2]), [const("w", [1, 1, 3, 3])])
+
+shape = numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "shape")
+weights = numpy_helper.from_array(np.linspace(-1, 1, 16 * 3, dtype=np.float32).reshape(16, 3), "w")
+save("reshape_gemm", [helper.make_node("Reshape", ["x", "shape"], ["flat"], name="reshape"), helper.make_node("Gemm", ["flat", "w"], ["y"], name="fc")],
+     [value("x", [1, 1, 4, 4])], value("y", [1, 3]), [shape, weights])
