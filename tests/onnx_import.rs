@@ -2,12 +2,13 @@
 //! like onnx's own reference outputs, quantise within tolerance and prove; files sn2 cannot
 //! handle are refused with the operator and node named, never approximated, never a panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use sn2::model::onnx::{decode_tensor, import};
 use sn2::model::{ModelError, quantize::quantize};
-use sn2::proof::{self, Binding, Statement};
+use sn2::proof::Binding;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,25 +63,8 @@ fn check_pytorch_model(name: &str) {
         }
     }
 
-    let system = proof::default_backend();
-    let keys = system.setup(&model).unwrap();
-    let model = Arc::new(model);
     let input = model.quantize_input(&inputs[0]).unwrap();
-    let binding = Binding([1; 31]);
-    let proven = system
-        .prover(model.clone(), &keys.proving)
-        .unwrap()
-        .prove(&input, &binding)
-        .unwrap();
-    let statement = Statement {
-        input,
-        output: proven.output,
-        binding,
-    };
-    system
-        .verifier(&model, &keys.verifying)
-        .unwrap()
-        .verify(&statement, &proven.proof)
+    common::setup_prove_verify(model, &input, Binding([1; 31]))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
 }
 

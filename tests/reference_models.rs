@@ -1,9 +1,10 @@
 //! The reference models under models/, through the operator's commands: import, evaluate
 //! against the stored test vectors, set up, prove, verify, and refuse every tampering.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 use sn2::model::ModelStore;
 use sn2::proof::{self, Binding, ProofFile, Statement, keys};
@@ -310,9 +311,6 @@ fn cnn_small_proves_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     import(dir.path(), "cnn-small");
     let stored = ModelStore::new(dir.path()).open("cnn-small").unwrap();
-    let system = proof::default_backend();
-    let keys = system.setup(&stored.model).unwrap();
-    let model = Arc::new(stored.model.clone());
     let test: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(model_file("cnn-small", "test.json")).unwrap(),
     )
@@ -323,23 +321,8 @@ fn cnn_small_proves_and_verifies() {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let input = model.quantize_input(&values).unwrap();
-    let binding = Binding([9; 31]);
-    let proven = system
-        .prover(model.clone(), &keys.proving)
-        .unwrap()
-        .prove(&input, &binding)
-        .unwrap();
-    let statement = Statement {
-        input,
-        output: proven.output,
-        binding,
-    };
-    system
-        .verifier(&model, &keys.verifying)
-        .unwrap()
-        .verify(&statement, &proven.proof)
-        .unwrap();
+    let input = stored.model.quantize_input(&values).unwrap();
+    common::setup_prove_verify(stored.model, &input, Binding([9; 31])).unwrap();
 }
 
 #[test]
@@ -347,20 +330,24 @@ fn proving_without_keys_says_how_to_make_them() {
     let dir = tempfile::tempdir().unwrap();
     import(dir.path(), "digits-mlp");
     let input = dir.path().join("input.json");
+    let miner = sn2::keys::Hotkey::from_seed(&[1; 32]).ss58();
+    let prove = || {
+        sn2(&[
+            "prove",
+            "--model",
+            "digits-mlp",
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            "/dev/null",
+            "--miner",
+            &miner,
+            "--models-dir",
+            dir.path().to_str().unwrap(),
+        ])
+    };
     std::fs::write(&input, format!("{{\"input_data\": [{:?}]}}", vec![1.0; 64])).unwrap();
-    let out = sn2(&[
-        "prove",
-        "--model",
-        "digits-mlp",
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        "/dev/null",
-        "--miner",
-        &sn2::keys::Hotkey::from_seed(&[1; 32]).ss58(),
-        "--models-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let out = prove();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("run `sn2 model setup"),
@@ -376,19 +363,7 @@ fn proving_without_keys_says_how_to_make_them() {
         "--models-dir",
         dir.path().to_str().unwrap(),
     ]));
-    let out = sn2(&[
-        "prove",
-        "--model",
-        "digits-mlp",
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        "/dev/null",
-        "--miner",
-        &sn2::keys::Hotkey::from_seed(&[1; 32]).ss58(),
-        "--models-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let out = prove();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("the input has 3 values; the model takes 64")
