@@ -66,6 +66,8 @@ pub struct Miner {
     metagraph: RwLock<Metagraph>,
     options: MinerOptions,
     provers: Mutex<HashMap<String, Arc<dyn Prover>>>,
+    /// Models already loaded (and checked against their ids), so a request costs no disk.
+    models: Mutex<HashMap<ModelId, Arc<crate::model::StoredModel>>>,
     permits: Arc<Semaphore>,
     replay: ReplayCache,
     http: HttpClient,
@@ -94,6 +96,7 @@ impl Miner {
             permits: Arc::new(Semaphore::new(options.max_concurrent_proofs.max(1))),
             options,
             provers: Mutex::new(HashMap::new()),
+            models: Mutex::new(HashMap::new()),
             replay: ReplayCache::default(),
             http: HttpClient::default(),
             fetching: tokio::sync::Mutex::new(()),
@@ -201,12 +204,7 @@ impl Miner {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| malformed("`nonce` is not 32 bytes of hex".into()))?;
-        let stored = self.store.load(&model_id).map_err(|_| {
-            WireError::new(
-                ErrorCode::UnknownModel,
-                format!("this miner does not serve model {model_id}"),
-            )
-        })?;
+        let stored = self.model(&model_id)?;
         if request.input.len() != stored.model.input_len() {
             return Err(malformed(format!(
                 "the input has {} values; the model takes {}",
@@ -249,6 +247,24 @@ impl Miner {
             proof: proof::ProofFile::encode_proof(&proof),
             prove_ms,
         })
+    }
+
+    /// A served model, from memory or (once) from the models directory.
+    fn model(&self, id: &ModelId) -> Result<Arc<crate::model::StoredModel>, WireError> {
+        if let Some(stored) = self.models.lock().expect("not poisoned").get(id) {
+            return Ok(stored.clone());
+        }
+        let stored = Arc::new(self.store.load(id).map_err(|_| {
+            WireError::new(
+                ErrorCode::UnknownModel,
+                format!("this miner does not serve model {id}"),
+            )
+        })?);
+        self.models
+            .lock()
+            .expect("not poisoned")
+            .insert(*id, stored.clone());
+        Ok(stored)
     }
 
     /// The prover for a model and a validator's proving key (by its SHA-256): from memory,
