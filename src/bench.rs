@@ -216,9 +216,11 @@ pub async fn bench_wire(requests: usize, seconds: u64) -> anyhow::Result<Vec<Wir
     let address = tcp.local_addr()?;
     drop(tcp);
     let (stop, shutdown) = crate::shutdown::channel();
-    let serving =
-        tokio::spawn(Miner::new(miner_key, store, metagraph, options).serve(address, shutdown));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let serving = tokio::spawn(
+        Miner::new(miner_key, store, metagraph, options)
+            .listen(address, shutdown)
+            .await?,
+    );
 
     let endpoint = quic::client_endpoint()?;
     let session =

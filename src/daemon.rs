@@ -130,14 +130,15 @@ async fn run_miner(started: Started, shutdown: Shutdown) -> anyhow::Result<()> {
     let listen = started.config.miner.listen.0;
     let miner = Miner::new(started.hotkey, store, chain.metagraph(), options);
     let hotkey = miner.hotkey().ss58();
-    let serving = tokio::spawn(miner.serve(listen, shutdown));
+    // Bound before READY: systemd is told only once the miner is reachable.
+    let serving = tokio::spawn(miner.listen(listen, shutdown).await?);
     tracing::info!(%hotkey, %listen, "ready");
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("serving on {listen}")),
     ]);
     spawn_watchdog();
-    serving.await.context("the miner stopped")?
+    serving.await.context("the miner stopped")
 }
 
 async fn run_validator(started: Started, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -152,12 +153,9 @@ async fn run_validator(started: Started, shutdown: Shutdown) -> anyhow::Result<(
     if started.config.metrics.enabled {
         let server = validator
             .clone()
-            .serve_http(started.config.metrics.listen.0, shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = server.await {
-                tracing::error!(error = format!("{error:#}"), "metrics server stopped");
-            }
-        }));
+            .listen_http(started.config.metrics.listen.0, shutdown.clone())
+            .await?;
+        tasks.push(tokio::spawn(server));
     }
     tracing::info!(hotkey = %validator.hotkey().ss58(), "ready");
     notify(&[

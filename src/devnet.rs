@@ -84,7 +84,7 @@ struct MinerNode {
     hotkey: String,
     behaviour: Behaviour,
     stop: tokio::sync::watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct Devnet {
@@ -187,10 +187,14 @@ impl Devnet {
                 },
             );
             let (miner_stop, miner_shutdown) = shutdown::channel();
-            let task = tokio::spawn(miner.serve(
-                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                miner_shutdown,
-            ));
+            // Bound before the devnet is handed out, so the first round finds every miner.
+            let serving = miner
+                .listen(
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                    miner_shutdown,
+                )
+                .await?;
+            let task = tokio::spawn(serving);
             miners.push(MinerNode {
                 uid: i as u16 + 1,
                 hotkey,
@@ -216,21 +220,16 @@ impl Devnet {
             move || Validator::new(validator_key, &store, chain, validator_options)
         })
         .await??;
-        let http = tokio::spawn({
-            let validator = validator.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                if let Err(error) = validator
-                    .serve_http(
-                        SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port)),
-                        shutdown,
-                    )
-                    .await
-                {
-                    tracing::error!(%error, "validator HTTP stopped");
-                }
-            }
-        });
+        // Bound before miners are asked to fetch keys from it.
+        let http = tokio::spawn(
+            validator
+                .clone()
+                .listen_http(
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port)),
+                    shutdown.clone(),
+                )
+                .await?,
+        );
         Ok(Self {
             validator,
             chain,

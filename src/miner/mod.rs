@@ -137,13 +137,14 @@ impl Miner {
         *self.metagraph.write().expect("not poisoned") = metagraph;
     }
 
-    /// Serves QUIC (UDP) and HTTP (TCP) on `address` until `shutdown` turns true.
-    pub async fn serve(
+    /// Binds QUIC (UDP) and HTTP (TCP) on `address`; the returned future serves until
+    /// `shutdown`. Once this returns, the miner is reachable.
+    pub async fn listen(
         self: Arc<Self>,
         address: SocketAddr,
         shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
-        transport::serve(self, address, shutdown).await
+    ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        transport::listen(self, address, shutdown).await
     }
 
     fn authorize(&self, validator: &PublicKey) -> Result<(), WireError> {

@@ -21,11 +21,13 @@ use crate::wire::{ErrorCode, Request, Response, WireError};
 /// Concurrent requests one QUIC connection may have open.
 const STREAMS_PER_CONNECTION: u32 = 64;
 
-pub async fn serve(
+/// Binds QUIC and HTTP on `address`; the returned future serves until `shutdown`. Binding
+/// first means the miner is reachable once this returns.
+pub async fn listen(
     miner: Arc<Miner>,
     address: SocketAddr,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let identity = ServerIdentity::generate()?;
     let endpoint =
         quinn::Endpoint::server(identity.server_config(STREAMS_PER_CONNECTION)?, address)
@@ -34,7 +36,22 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen for HTTP on tcp/{address}"))?;
     tracing::info!(%address, hotkey = %miner.ss58, "miner serving QUIC and HTTP");
+    Ok(serve(
+        miner,
+        endpoint,
+        listener,
+        identity.fingerprint,
+        shutdown,
+    ))
+}
 
+async fn serve(
+    miner: Arc<Miner>,
+    endpoint: quinn::Endpoint,
+    listener: tokio::net::TcpListener,
+    fingerprint: String,
+    shutdown: watch::Receiver<bool>,
+) {
     let http_miner = miner.clone();
     let http = tokio::spawn(wire_http::serve(
         listener,
@@ -45,7 +62,7 @@ pub async fn serve(
         },
         shutdown.clone(),
     ));
-    let fingerprint = Arc::new(identity.fingerprint);
+    let fingerprint = Arc::new(fingerprint);
     let mut stop = shutdown.clone();
     loop {
         tokio::select! {
@@ -68,7 +85,6 @@ pub async fn serve(
     // Let the close reach the validators, so they stop using their sessions at once.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     let _ = http.await;
-    Ok(())
 }
 
 async fn serve_connection(

@@ -452,16 +452,18 @@ impl Validator {
     }
 
     /// Serves `/metrics`, `/health` and `/keys/<sha256>` until `shutdown`.
-    pub async fn serve_http(
+    /// Binds `address`; the returned future serves `/metrics`, `/health` and
+    /// `/keys/<sha256>` until `shutdown`. Once this returns, miners can fetch keys.
+    pub async fn listen_http(
         self: Arc<Self>,
         address: SocketAddr,
         shutdown: Shutdown,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen for metrics on tcp/{address}"))?;
         tracing::info!(%address, "serving metrics, health and proving keys");
-        wire_http::serve(
+        Ok(wire_http::serve(
             listener,
             4096,
             move |parts, body| {
@@ -469,9 +471,7 @@ impl Validator {
                 async move { me.handle_http(parts, body) }
             },
             shutdown,
-        )
-        .await;
-        Ok(())
+        ))
     }
 
     fn handle_http(&self, parts: Parts, _body: Bytes) -> HttpResponse {
