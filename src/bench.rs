@@ -197,12 +197,16 @@ pub async fn bench_wire(requests: usize, seconds: u64) -> anyhow::Result<Vec<Wir
     let (miner_key, validator) = (Hotkey::from_seed(&[11; 32]), Hotkey::from_seed(&[12; 32]));
     let miner_public = miner_key.public();
     let metagraph = Metagraph {
+        netuid: 2,
+        block: 0,
         neurons: vec![Neuron {
             uid: 0,
             hotkey: validator.public(),
             axon: None,
             validator_permit: true,
             stake: 1.0,
+            coldkey: None,
+            last_update: 0,
         }],
     };
     let options = MinerOptions {

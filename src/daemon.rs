@@ -3,18 +3,24 @@
 //! notification (READY, STATUS, the watchdog, STOPPING) and a clean stop on SIGTERM or
 //! Ctrl-C.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::chain::StaticChain;
+use tokio::sync::watch;
+
+use crate::chain::subtensor::{SubtensorChain, SubtensorOptions};
+use crate::chain::sync::{MetagraphSync, SyncState};
+use crate::chain::{Chain, ChainError, LocalChain, Metagraph, ServeOutcome};
 use crate::config::{CONFIG_ENV, ChainBackend, Config};
 use crate::keys::Hotkey;
+use crate::metrics::Metrics;
 use crate::miner::{Miner, MinerOptions};
 use crate::model::ModelStore;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, stopped};
 use crate::validator::{Validator, ValidatorOptions};
 
 /// The daemons' command line: one config file drives everything.
@@ -111,27 +117,215 @@ fn spawn_watchdog() {
     }
 }
 
-/// The chain backend the config names.
-fn chain(config: &Config) -> anyhow::Result<Arc<StaticChain>> {
-    match config.chain.backend {
-        ChainBackend::Static => Ok(Arc::new(
-            StaticChain::new(&config.chain.neurons).context("invalid `[chain] neurons`")?,
-        )),
-        ChainBackend::Subtensor => anyhow::bail!(
-            "the subtensor chain backend is not in this build yet; set `[chain] backend = \"static\"` and list the subnet's neurons"
+/// The chain backend the config names. `hotkey` signs transactions; `state_dir` keeps
+/// the validator's weight commits.
+pub fn chain(
+    config: &Config,
+    hotkey: Option<Arc<Hotkey>>,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<Arc<dyn Chain>> {
+    Ok(match config.chain.backend {
+        ChainBackend::Local => Arc::new(
+            LocalChain::new(config.netuid(), &config.chain.neurons)
+                .context("invalid `[chain] neurons`")?,
         ),
+        ChainBackend::Subtensor => Arc::new(SubtensorChain::new(
+            SubtensorOptions {
+                endpoint: config.chain.network.endpoint().to_string(),
+                netuid: config.netuid(),
+                weights_interval_blocks: config.validator.weights_interval_blocks.get() as u64,
+                state_dir,
+            },
+            hotkey,
+        )),
+    })
+}
+
+/// Follows the metagraph sync: metrics, and systemd's STATUS whenever the chain goes down
+/// or comes back (a dead endpoint never stops the daemon; it shows here).
+fn spawn_chain_reporter(
+    mut updates: watch::Receiver<SyncState>,
+    metrics: impl Fn(&SyncState) + Send + 'static,
+    mut healthy_status: impl FnMut() -> String + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut was_up = None;
+        loop {
+            let state = updates.borrow_and_update().clone();
+            metrics(&state);
+            if was_up != Some(state.up) && (state.up || state.failures > 0) {
+                let status = if state.up {
+                    healthy_status()
+                } else {
+                    format!(
+                        "chain unreachable ({}); retrying",
+                        state.last_error.as_deref().unwrap_or("no answer")
+                    )
+                };
+                notify(&[sd_notify::NotifyState::Status(&status)]);
+                was_up = Some(state.up);
+            }
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Waits until `hotkey` is in the metagraph, re-reading it every sync interval: a hotkey
+/// that is not registered gets no work and may not set weights. `None` on shutdown. The
+/// `local` metagraph never changes, so there it is only a warning.
+async fn until_registered(
+    local: bool,
+    sync: &MetagraphSync,
+    hotkey: &Hotkey,
+    interval: std::time::Duration,
+    shutdown: &mut Shutdown,
+) -> Option<Arc<Metagraph>> {
+    let mut metagraph = sync.first(shutdown).await?;
+    if local {
+        // A fixed metagraph will not change: serve anyway, and say why nothing comes.
+        if metagraph.by_hotkey(&hotkey.public()).is_none() {
+            tracing::warn!(hotkey = %hotkey.ss58(), "this hotkey is not in `[chain] neurons`; peers will not work with it");
+        }
+        return Some(metagraph);
+    }
+    while metagraph.by_hotkey(&hotkey.public()).is_none() {
+        let error = ChainError::NotRegistered {
+            hotkey: hotkey.ss58(),
+            netuid: sync.chain().netuid(),
+        };
+        tracing::error!("{error}; checking again in {} s", interval.as_secs());
+        notify(&[sd_notify::NotifyState::Status(&format!(
+            "waiting: hotkey not registered on subnet {}",
+            sync.chain().netuid()
+        ))]);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped(shutdown) => return None,
+        }
+        sync.sync_once().await;
+        metagraph = sync.subscribe().borrow().metagraph.clone()?;
+    }
+    Some(metagraph)
+}
+
+/// The address the miner announces on chain: `external_ip`/`external_port`, else the
+/// address it listens on. The chain needs a real address, not 0.0.0.0.
+fn announced_address(config: &crate::config::MinerConfig) -> anyhow::Result<SocketAddr> {
+    let listen = config.listen.0;
+    let ip = match config.external_ip {
+        Some(ip) => ip,
+        None if listen.ip().is_unspecified() => anyhow::bail!(
+            "the miner listens on {listen}, which validators cannot reach; set `[miner] external_ip` to the public address to announce on chain"
+        ),
+        None => listen.ip(),
+    };
+    let port = config
+        .external_port
+        .map(|p| p.get())
+        .unwrap_or(listen.port());
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Announces the miner's axon, retrying while the chain is unreachable or rate-limits
+/// axon updates; gives up (loudly) on refusals the operator must fix.
+async fn announce_axon(chain: Arc<dyn Chain>, address: SocketAddr, mut shutdown: Shutdown) {
+    let mut delay = std::time::Duration::from_secs(2);
+    loop {
+        let retry = match chain.serve_axon(address).await {
+            Ok(ServeOutcome::Unchanged) => {
+                tracing::info!(%address, "the chain already holds this axon");
+                return;
+            }
+            Ok(ServeOutcome::Served { block }) => {
+                tracing::info!(%address, block, "axon served");
+                return;
+            }
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "cannot serve the axon yet; retrying");
+                true
+            }
+            Err(error @ ChainError::Refused { .. }) if error.to_string().contains("RateLimit") => {
+                tracing::warn!(%error, "cannot serve the axon yet; retrying");
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot serve the axon; validators will not find this miner");
+                notify(&[sd_notify::NotifyState::Status(&format!(
+                    "serving, but the axon is not on chain: {error}"
+                ))]);
+                false
+            }
+        };
+        if !retry {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(120));
     }
 }
 
-async fn run_miner(started: Started, shutdown: Shutdown) -> anyhow::Result<()> {
-    let chain = chain(&started.config)?;
-    let options = MinerOptions::from_config(&started.config.miner);
-    let store = ModelStore::new(&started.config.models.dir);
-    let listen = started.config.miner.listen.0;
-    let miner = Miner::new(started.hotkey, store, chain.metagraph(), options);
+async fn run_miner(started: Started, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = &started.config;
+    let interval = config.chain.sync_interval_secs.duration();
+    let local = config.chain.backend == ChainBackend::Local;
+    let announce = match config.chain.backend {
+        ChainBackend::Subtensor => Some(announced_address(&config.miner)?),
+        ChainBackend::Local => None,
+    };
+    let hotkey = Arc::new(started.hotkey.clone());
+    let chain = chain(config, Some(hotkey), None)?;
+    let sync = Arc::new(MetagraphSync::new(chain.clone(), interval));
+    let metrics = Arc::new(Metrics::default());
+    let listen = config.miner.listen.0;
+    {
+        let metrics = metrics.clone();
+        spawn_chain_reporter(
+            sync.subscribe(),
+            move |state| metrics.chain_sync(state),
+            move || format!("serving on {listen}"),
+        );
+    }
+    tracing::info!(chain = %chain.describe(), "reading the metagraph");
+    let Some(metagraph) =
+        until_registered(local, &sync, &started.hotkey, interval, &mut shutdown).await
+    else {
+        return Ok(());
+    };
+    let options = MinerOptions::from_config(&config.miner);
+    let store = ModelStore::new(&config.models.dir);
+    let miner = Miner::new(started.hotkey, store, (*metagraph).clone(), options);
     let hotkey = miner.hotkey().ss58();
     // Bound before READY: systemd is told only once the miner is reachable.
-    let serving = tokio::spawn(miner.listen(listen, shutdown).await?);
+    let serving = tokio::spawn(miner.clone().listen(listen, shutdown.clone()).await?);
+    if config.metrics.enabled {
+        let health_key = hotkey.clone();
+        let server = metrics
+            .clone()
+            .listen(config.metrics.listen.0, shutdown.clone(), move || {
+                serde_json::json!({ "status": "ok", "role": "miner", "hotkey": health_key })
+                    .to_string()
+            })
+            .await?;
+        tokio::spawn(server);
+    }
+    tokio::spawn(sync.clone().run(shutdown.clone()));
+    let mut updates = sync.subscribe();
+    tokio::spawn(async move {
+        while updates.changed().await.is_ok() {
+            let metagraph = updates.borrow_and_update().metagraph.clone();
+            if let Some(metagraph) = metagraph {
+                miner.set_metagraph((*metagraph).clone());
+            }
+        }
+    });
+    if let Some(address) = announce {
+        tokio::spawn(announce_axon(chain, address, shutdown.clone()));
+    }
     tracing::info!(%hotkey, %listen, "ready");
     notify(&[
         sd_notify::NotifyState::Ready,
@@ -141,19 +335,42 @@ async fn run_miner(started: Started, shutdown: Shutdown) -> anyhow::Result<()> {
     serving.await.context("the miner stopped")
 }
 
-async fn run_validator(started: Started, shutdown: Shutdown) -> anyhow::Result<()> {
-    let chain = chain(&started.config)?;
-    let options = ValidatorOptions::from_config(&started.config);
-    let store = ModelStore::new(&started.config.models.dir);
+async fn run_validator(started: Started, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = &started.config;
+    let interval = config.chain.sync_interval_secs.duration();
+    let local = config.chain.backend == ChainBackend::Local;
+    let options = ValidatorOptions::from_config(config);
+    let hotkey = Arc::new(started.hotkey.clone());
+    let chain = chain(config, Some(hotkey), Some(options.state_dir.clone()))?;
+    let sync = Arc::new(MetagraphSync::new(chain.clone(), interval));
+    tracing::info!(chain = %chain.describe(), "reading the metagraph");
+    let metrics_enabled = config.metrics.enabled;
+    let metrics_listen = config.metrics.listen.0;
+    let Some(_) = until_registered(local, &sync, &started.hotkey, interval, &mut shutdown).await
+    else {
+        return Ok(());
+    };
+    let store = ModelStore::new(&config.models.dir);
     // Loading models may run a setup: seconds of CPU, off the async threads.
-    let validator =
-        tokio::task::spawn_blocking(move || Validator::new(started.hotkey, &store, chain, options))
-            .await??;
+    let validator = tokio::task::spawn_blocking({
+        let sync = sync.clone();
+        move || Validator::new(started.hotkey, &store, &sync, options)
+    })
+    .await??;
+    {
+        let validator = validator.clone();
+        spawn_chain_reporter(
+            sync.subscribe(),
+            move |state| validator.metrics().chain_sync(state),
+            || "validating".to_string(),
+        );
+    }
+    tokio::spawn(sync.clone().run(shutdown.clone()));
     let mut tasks = Vec::new();
-    if started.config.metrics.enabled {
+    if metrics_enabled {
         let server = validator
             .clone()
-            .listen_http(started.config.metrics.listen.0, shutdown.clone())
+            .listen_http(metrics_listen, shutdown.clone())
             .await?;
         tasks.push(tokio::spawn(server));
     }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::chain::{StaticChain, StaticNeuron};
+use crate::chain::sync::MetagraphSync;
+use crate::chain::{LocalChain, StaticNeuron};
 use crate::keys::Hotkey;
 use crate::miner::{Behaviour, Miner, MinerOptions};
 use crate::model::ModelStore;
@@ -87,9 +88,12 @@ struct MinerNode {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The netuid the devnet's metagraph claims (Subnet 2's).
+const DEVNET_NETUID: u16 = 2;
+
 pub struct Devnet {
     pub validator: Arc<Validator>,
-    chain: Arc<StaticChain>,
+    chain: Arc<LocalChain>,
     miners: Vec<MinerNode>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -159,7 +163,9 @@ impl Devnet {
                 stake: 0.0,
             });
         }
-        let chain = Arc::new(StaticChain::new(&neurons)?);
+        let chain = Arc::new(LocalChain::new(DEVNET_NETUID, &neurons)?);
+        let sync = MetagraphSync::new(chain.clone(), Duration::from_secs(3600));
+        sync.sync_once().await;
         let (stop, shutdown) = shutdown::channel();
 
         let mut miners = Vec::new();
@@ -177,7 +183,7 @@ impl Devnet {
             let miner = Miner::new(
                 key,
                 store,
-                chain.metagraph(),
+                chain.snapshot(),
                 MinerOptions {
                     max_concurrent_proofs: 2,
                     max_request_bytes: 1 << 20,
@@ -215,9 +221,8 @@ impl Devnet {
             transport: options.transport,
             max_response_bytes: 1 << 20,
         };
-        let validator = tokio::task::spawn_blocking({
-            let chain = chain.clone();
-            move || Validator::new(validator_key, &store, chain, validator_options)
+        let validator = tokio::task::spawn_blocking(move || {
+            Validator::new(validator_key, &store, &sync, validator_options)
         })
         .await??;
         // Bound before miners are asked to fetch keys from it.
@@ -246,8 +251,15 @@ impl Devnet {
         self.dir.path()
     }
 
-    pub fn chain(&self) -> Arc<StaticChain> {
+    pub fn chain(&self) -> Arc<LocalChain> {
         self.chain.clone()
+    }
+
+    /// A metagraph sync of the devnet's chain, for another validator to share it.
+    pub async fn sync(&self) -> MetagraphSync {
+        let sync = MetagraphSync::new(self.chain.clone(), Duration::from_secs(3600));
+        sync.sync_once().await;
+        sync
     }
 
     /// Stops one miner (index into the miners, 0-based), as if its process died.
@@ -294,7 +306,7 @@ impl Devnet {
 #[derive(Clone)]
 pub struct Reporter {
     validator: Arc<Validator>,
-    chain: Arc<StaticChain>,
+    chain: Arc<LocalChain>,
     miners: Vec<(u16, String, bool)>,
 }
 

@@ -21,6 +21,11 @@ struct State {
     proofs_failed: u64,
     weights: BTreeMap<String, f64>,
     rounds: u64,
+    chain_up: Option<bool>,
+    chain_sync_failures: u64,
+    metagraph_block: u64,
+    metagraph_neurons: usize,
+    weight_submissions: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Default)]
@@ -69,6 +74,83 @@ impl Metrics {
 
     pub fn round(&self) {
         self.state.lock().expect("not poisoned").rounds += 1;
+    }
+
+    /// The outcome of a metagraph sync.
+    pub fn chain_sync(&self, state: &crate::chain::sync::SyncState) {
+        let mut s = self.state.lock().expect("not poisoned");
+        if !state.up && state.failures > 0 {
+            s.chain_sync_failures += 1;
+        }
+        s.chain_up = Some(state.up);
+        if let Some(metagraph) = &state.metagraph {
+            s.metagraph_block = metagraph.block;
+            s.metagraph_neurons = metagraph.neurons.len();
+        }
+    }
+
+    pub fn weights(&self, outcome: &crate::chain::WeightsOutcome) {
+        use crate::chain::WeightsOutcome::*;
+        let kind = match outcome {
+            Set { .. } => "set",
+            Committed { .. } => "committed",
+            NotDue { .. } => "not_due",
+            Recorded => "recorded",
+        };
+        *self
+            .state
+            .lock()
+            .expect("not poisoned")
+            .weight_submissions
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    pub fn weights_failed(&self) {
+        *self
+            .state
+            .lock()
+            .expect("not poisoned")
+            .weight_submissions
+            .entry("failed")
+            .or_default() += 1;
+    }
+
+    /// Serves `/metrics` and `/health` (the JSON `health` returns) on `address`; the
+    /// returned future serves until `shutdown`. The validator serves more (its proving
+    /// keys) on its own listener.
+    pub async fn listen(
+        self: std::sync::Arc<Self>,
+        address: std::net::SocketAddr,
+        shutdown: crate::shutdown::Shutdown,
+        health: impl Fn() -> String + Send + Sync + 'static,
+    ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        use crate::wire::http::text_response;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on tcp/{address}: {e}"))?;
+        tracing::info!(%address, "serving metrics and health");
+        let health = std::sync::Arc::new(health);
+        Ok(crate::wire::http::serve(
+            listener,
+            4096,
+            move |parts, _body| {
+                let (metrics, health) = (self.clone(), health.clone());
+                async move {
+                    if parts.method != hyper::Method::GET {
+                        return text_response(405, "text/plain", "GET only\n");
+                    }
+                    match parts.uri.path() {
+                        "/metrics" => {
+                            text_response(200, "text/plain; version=0.0.4", metrics.render())
+                        }
+                        "/health" => text_response(200, "application/json", health()),
+                        _ => text_response(404, "text/plain", "not found\n"),
+                    }
+                }
+            },
+            shutdown,
+        ))
     }
 
     pub fn render(&self) -> String {
@@ -126,6 +208,40 @@ impl Metrics {
         );
         for (hotkey, weight) in &s.weights {
             let _ = writeln!(out, "sn2_weight{{hotkey=\"{hotkey}\"}} {weight}");
+        }
+        if let Some(up) = s.chain_up {
+            let _ = writeln!(
+                out,
+                "# HELP sn2_chain_up Whether the last metagraph sync succeeded.\n# TYPE sn2_chain_up gauge\nsn2_chain_up {}",
+                u8::from(up)
+            );
+            let _ = writeln!(
+                out,
+                "# HELP sn2_chain_sync_failures_total Metagraph syncs that failed.\n# TYPE sn2_chain_sync_failures_total counter\nsn2_chain_sync_failures_total {}",
+                s.chain_sync_failures
+            );
+            let _ = writeln!(
+                out,
+                "# HELP sn2_metagraph_block Block of the metagraph in use.\n# TYPE sn2_metagraph_block gauge\nsn2_metagraph_block {}",
+                s.metagraph_block
+            );
+            let _ = writeln!(
+                out,
+                "# HELP sn2_metagraph_neurons Neurons in the metagraph in use.\n# TYPE sn2_metagraph_neurons gauge\nsn2_metagraph_neurons {}",
+                s.metagraph_neurons
+            );
+        }
+        if !s.weight_submissions.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP sn2_weight_submissions_total Weight submissions, by outcome.\n# TYPE sn2_weight_submissions_total counter"
+            );
+            for (outcome, n) in &s.weight_submissions {
+                let _ = writeln!(
+                    out,
+                    "sn2_weight_submissions_total{{outcome=\"{outcome}\"}} {n}"
+                );
+            }
         }
         out
     }

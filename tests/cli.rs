@@ -45,7 +45,7 @@ fn config_with_wallet(dir: &Path, logging_format: &str) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "[chain]\nbackend = \"static\"\n\
+            "[chain]\nbackend = \"local\"\n\
              [wallet]\npath = \"wallets\"\nname = \"ops\"\nhotkey = \"m1\"\n\
              [miner]\nlisten = \"127.0.0.1:{}\"\n\
              [metrics]\nlisten = \"127.0.0.1:{}\"\n\
@@ -313,7 +313,7 @@ fn a_daemon_without_its_hotkey_fails_with_the_path() {
     let config = dir.path().join("sn2.toml");
     std::fs::write(
         &config,
-        "[chain]\nbackend = \"static\"\n[wallet]\npath = \"nowhere\"\n",
+        "[chain]\nbackend = \"local\"\n[wallet]\npath = \"nowhere\"\n",
     )
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_sn2-validator"))
@@ -347,13 +347,48 @@ fn a_daemon_with_a_bad_config_names_the_place() {
     );
 }
 
+/// `config` switched to the subtensor backend at `endpoint`.
+fn on_subtensor(config: &Path, endpoint: &str) {
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "backend = \"local\"",
+        &format!("backend = \"subtensor\"\nnetwork = \"{endpoint}\"\nnetuid = 1"),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
 #[test]
-fn a_daemon_says_when_its_chain_backend_is_not_available() {
+fn a_dead_chain_endpoint_is_retried_and_does_not_take_the_daemon_down() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_wallet(dir.path(), "text");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("backend = \"static\"", "backend = \"subtensor\"");
+    import_digits(&config);
+    // Nothing listens there.
+    on_subtensor(&config, &format!("ws://127.0.0.1:{}", free_port()));
+    for binary in [
+        env!("CARGO_BIN_EXE_sn2-miner"),
+        env!("CARGO_BIN_EXE_sn2-validator"),
+    ] {
+        let mut daemon = Daemon::start(binary, &config);
+        let first = daemon.wait_for("cannot sync the metagraph");
+        assert!(
+            first.contains("cannot reach the chain at ws://127.0.0.1:"),
+            "{first}"
+        );
+        assert!(first.contains("retry_in_secs=1"), "{first}");
+        let second = daemon.wait_for("cannot sync the metagraph");
+        assert!(second.contains("failures=2"), "{second}");
+        daemon.signal("TERM");
+        let (status, lines) = daemon.finish();
+        assert!(status.success(), "{binary}: {status:?} {lines:#?}");
+    }
+}
+
+#[test]
+fn a_miner_that_cannot_announce_a_reachable_address_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    on_subtensor(&config, "ws://127.0.0.1:9");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("listen = \"127.0.0.1:", "listen = \"0.0.0.0:");
     std::fs::write(&config, text).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_sn2-miner"))
         .env("SN2_CONFIG", &config)
@@ -361,7 +396,7 @@ fn a_daemon_says_when_its_chain_backend_is_not_available() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains("backend = \"static\""),
+        stderr(&output).contains("set `[miner] external_ip`"),
         "{}",
         stderr(&output)
     );

@@ -115,7 +115,7 @@ async fn a_restarted_validator_keeps_its_scores() {
     let restarted = Validator::new(
         Hotkey::from_seed(&[9; 32]),
         &ModelStore::new(devnet.dir().join("validator")),
-        devnet.chain(),
+        &devnet.sync().await,
         ValidatorOptions {
             round_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
@@ -165,6 +165,8 @@ async fn lone_miner() -> Lone {
         Hotkey::from_seed(&[3; 32]),
     );
     let metagraph = Metagraph {
+        netuid: 2,
+        block: 0,
         neurons: vec![
             Neuron {
                 uid: 0,
@@ -172,6 +174,8 @@ async fn lone_miner() -> Lone {
                 axon: None,
                 validator_permit: true,
                 stake: 10.0,
+                coldkey: None,
+                last_update: 0,
             },
             Neuron {
                 uid: 1,
@@ -179,6 +183,8 @@ async fn lone_miner() -> Lone {
                 axon: None,
                 validator_permit: false,
                 stake: 10.0,
+                coldkey: None,
+                last_update: 0,
             },
         ],
     };

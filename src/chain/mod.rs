@@ -1,29 +1,47 @@
 //! The chain as the services see it: a metagraph (who is registered, where they serve,
-//! who may validate) and a place to put weights. This issue's backend is the static
-//! metagraph of the config (`[chain] backend = "static"`), used by the devnet and by
-//! private deployments; the subtensor backend comes with its own issue.
+//! who may validate), a place to announce an axon and a place to put weights.
+//!
+//! [`Chain`] has two backends: [`local::LocalChain`], the fixed metagraph of the config
+//! (`[chain] backend = "local"`: the devnet, private deployments), and
+//! [`subtensor::SubtensorChain`], a subtensor node reached through subxt. The daemons
+//! never call the chain on their request paths: [`sync::MetagraphSync`] refreshes a copy
+//! of the metagraph on an interval and survives a dead endpoint.
+
+pub mod local;
+pub mod subtensor;
+pub mod sync;
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::keys::PublicKey;
 
+pub use local::{LocalChain, StaticNeuron};
+
 /// One registered hotkey.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Neuron {
     pub uid: u16,
+    #[serde(serialize_with = "serialize_ss58")]
     pub hotkey: PublicKey,
-    /// Where it serves (QUIC on UDP, HTTP on TCP), if it serves.
+    /// The coldkey that owns the hotkey, where the chain says.
+    #[serde(serialize_with = "serialize_ss58_opt")]
+    pub coldkey: Option<PublicKey>,
+    /// Where it serves (QUIC on UDP, HTTP on TCP), if it announced a usable axon.
     pub axon: Option<SocketAddr>,
     pub validator_permit: bool,
-    /// Stake in TAO.
+    /// Stake on the subnet, in whole units (TAO, or the subnet's alpha).
     pub stake: f64,
+    /// The block of its last weights (or commit); 0 when unknown.
+    pub last_update: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Metagraph {
+    pub netuid: u16,
+    /// The block it was read at (0 for the local backend).
+    pub block: u64,
     pub neurons: Vec<Neuron>,
 }
 
@@ -47,39 +65,17 @@ impl Metagraph {
     }
 }
 
-/// A neuron of the static metagraph, as written in the config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticNeuron {
-    pub uid: u16,
-    /// SS58 address of the hotkey.
-    pub hotkey: String,
-    /// `ip:port` where it serves; absent for a validator that does not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub axon: Option<SocketAddr>,
-    #[serde(default)]
-    pub validator_permit: bool,
-    #[serde(default)]
-    pub stake: f64,
+fn serialize_ss58<S: serde::Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&key.to_ss58())
 }
 
-impl StaticNeuron {
-    pub fn to_neuron(&self) -> Result<Neuron, String> {
-        let hotkey =
-            PublicKey::from_ss58(&self.hotkey).map_err(|e| format!("uid {}: {e}", self.uid))?;
-        if !(self.stake.is_finite() && self.stake >= 0.0) {
-            return Err(format!(
-                "uid {}: stake must be a non-negative number",
-                self.uid
-            ));
-        }
-        Ok(Neuron {
-            uid: self.uid,
-            hotkey,
-            axon: self.axon,
-            validator_permit: self.validator_permit,
-            stake: self.stake,
-        })
+fn serialize_ss58_opt<S: serde::Serializer>(
+    key: &Option<PublicKey>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match key {
+        Some(key) => s.serialize_str(&key.to_ss58()),
+        None => s.serialize_none(),
     }
 }
 
@@ -90,48 +86,77 @@ pub struct Weights {
     pub values: Vec<u16>,
 }
 
+/// What a request to serve an axon did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeOutcome {
+    /// The chain already holds this axon: nothing was sent.
+    Unchanged,
+    /// The axon was announced at this block.
+    Served { block: u64 },
+}
+
+/// What a request to set weights did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsOutcome {
+    /// Set directly (`set_weights`) at this block.
+    Set { block: u64 },
+    /// Committed (`commit_weights`) at this block; revealed later.
+    Committed { block: u64 },
+    /// Not yet: the chain's rate limit or the configured interval has this many blocks
+    /// to run.
+    NotDue { blocks_left: u64 },
+    /// Kept locally; there is no chain (the local backend).
+    Recorded,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     #[error("{0}")]
     Invalid(String),
+    /// The endpoint cannot be reached or stopped answering; worth retrying.
+    #[error("cannot reach the chain at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    /// The chain answered in a shape this build does not know.
+    #[error("unexpected chain data: {0}")]
+    Shape(String),
+    /// The chain refused a transaction, in its own words and ours.
+    #[error("the chain refused {call}: {error}{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Refused {
+        call: String,
+        error: String,
+        hint: Option<String>,
+    },
+    #[error(
+        "hotkey {hotkey} is not registered on subnet {netuid}; register it with `btcli subnet register --netuid {netuid} --wallet.name NAME --wallet.hotkey HOTKEY`"
+    )]
+    NotRegistered { hotkey: String, netuid: u16 },
+    #[error("{0}")]
+    State(String),
 }
 
-/// The chain backend of the config's static metagraph. Weights are kept in memory (and
-/// reported by the validator's metrics); there is no chain to send them to.
-pub struct StaticChain {
-    metagraph: Metagraph,
-    last_weights: Mutex<Option<Weights>>,
+impl ChainError {
+    /// Whether trying again later may succeed without the operator doing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ChainError::Unreachable { .. })
+    }
 }
 
-impl StaticChain {
-    pub fn new(neurons: &[StaticNeuron]) -> Result<Self, ChainError> {
-        let neurons = neurons
-            .iter()
-            .map(StaticNeuron::to_neuron)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ChainError::Invalid)?;
-        let mut uids: Vec<u16> = neurons.iter().map(|n| n.uid).collect();
-        uids.sort_unstable();
-        uids.dedup();
-        if uids.len() != neurons.len() {
-            return Err(ChainError::Invalid("two neurons share a uid".into()));
-        }
-        Ok(Self {
-            metagraph: Metagraph { neurons },
-            last_weights: Mutex::new(None),
-        })
-    }
+/// A chain backend. Implementations are shared between tasks.
+#[async_trait::async_trait]
+pub trait Chain: Send + Sync {
+    /// For logs: the backend and where it points.
+    fn describe(&self) -> String;
 
-    pub fn metagraph(&self) -> Metagraph {
-        self.metagraph.clone()
-    }
+    fn netuid(&self) -> u16;
 
-    pub fn set_weights(&self, weights: Weights) -> Result<(), ChainError> {
-        *self.last_weights.lock().expect("not poisoned") = Some(weights);
-        Ok(())
-    }
+    /// The current metagraph of the subnet.
+    async fn metagraph(&self) -> Result<Metagraph, ChainError>;
 
-    pub fn last_weights(&self) -> Option<Weights> {
-        self.last_weights.lock().expect("not poisoned").clone()
-    }
+    /// Announces where the signing hotkey serves; does nothing if the chain already
+    /// holds that address.
+    async fn serve_axon(&self, address: SocketAddr) -> Result<ServeOutcome, ChainError>;
+
+    /// Puts the signing hotkey's weights on chain when they are due, in whatever way the
+    /// subnet accepts (see [`subtensor`]).
+    async fn set_weights(&self, weights: &Weights) -> Result<WeightsOutcome, ChainError>;
 }

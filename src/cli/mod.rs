@@ -6,6 +6,7 @@ mod bench_cmd;
 mod config_cmd;
 mod devnet_cmd;
 mod keys_cmd;
+mod metagraph_cmd;
 mod model_cmd;
 mod proof_cmd;
 
@@ -47,6 +48,8 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Run a validator and miners on loopback, without a chain, with a live table.
     Devnet(devnet_cmd::DevnetArgs),
+    /// Print a subnet's metagraph from the chain.
+    Metagraph(metagraph_cmd::MetagraphArgs),
 }
 
 /// A config file to take defaults from (its `[wallet]` section, models directory, ...).
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::Devnet(args) => args.run(),
+        Command::Metagraph(args) => args.run(),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -47,7 +47,9 @@ pub struct ChainConfig {
     pub network: Network,
     /// Filled in on load when absent: Subnet 2's netuid on `network`.
     pub netuid: Option<u16>,
-    /// The metagraph of the `static` backend.
+    /// Time between two metagraph reads.
+    pub sync_interval_secs: Seconds,
+    /// The metagraph of the `local` backend.
     pub neurons: Vec<crate::chain::StaticNeuron>,
 }
 
@@ -57,7 +59,9 @@ pub enum ChainBackend {
     /// A subtensor node at `network`.
     Subtensor,
     /// The fixed metagraph of `neurons`, without a chain (devnets, private deployments).
-    Static,
+    /// `static` is its former name.
+    #[serde(alias = "static")]
+    Local,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -174,6 +178,7 @@ impl Default for ChainConfig {
             backend: ChainBackend::Subtensor,
             network: Network::Finney,
             netuid: None,
+            sync_interval_secs: Seconds::new(60),
             neurons: Vec::new(),
         }
     }

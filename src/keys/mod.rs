@@ -95,7 +95,9 @@ impl fmt::Debug for Signature {
     }
 }
 
-/// An sr25519 key pair that signs for a Bittensor hotkey.
+/// An sr25519 key pair that signs for a Bittensor hotkey. Clones share nothing; each
+/// zeroes its secret when dropped.
+#[derive(Clone)]
 pub struct Hotkey {
     keypair: schnorrkel::Keypair,
     public: PublicKey,

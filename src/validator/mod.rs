@@ -19,7 +19,8 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use hyper::http::request::Parts;
 
-use crate::chain::{Neuron, StaticChain};
+use crate::chain::sync::{MetagraphSync, SyncState};
+use crate::chain::{Chain, Neuron, WeightsOutcome};
 use crate::keys::Hotkey;
 use crate::metrics::Metrics;
 use crate::model::{ModelStore, StoredModel};
@@ -96,7 +97,8 @@ impl MinerStats {
 
 pub struct Validator {
     hotkey: Hotkey,
-    chain: Arc<StaticChain>,
+    chain: Arc<dyn Chain>,
+    metagraph: tokio::sync::watch::Receiver<SyncState>,
     options: ValidatorOptions,
     models: Vec<ModelEntry>,
     scores: Mutex<Scores>,
@@ -123,7 +125,7 @@ impl Validator {
     pub fn new(
         hotkey: Hotkey,
         store: &ModelStore,
-        chain: Arc<StaticChain>,
+        sync: &MetagraphSync,
         options: ValidatorOptions,
     ) -> anyhow::Result<Arc<Self>> {
         let scores = Scores::load(&options.state_dir)?;
@@ -173,7 +175,8 @@ impl Validator {
         }
         Ok(Arc::new(Self {
             hotkey,
-            chain,
+            chain: sync.chain().clone(),
+            metagraph: sync.subscribe(),
             options,
             models,
             scores: Mutex::new(scores),
@@ -230,7 +233,10 @@ impl Validator {
 
     /// One round: query a sample of miners with one model, score, set weights.
     pub async fn round(self: &Arc<Self>, round: u64) {
-        let metagraph = self.chain.metagraph();
+        let Some(metagraph) = self.metagraph.borrow().metagraph.clone() else {
+            tracing::warn!("no metagraph yet; skipping the round");
+            return;
+        };
         let mut miners: Vec<Neuron> = metagraph
             .miners(&self.hotkey.public())
             .into_iter()
@@ -303,8 +309,31 @@ impl Validator {
             .collect();
         self.metrics.set_weights(named);
         self.metrics.round();
-        if let Err(error) = self.chain.set_weights(weights) {
-            tracing::error!(%error, "cannot set weights");
+        self.put_weights(&weights).await;
+    }
+
+    /// Hands the weights to the chain, which sets them when they are due.
+    async fn put_weights(&self, weights: &crate::chain::Weights) {
+        match self.chain.set_weights(weights).await {
+            Ok(outcome) => {
+                self.metrics.weights(&outcome);
+                match outcome {
+                    WeightsOutcome::Set { block } => {
+                        tracing::info!(block, miners = weights.uids.len(), "weights set")
+                    }
+                    WeightsOutcome::Committed { block } => {
+                        tracing::info!(block, miners = weights.uids.len(), "weights committed")
+                    }
+                    WeightsOutcome::NotDue { blocks_left } => {
+                        tracing::debug!(blocks_left, "weights not due yet")
+                    }
+                    WeightsOutcome::Recorded => {}
+                }
+            }
+            Err(error) => {
+                self.metrics.weights_failed();
+                tracing::error!(%error, "cannot set weights");
+            }
         }
     }
 

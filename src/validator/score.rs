@@ -216,6 +216,8 @@ mod tests {
     fn weights_are_normalised_to_u16_and_zero_for_cheats() {
         let keys: Vec<Hotkey> = (1..=3).map(|i| Hotkey::from_seed(&[i; 32])).collect();
         let metagraph = Metagraph {
+            netuid: 2,
+            block: 0,
             neurons: keys
                 .iter()
                 .enumerate()
@@ -225,6 +227,8 @@ mod tests {
                     axon: None,
                     validator_permit: false,
                     stake: 0.0,
+                    coldkey: None,
+                    last_update: 0,
                 })
                 .collect(),
         };

@@ -1,0 +1,144 @@
+//! A real subtensor runtime on loopback for the chain tests: chopsticks (npm) running the
+//! chain spec in `tests/data/chain/`, executing the runtime's own wasm. Tests drive it
+//! with its `dev_*` RPC methods: seed storage (balances, permits, limits) and build
+//! blocks on demand.
+//!
+//! Where chopsticks is: `SN2_CHOPSTICKS` (its executable), else
+//! `target/chopsticks/node_modules/.bin/chopsticks`, where `.ci/run` installs it. Without
+//! it a test is skipped with a message, unless `SN2_REQUIRE_CHAIN=1` (CI), where that is
+//! a failure.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use subxt::rpcs::{RpcClient, rpc_params};
+
+pub struct Chopsticks {
+    child: Child,
+    pub url: String,
+    pub rpc: RpcClient,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn executable() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SN2_CHOPSTICKS") {
+        return Some(PathBuf::from(path));
+    }
+    let installed = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/chopsticks/node_modules/.bin/chopsticks");
+    installed.exists().then_some(installed)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Chopsticks {
+    /// Starts a chain and waits until it answers; `None` (the test is skipped) when
+    /// chopsticks is not installed and the chain is not required.
+    pub async fn start() -> Option<Self> {
+        let Some(executable) = executable() else {
+            if std::env::var("SN2_REQUIRE_CHAIN").as_deref() == Ok("1") {
+                panic!(
+                    "chopsticks is required (SN2_REQUIRE_CHAIN=1) but neither SN2_CHOPSTICKS nor target/chopsticks is there"
+                );
+            }
+            eprintln!("skipped: chopsticks is not installed (see .ci/run, or set SN2_CHOPSTICKS)");
+            return None;
+        };
+        let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/chain/subtensor-raonet-spec218.json");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("chopsticks.log");
+        let port = free_port();
+        let child = Command::new(&executable)
+            .arg("--genesis")
+            .arg(&spec)
+            .arg("--port")
+            .arg(port.to_string())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", executable.display()));
+        let url = format!("ws://127.0.0.1:{port}");
+        let started = Instant::now();
+        let rpc = loop {
+            if let Ok(rpc) = RpcClient::from_insecure_url(&url).await
+                && rpc
+                    .request::<Value>("chain_getHeader", rpc_params![])
+                    .await
+                    .is_ok()
+            {
+                break rpc;
+            }
+            if started.elapsed() > Duration::from_secs(180) {
+                panic!(
+                    "chopsticks did not answer on {url} within 180 s; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        Some(Self {
+            child,
+            url,
+            rpc,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Writes storage through the runtime's metadata (chopsticks' JSON form:
+    /// `{ Pallet: { Entry: [[[keys...], value], ...] } }`).
+    pub async fn set_storage(&self, storage: Value) {
+        self.rpc
+            .request::<Value>("dev_setStorage", rpc_params![storage])
+            .await
+            .expect("dev_setStorage");
+    }
+
+    /// Builds `count` empty blocks.
+    pub async fn new_blocks(&self, count: u32) {
+        self.rpc
+            .request::<Value>("dev_newBlock", rpc_params![json!({ "count": count })])
+            .await
+            .expect("dev_newBlock");
+    }
+
+    /// Gives `ss58` a million TAO.
+    pub async fn fund(&self, ss58: &str) {
+        self.set_storage(json!({
+            "System": { "Account": [[[ss58], {
+                "providers": 1,
+                "data": { "free": "1000000000000000" }
+            }]] }
+        }))
+        .await;
+    }
+}
+
+impl Drop for Chopsticks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- the last lines chopsticks logged ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
