@@ -112,7 +112,7 @@ async fn registration_axons_weights_and_refusals_on_a_real_runtime() {
     assert_ne!(validator_uid, miner_uid);
     assert!(uid_of(&stranger).is_none());
     let neuron = metagraph.by_hotkey(&miner.public()).unwrap();
-    assert_eq!(neuron.coldkey, Some(coldkey.public()));
+    assert_eq!(neuron.coldkey, Some(coldkey.ss58()));
     assert_eq!(neuron.axon, None);
 
     // Serve an axon; the same one again is not sent; another one is rate-limited.

@@ -25,9 +25,9 @@ pub struct Neuron {
     pub uid: u16,
     #[serde(serialize_with = "serialize_ss58")]
     pub hotkey: PublicKey,
-    /// The coldkey that owns the hotkey, where the chain says.
-    #[serde(serialize_with = "serialize_ss58_opt")]
-    pub coldkey: Option<PublicKey>,
+    /// SS58 of the coldkey that owns the hotkey, where the chain says. Any account (a
+    /// multisig or proxy too), so not necessarily an sr25519 key.
+    pub coldkey: Option<String>,
     /// Where it serves (QUIC on UDP, HTTP on TCP), if it announced a usable axon.
     pub axon: Option<SocketAddr>,
     pub validator_permit: bool,
@@ -67,16 +67,6 @@ impl Metagraph {
 
 fn serialize_ss58<S: serde::Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&key.to_ss58())
-}
-
-fn serialize_ss58_opt<S: serde::Serializer>(
-    key: &Option<PublicKey>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match key {
-        Some(key) => s.serialize_str(&key.to_ss58()),
-        None => s.serialize_none(),
-    }
 }
 
 /// Weights as set on chain: uids and u16 values.

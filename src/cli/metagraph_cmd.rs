@@ -101,7 +101,7 @@ fn table(metagraph: &Metagraph) -> String {
             updated,
             n.axon.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
             n.hotkey.to_ss58(),
-            n.coldkey.map(|c| c.to_ss58()).unwrap_or_else(|| "-".into()),
+            n.coldkey.as_deref().unwrap_or("-"),
         );
     }
     out

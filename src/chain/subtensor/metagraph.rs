@@ -45,12 +45,14 @@ pub struct AxonInfo {
 }
 
 impl NeuronLite {
-    pub fn to_neuron(&self) -> Result<Neuron, ChainError> {
+    /// The neuron, unless its hotkey cannot be an sr25519 key (an ed25519 hotkey, say):
+    /// such a neuron can neither sign sn2's requests nor answer them.
+    pub fn to_neuron(&self) -> Option<Neuron> {
         let stake_rao: u128 = self.stake.iter().map(|(_, rao)| *rao as u128).sum();
-        Ok(Neuron {
+        Some(Neuron {
             uid: self.uid,
-            hotkey: public_key(self.hotkey)?,
-            coldkey: Some(public_key(self.coldkey)?),
+            hotkey: sr25519_hotkey(self.uid, self.hotkey)?,
+            coldkey: Some(crate::keys::ss58::encode(&self.coldkey)),
             axon: axon_address(
                 self.axon_info.ip,
                 self.axon_info.port,
@@ -63,8 +65,18 @@ impl NeuronLite {
     }
 }
 
-pub fn public_key(bytes: [u8; 32]) -> Result<PublicKey, ChainError> {
-    PublicKey::from_bytes(bytes).map_err(|e| ChainError::Shape(format!("an account id: {e}")))
+fn sr25519_hotkey(uid: u16, bytes: [u8; 32]) -> Option<PublicKey> {
+    match PublicKey::from_bytes(bytes) {
+        Ok(key) => Some(key),
+        Err(_) => {
+            tracing::debug!(
+                uid,
+                hotkey = %crate::keys::ss58::encode(&bytes),
+                "skipping a neuron whose hotkey is not an sr25519 key"
+            );
+            None
+        }
+    }
 }
 
 /// How this runtime returns `get_neurons_lite`.
@@ -115,7 +127,7 @@ pub fn decode_neurons_lite(
             bytes.len()
         )));
     }
-    neurons.iter().map(NeuronLite::to_neuron).collect()
+    Ok(neurons.iter().filter_map(NeuronLite::to_neuron).collect())
 }
 
 /// The storage entries of the fallback, checked against the metadata before use, so that
@@ -157,15 +169,15 @@ pub fn from_storage(
     parts: Vec<StorageNeuron>,
     permits: &[bool],
     last_update: &[u64],
-) -> Result<Vec<Neuron>, ChainError> {
-    let mut neurons = parts
+) -> Vec<Neuron> {
+    let mut neurons: Vec<Neuron> = parts
         .into_iter()
-        .map(|part| {
+        .filter_map(|part| {
             let index = part.uid as usize;
-            Ok(Neuron {
+            Some(Neuron {
                 uid: part.uid,
-                hotkey: public_key(part.hotkey)?,
-                coldkey: part.coldkey.map(public_key).transpose()?,
+                hotkey: sr25519_hotkey(part.uid, part.hotkey)?,
+                coldkey: part.coldkey.map(|c| crate::keys::ss58::encode(&c)),
                 axon: part
                     .axon
                     .and_then(|a| axon_address(a.ip, a.port, a.ip_type)),
@@ -174,9 +186,9 @@ pub fn from_storage(
                 last_update: last_update.get(index).copied().unwrap_or(0),
             })
         })
-        .collect::<Result<Vec<_>, ChainError>>()?;
+        .collect();
     neurons.sort_by_key(|n| n.uid);
-    Ok(neurons)
+    neurons
 }
 
 /// A metagraph with its neurons in uid order.

@@ -16,6 +16,9 @@ pub mod metagraph;
 pub mod signer;
 pub mod weights;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -293,7 +296,7 @@ impl SubtensorChain {
                 stake_rao,
             });
         }
-        let neurons = metagraph::from_storage(parts, &permits, &last_update)?;
+        let neurons = metagraph::from_storage(parts, &permits, &last_update);
         Ok(metagraph::metagraph(netuid, at.block_number(), neurons))
     }
 
@@ -411,7 +414,7 @@ impl SubtensorChain {
 
 /// The number in a pool refusal such as "Invalid Transaction: Custom error: 12".
 fn custom_code(message: &str) -> Option<u8> {
-    let rest = &message[message.find("Custom")?..];
+    let rest = &message[message.to_ascii_lowercase().find("custom")?..];
     let digits: String = rest
         .chars()
         .skip_while(|c| !c.is_ascii_digit())
