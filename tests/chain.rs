@@ -267,3 +267,222 @@ async fn commit_reveal_commits_then_reveals_in_the_reveal_epoch() {
     let pending = sn2::chain::subtensor::weights::load_commits(state.path()).unwrap();
     assert!(pending.iter().all(|c| c.block != block), "{pending:?}");
 }
+
+/// One daemon of the full-round test, its log collected for the failure message.
+struct Daemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(binary: &str, config: &std::path::Path) -> Self {
+        let log = config.with_extension("log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(binary)
+            .env("SN2_CONFIG", config)
+            .env("RUST_LOG", "info,sn2=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config for one daemon on the chopsticks chain, with its own wallet (a hotkey made
+/// by `sn2 keys new`) and models directory (digits-mlp imported by `sn2 model import`).
+fn daemon_config(
+    dir: &std::path::Path,
+    name: &str,
+    node: &Chopsticks,
+    extra: &str,
+) -> (std::path::PathBuf, Hotkey) {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[chain]\nbackend = \"subtensor\"\nnetwork = \"{}\"\nnetuid = {NETUID}\nsync_interval_secs = 2\n\
+             [wallet]\npath = \"wallets\"\nname = \"{name}\"\nhotkey = \"default\"\n\
+             [models]\ndir = \"{name}-models\"\n{extra}",
+            node.url
+        ),
+    )
+    .unwrap();
+    let sn2 = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sn2"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("SN2_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "sn2 {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    sn2(&["keys", "new"]);
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
+    sn2(&[
+        "model",
+        "import",
+        model.join("model.onnx").to_str().unwrap(),
+        "--calibration",
+        model.join("calibration.json").to_str().unwrap(),
+    ]);
+    let hotkey = sn2::config::Config::load(&config)
+        .unwrap()
+        .wallet_location()
+        .load_hotkey()
+        .unwrap();
+    (config, hotkey)
+}
+
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
+    let Some(node) = Chopsticks::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key_port = free_port();
+    let (validator_config, validator) = daemon_config(
+        dir.path(),
+        "validator",
+        &node,
+        &format!(
+            "[validator]\nround_interval_secs = 2\nweights_interval_blocks = 1\nstate_dir = \"state\"\nkey_url = \"http://127.0.0.1:{key_port}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{key_port}\"\n"
+        ),
+    );
+    // Miners on 127.0.0.2 and .3: the chain refuses to record 127.0.0.1 as an axon.
+    let mut miners = Vec::new();
+    for i in 0..2 {
+        let (config, hotkey) = daemon_config(
+            dir.path(),
+            &format!("miner{i}"),
+            &node,
+            &format!(
+                "[miner]\nlisten = \"127.0.0.{}:{}\"\n[metrics]\nenabled = false\n",
+                i + 2,
+                free_port()
+            ),
+        );
+        miners.push((config, hotkey));
+    }
+
+    let coldkey = Hotkey::from_seed(&[80; 32]);
+    node.fund(&coldkey.ss58()).await;
+    register(&node, &coldkey, &validator).await;
+    for (_, hotkey) in &miners {
+        register(&node, &coldkey, hotkey).await;
+    }
+    let metagraph = chain_for(&node, &validator, None)
+        .metagraph()
+        .await
+        .unwrap();
+    let uid = |key: &Hotkey| metagraph.by_hotkey(&key.public()).unwrap().uid;
+    let validator_uid = uid(&validator);
+    let miner_uids: Vec<u16> = miners.iter().map(|(_, key)| uid(key)).collect();
+    let permits: Vec<bool> = (0..metagraph.neurons.len() as u16)
+        .map(|u| u == validator_uid)
+        .collect();
+    node.set_storage(json!({ "SubtensorModule": {
+        "ValidatorPermit": [[[NETUID], permits]],
+        "WeightsSetRateLimit": [[[NETUID], 1]],
+        "CommitRevealWeightsEnabled": [[[NETUID], false]],
+        "WeightsVersionKey": [[[NETUID], 0]],
+        "WeightsMinStake": 0,
+    }}))
+    .await;
+
+    let daemons: Vec<Daemon> = miners
+        .iter()
+        .map(|(config, _)| Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), config))
+        .chain([Daemon::start(
+            env!("CARGO_BIN_EXE_sn2-validator"),
+            &validator_config,
+        )])
+        .collect();
+
+    // Blocks come when transactions do; build one every second as a live chain would.
+    let reader = chain_for(&node, &validator, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let weights = loop {
+        node.new_blocks(1).await;
+        let weights = read_weights(&reader, validator_uid).await;
+        let covered = miner_uids
+            .iter()
+            .all(|m| weights.iter().any(|(uid, value)| uid == m && *value > 0));
+        if covered {
+            break weights;
+        }
+        if std::time::Instant::now() > deadline {
+            let logs: Vec<String> = daemons.iter().map(Daemon::log).collect();
+            panic!(
+                "no weights for both miners on chain within 240 s: {weights:?}\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
+    assert!(
+        weights.iter().all(|(uid, _)| miner_uids.contains(uid)),
+        "{weights:?}"
+    );
+
+    // The miners announced their axons themselves, and the validator verified proofs.
+    let metagraph = reader.metagraph().await.unwrap();
+    for (i, (_, hotkey)) in miners.iter().enumerate() {
+        let axon = metagraph.by_hotkey(&hotkey.public()).unwrap().axon.unwrap();
+        assert_eq!(axon.ip().to_string(), format!("127.0.0.{}", i + 2));
+    }
+    let metrics = get_metrics(key_port).await;
+    assert!(metrics.contains("sn2_chain_up 1"), "{metrics}");
+    let verified: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sn2_proofs_verified_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(verified >= 2, "{metrics}");
+    assert!(
+        metrics.contains("sn2_weight_submissions_total{outcome=\"set\"}"),
+        "{metrics}"
+    );
+}
+
+/// The validator's /metrics, over a plain TCP HTTP/1.0 request.
+async fn get_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
