@@ -4,9 +4,9 @@
 //! blocks on demand.
 //!
 //! Where chopsticks is: `SN2_CHOPSTICKS` (its executable), else
-//! `target/chopsticks/node_modules/.bin/chopsticks`, where `.ci/run` installs it. Without
-//! it a test is skipped with a message, unless `SN2_REQUIRE_CHAIN=1` (CI), where that is
-//! a failure.
+//! `tests/chopsticks/node_modules/.bin/chopsticks`, which `npm ci --prefix tests/chopsticks`
+//! installs from the committed lock file (README's test command does). Without it a test
+//! is skipped with a message, unless `SN2_REQUIRE_CHAIN=1`, where that is a failure.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -28,7 +28,7 @@ fn executable() -> Option<PathBuf> {
         return Some(PathBuf::from(path));
     }
     let installed = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/chopsticks/node_modules/.bin/chopsticks");
+        .join("tests/chopsticks/node_modules/.bin/chopsticks");
     installed.exists().then_some(installed)
 }
 
@@ -47,7 +47,7 @@ impl Chopsticks {
         let Some(executable) = executable() else {
             if std::env::var("SN2_REQUIRE_CHAIN").as_deref() == Ok("1") {
                 panic!(
-                    "chopsticks is required (SN2_REQUIRE_CHAIN=1) but neither SN2_CHOPSTICKS nor target/chopsticks is there"
+                    "chopsticks is required (SN2_REQUIRE_CHAIN=1) but neither SN2_CHOPSTICKS nor tests/chopsticks/node_modules is there: npm ci --prefix tests/chopsticks"
                 );
             }
             eprintln!("skipped: chopsticks is not installed (see .ci/run, or set SN2_CHOPSTICKS)");
