@@ -392,6 +392,32 @@ async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
         miners.push((config, hotkey));
     }
 
+    let daemons: Vec<Daemon> = miners
+        .iter()
+        .map(|(config, _)| Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), config))
+        .chain([Daemon::start(
+            env!("CARGO_BIN_EXE_sn2-validator"),
+            &validator_config,
+        )])
+        .collect();
+
+    // Not registered yet: the miners wait, saying how to register, and serve nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !daemons[0].log().contains("is not registered on subnet 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the miner did not report its missing registration:\n{}",
+            daemons[0].log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        daemons[0]
+            .log()
+            .contains("btcli subnet register --netuid 1")
+    );
+    assert!(!daemons[0].log().contains("ready"));
+
     let coldkey = Hotkey::from_seed(&[80; 32]);
     node.fund(&coldkey.ss58()).await;
     register(&node, &coldkey, &validator).await;
@@ -416,15 +442,6 @@ async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
         "WeightsMinStake": 0,
     }}))
     .await;
-
-    let daemons: Vec<Daemon> = miners
-        .iter()
-        .map(|(config, _)| Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), config))
-        .chain([Daemon::start(
-            env!("CARGO_BIN_EXE_sn2-validator"),
-            &validator_config,
-        )])
-        .collect();
 
     // Blocks come when transactions do; build one every second as a live chain would.
     let reader = chain_for(&node, &validator, None);
@@ -485,4 +502,99 @@ async fn get_metrics(port: u16) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metagraph_sync_survives_a_node_restart() {
+    use sn2::chain::sync::MetagraphSync;
+    let Some(node) = Chopsticks::start().await else {
+        return;
+    };
+    let (coldkey, validator, _, _) = keys();
+    node.fund(&coldkey.ss58()).await;
+    register(&node, &coldkey, &validator).await;
+    let chain: Arc<dyn Chain> = Arc::new(chain_for(&node, &validator, None));
+    let sync = MetagraphSync::new(chain, std::time::Duration::from_secs(60));
+    let state = sync.subscribe();
+    sync.sync_once().await;
+    assert!(state.borrow().up);
+    let registered = state.borrow().metagraph.as_ref().unwrap().neurons.len();
+    assert!(registered >= 1);
+
+    // The node goes away: the sync says so, keeps the last metagraph and backs off.
+    let port = node.port;
+    drop(node);
+    let first = sync.sync_once().await;
+    let second = sync.sync_once().await;
+    {
+        let state = state.borrow();
+        assert!(!state.up);
+        assert_eq!(state.failures, 2);
+        assert!(
+            state
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("cannot reach the chain")
+        );
+        assert_eq!(state.metagraph.as_ref().unwrap().neurons.len(), registered);
+    }
+    assert!(second > first, "{first:?} then {second:?}");
+
+    // A node is back at the same address (a fresh chain): the next sync reconnects.
+    let node = Chopsticks::start_on(port).await.unwrap();
+    sync.sync_once().await;
+    assert!(state.borrow().up);
+    assert_eq!(state.borrow().failures, 0);
+    let fresh = state.borrow().metagraph.clone().unwrap();
+    assert!(fresh.by_hotkey(&validator.public()).is_none(), "{fresh:?}");
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sn2_metagraph_prints_the_chain_as_a_table_and_as_json() {
+    let Some(node) = Chopsticks::start().await else {
+        return;
+    };
+    let (coldkey, validator, miner, _) = keys();
+    node.fund(&coldkey.ss58()).await;
+    register(&node, &coldkey, &validator).await;
+    register(&node, &coldkey, &miner).await;
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sn2"))
+            .args(["metagraph", "--network", &node.url, "--netuid", "1"])
+            .args(extra)
+            .env_remove("SN2_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    assert_eq!(json["netuid"], 1);
+    let neurons = json["neurons"].as_array().unwrap();
+    for key in [&validator, &miner] {
+        let neuron = neurons
+            .iter()
+            .find(|n| n["hotkey"] == key.ss58())
+            .unwrap_or_else(|| panic!("{} is missing: {json:#}", key.ss58()));
+        assert_eq!(neuron["coldkey"], coldkey.ss58());
+    }
+    let table = run(&[]);
+    let heading = format!("Subnet 1: {} neurons at block", neurons.len());
+    assert!(table.starts_with(&heading), "{table}");
+    assert!(table.contains(&miner.ss58()), "{table}");
+
+    // A subnet that does not exist is a clear error, exit code 1.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sn2"))
+        .args(["metagraph", "--network", &node.url, "--netuid", "77"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("there is no subnet 77"), "{stderr}");
 }

@@ -17,6 +17,7 @@ use subxt::rpcs::{RpcClient, rpc_params};
 
 pub struct Chopsticks {
     child: Child,
+    pub port: u16,
     pub url: String,
     pub rpc: RpcClient,
     log: PathBuf,
@@ -44,6 +45,11 @@ impl Chopsticks {
     /// Starts a chain and waits until it answers; `None` (the test is skipped) when
     /// chopsticks is not installed and the chain is not required.
     pub async fn start() -> Option<Self> {
+        Self::start_on(free_port()).await
+    }
+
+    /// As [`Chopsticks::start`], on a given port (to restart a node where clients expect it).
+    pub async fn start_on(port: u16) -> Option<Self> {
         let Some(executable) = executable() else {
             if std::env::var("SN2_REQUIRE_CHAIN").as_deref() == Ok("1") {
                 panic!(
@@ -57,7 +63,6 @@ impl Chopsticks {
             .join("tests/data/chain/subtensor-raonet-spec218.json");
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("chopsticks.log");
-        let port = free_port();
         let child = Command::new(&executable)
             .arg("--genesis")
             .arg(&spec)
@@ -92,6 +97,7 @@ impl Chopsticks {
         };
         Some(Self {
             child,
+            port,
             url,
             rpc,
             log,

@@ -8,8 +8,8 @@
 //!   version are kept in `STATE_DIR/weight-commits.json` (written atomically) until
 //!   `reveal_weights` succeeds, which is tried so that it lands in the first block that is
 //!   certainly in the reveal epoch (`RevealPeriodEpochs` × (`Tempo` + 1) blocks after the
-//!   commit); the epoch lasts `Tempo` + 1 blocks, so a validator whose rounds are shorter
-//!   than a block or a few reveals in time.
+//!   commit). The window is the whole epoch (`Tempo` + 1 blocks), and the validator hands
+//!   in weights every round, so a reveal is tried well before the window closes.
 //!   Timelocked commits (`commit_timelocked_weights`, drand) are not used: the runtime
 //!   still accepts the plain commit-reveal scheme, which needs no third party.
 
