@@ -86,15 +86,11 @@ async fn registration_axons_weights_and_refusals_on_a_real_runtime() {
             .contains("btcli subnet register --netuid 1"),
         "{error}"
     );
-    let at = stranger_chain.at_latest().await.unwrap();
-    let refused = stranger_chain
-        .submit(
-            &at,
-            &calls::serve_axon(NETUID, &calls::AxonFields::new(address)),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = refusal(
+        &stranger_chain,
+        &calls::serve_axon(NETUID, &calls::AxonFields::new(address)),
+    )
+    .await;
     assert!(
         refused.contains("NotRegistered") || refused.contains("HotKeyNotRegistered"),
         "{refused}"
@@ -131,30 +127,17 @@ async fn registration_axons_weights_and_refusals_on_a_real_runtime() {
     let moved: SocketAddr = "10.1.2.3:9000".parse().unwrap();
     let error = miner_chain.serve_axon(moved).await.unwrap_err().to_string();
     assert!(error.contains("ServingRateLimitExceeded"), "{error}");
-    let at = miner_chain.at_latest().await.unwrap();
-    let refused = miner_chain
-        .submit(
-            &at,
-            &calls::serve_axon(NETUID, &calls::AxonFields::new(moved)),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = refusal(
+        &miner_chain,
+        &calls::serve_axon(NETUID, &calls::AxonFields::new(moved)),
+    )
+    .await;
     assert!(refused.contains("ServingRateLimitExceeded"), "{refused}");
     assert!(refused.contains("sn2 tries again later"), "{refused}");
 
     // Weights: the validator gets a permit and a short rate limit, with commit-reveal off.
-    let permits: Vec<bool> = (0..=validator_uid.max(miner_uid))
-        .map(|uid| uid == validator_uid)
-        .collect();
-    node.set_storage(json!({ "SubtensorModule": {
-        "ValidatorPermit": [[[NETUID], permits]],
-        "WeightsSetRateLimit": [[[NETUID], 3]],
-        "CommitRevealWeightsEnabled": [[[NETUID], false]],
-        "WeightsVersionKey": [[[NETUID], 0]],
-        "WeightsMinStake": 0,
-    }}))
-    .await;
+    let neurons = validator_uid.max(miner_uid) + 1;
+    weights_settings(&node, validator_uid, neurons, 3, false).await;
     node.new_blocks(4).await;
     let validator_chain = chain_for(&node, &validator, None);
     let weights = Weights {
@@ -173,17 +156,40 @@ async fn registration_axons_weights_and_refusals_on_a_real_runtime() {
         matches!(outcome, WeightsOutcome::NotDue { .. }),
         "{outcome:?}"
     );
-    let at = validator_chain.at_latest().await.unwrap();
-    let refused = validator_chain
-        .submit(
-            &at,
-            &calls::set_weights(NETUID, &weights.uids, &weights.values, 0),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = refusal(
+        &validator_chain,
+        &calls::set_weights(NETUID, &weights.uids, &weights.values, 0),
+    )
+    .await;
     assert!(refused.contains("SettingWeightsTooFast"), "{refused}");
     assert!(refused.contains("WeightsSetRateLimit"), "{refused}");
+}
+
+/// Submits `payload` as it is, without sn2's own checks first, and returns the chain's
+/// refusal as the operator would read it.
+async fn refusal(chain: &SubtensorChain, payload: &calls::Payload) -> String {
+    let at = chain.at_latest().await.unwrap();
+    chain.submit(&at, payload).await.unwrap_err().to_string()
+}
+
+/// Gives `validator_uid` (alone among `neurons`) a validator permit, and sets the subnet's
+/// weights rate limit and commit-reveal switch; no minimum stake, version key 0.
+async fn weights_settings(
+    node: &Chopsticks,
+    validator_uid: u16,
+    neurons: u16,
+    rate_limit: u64,
+    commit_reveal: bool,
+) {
+    let permits: Vec<bool> = (0..neurons).map(|uid| uid == validator_uid).collect();
+    node.set_storage(json!({ "SubtensorModule": {
+        "ValidatorPermit": [[[NETUID], permits]],
+        "WeightsSetRateLimit": [[[NETUID], rate_limit]],
+        "CommitRevealWeightsEnabled": [[[NETUID], commit_reveal]],
+        "WeightsVersionKey": [[[NETUID], 0]],
+        "WeightsMinStake": 0,
+    }}))
+    .await;
 }
 
 /// The weights row of `uid` in `SubtensorModule::Weights`, as the chain stores it.
@@ -198,31 +204,31 @@ async fn read_weights(chain: &SubtensorChain, uid: u16) -> Vec<(u16, u16)> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_reveal_commits_then_reveals_in_the_reveal_epoch() {
-    let Some(node) = Chopsticks::start().await else {
-        return;
-    };
+/// A fresh chain with a funded coldkey that registered a validator and a miner hotkey.
+async fn chain_with_a_validator_and_a_miner() -> Option<(Chopsticks, Hotkey, Hotkey, Hotkey)> {
+    let node = Chopsticks::start().await?;
     let (coldkey, validator, miner, _) = keys();
     node.fund(&coldkey.ss58()).await;
     register(&node, &coldkey, &validator).await;
     register(&node, &coldkey, &miner).await;
+    Some((node, coldkey, validator, miner))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_reveal_commits_then_reveals_in_the_reveal_epoch() {
+    let Some((node, _, validator, miner)) = chain_with_a_validator_and_a_miner().await else {
+        return;
+    };
     let state = tempfile::tempdir().unwrap();
     let validator_chain = chain_for(&node, &validator, Some(state.path()));
     let metagraph = validator_chain.metagraph().await.unwrap();
     let validator_uid = metagraph.by_hotkey(&validator.public()).unwrap().uid;
     let miner_uid = metagraph.by_hotkey(&miner.public()).unwrap().uid;
-    let permits: Vec<bool> = (0..=validator_uid.max(miner_uid))
-        .map(|uid| uid == validator_uid)
-        .collect();
+    let neurons = validator_uid.max(miner_uid) + 1;
+    weights_settings(&node, validator_uid, neurons, 2, true).await;
     node.set_storage(json!({ "SubtensorModule": {
-        "ValidatorPermit": [[[NETUID], permits]],
-        "WeightsSetRateLimit": [[[NETUID], 2]],
-        "CommitRevealWeightsEnabled": [[[NETUID], true]],
         "Tempo": [[[NETUID], 9]],
         "RevealPeriodEpochs": [[[NETUID], 1]],
-        "WeightsVersionKey": [[[NETUID], 0]],
-        "WeightsMinStake": 0,
     }}))
     .await;
     node.new_blocks(3).await;
@@ -232,15 +238,11 @@ async fn commit_reveal_commits_then_reveals_in_the_reveal_epoch() {
     };
 
     // Plain weights are refused while commit-reveal is on, with the reason.
-    let at = validator_chain.at_latest().await.unwrap();
-    let refused = validator_chain
-        .submit(
-            &at,
-            &calls::set_weights(NETUID, &weights.uids, &weights.values, 0),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = refusal(
+        &validator_chain,
+        &calls::set_weights(NETUID, &weights.uids, &weights.values, 0),
+    )
+    .await;
     assert!(refused.contains("CommitRevealEnabled"), "{refused}");
 
     let outcome = validator_chain.set_weights(&weights).await.unwrap();
@@ -431,16 +433,13 @@ async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
     let uid = |key: &Hotkey| metagraph.by_hotkey(&key.public()).unwrap().uid;
     let validator_uid = uid(&validator);
     let miner_uids: Vec<u16> = miners.iter().map(|(_, key)| uid(key)).collect();
-    let permits: Vec<bool> = (0..metagraph.neurons.len() as u16)
-        .map(|u| u == validator_uid)
-        .collect();
-    node.set_storage(json!({ "SubtensorModule": {
-        "ValidatorPermit": [[[NETUID], permits]],
-        "WeightsSetRateLimit": [[[NETUID], 1]],
-        "CommitRevealWeightsEnabled": [[[NETUID], false]],
-        "WeightsVersionKey": [[[NETUID], 0]],
-        "WeightsMinStake": 0,
-    }}))
+    weights_settings(
+        &node,
+        validator_uid,
+        metagraph.neurons.len() as u16,
+        1,
+        false,
+    )
     .await;
 
     // Blocks come when transactions do; build one every second as a live chain would.
@@ -553,13 +552,9 @@ async fn the_metagraph_sync_survives_a_node_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sn2_metagraph_prints_the_chain_as_a_table_and_as_json() {
-    let Some(node) = Chopsticks::start().await else {
+    let Some((node, coldkey, validator, miner)) = chain_with_a_validator_and_a_miner().await else {
         return;
     };
-    let (coldkey, validator, miner, _) = keys();
-    node.fund(&coldkey.ss58()).await;
-    register(&node, &coldkey, &validator).await;
-    register(&node, &coldkey, &miner).await;
     let run = |extra: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_sn2"))
             .args(["metagraph", "--network", &node.url, "--netuid", "1"])

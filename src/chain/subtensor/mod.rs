@@ -162,27 +162,19 @@ impl SubtensorChain {
             .ok_or_else(|| ChainError::Invalid("no hotkey to sign with".into()))
     }
 
-    /// A storage value with one or two keys, decoded as `V` (defaults included).
+    /// A storage value, decoded as `V`; an absent value reads as the entry's default.
     async fn fetch<K, V>(&self, at: &AtBlock, entry: &str, keys: K) -> Result<V, ChainError>
     where
         K: subxt::ext::frame_decode::storage::IntoEncodableValues
             + subxt::ext::frame_decode::storage::IntoDecodableValues,
         V: subxt::ext::scale_decode::DecodeAsType,
     {
-        let address = subxt::dynamic::storage::<K, V>(PALLET, entry);
-        let value = at
-            .storage()
-            .fetch(address, keys)
-            .await
-            .map_err(|e| e.to_string());
-        match value {
-            Ok(value) => value
-                .decode()
-                .map_err(|e| ChainError::Shape(format!("{PALLET}::{entry}: {e}"))),
-            Err(error) => Err(self.read_error(&format!("{PALLET}::{entry}"), error).await),
-        }
+        self.read_storage(at, entry, keys, true)
+            .await?
+            .ok_or_else(|| ChainError::Shape(format!("{PALLET}::{entry} has no value")))
     }
 
+    /// A storage value, decoded as `V`; `None` when absent.
     async fn try_fetch<K, V>(
         &self,
         at: &AtBlock,
@@ -194,12 +186,28 @@ impl SubtensorChain {
             + subxt::ext::frame_decode::storage::IntoDecodableValues,
         V: subxt::ext::scale_decode::DecodeAsType,
     {
+        self.read_storage(at, entry, keys, false).await
+    }
+
+    async fn read_storage<K, V>(
+        &self,
+        at: &AtBlock,
+        entry: &str,
+        keys: K,
+        with_default: bool,
+    ) -> Result<Option<V>, ChainError>
+    where
+        K: subxt::ext::frame_decode::storage::IntoEncodableValues
+            + subxt::ext::frame_decode::storage::IntoDecodableValues,
+        V: subxt::ext::scale_decode::DecodeAsType,
+    {
         let address = subxt::dynamic::storage::<K, V>(PALLET, entry);
-        let value = at
-            .storage()
-            .try_fetch(address, keys)
-            .await
-            .map_err(|e| e.to_string());
+        let storage = at.storage();
+        let value = if with_default {
+            storage.fetch(address, keys).await.map(Some)
+        } else {
+            storage.try_fetch(address, keys).await
+        };
         match value {
             Ok(Some(value)) => value
                 .decode()
