@@ -141,18 +141,16 @@ pub fn chain(
     })
 }
 
-/// Follows the metagraph sync: metrics, and systemd's STATUS whenever the chain goes down
-/// or comes back (a dead endpoint never stops the daemon; it shows here).
-fn spawn_chain_reporter(
+/// Follows the metagraph sync for systemd: STATUS whenever the chain goes down or comes
+/// back (a dead endpoint never stops the daemon; it shows here).
+fn spawn_chain_status(
     mut updates: watch::Receiver<SyncState>,
-    metrics: impl Fn(&SyncState) + Send + 'static,
     mut healthy_status: impl FnMut() -> String + Send + 'static,
 ) {
     tokio::spawn(async move {
         let mut was_up = None;
         loop {
             let state = updates.borrow_and_update().clone();
-            metrics(&state);
             if was_up != Some(state.up) && (state.up || state.failures > 0) {
                 let status = if state.up {
                     healthy_status()
@@ -165,6 +163,21 @@ fn spawn_chain_reporter(
                 notify(&[sd_notify::NotifyState::Status(&status)]);
                 was_up = Some(state.up);
             }
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Follows the metagraph sync for Prometheus (`sn2_chain_up`, `sn2_metagraph_*`).
+fn spawn_chain_metrics(
+    mut updates: watch::Receiver<SyncState>,
+    metrics: impl Fn(&SyncState) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            metrics(&updates.borrow_and_update());
             if updates.changed().await.is_err() {
                 return;
             }
@@ -282,13 +295,22 @@ async fn run_miner(started: Started, mut shutdown: Shutdown) -> anyhow::Result<(
     let sync = Arc::new(MetagraphSync::new(chain.clone(), interval));
     let metrics = Arc::new(Metrics::default());
     let listen = config.miner.listen.0;
+    spawn_chain_status(sync.subscribe(), move || format!("serving on {listen}"));
     {
         let metrics = metrics.clone();
-        spawn_chain_reporter(
-            sync.subscribe(),
-            move |state| metrics.chain_sync(state),
-            move || format!("serving on {listen}"),
-        );
+        spawn_chain_metrics(sync.subscribe(), move |state| metrics.chain_sync(state));
+    }
+    // Metrics first: while the chain is unreachable, `sn2_chain_up 0` says so.
+    if config.metrics.enabled {
+        let health_key = started.hotkey.ss58();
+        let server = metrics
+            .clone()
+            .listen(config.metrics.listen.0, shutdown.clone(), move || {
+                serde_json::json!({ "status": "ok", "role": "miner", "hotkey": health_key })
+                    .to_string()
+            })
+            .await?;
+        tokio::spawn(server);
     }
     tracing::info!(chain = %chain.describe(), "reading the metagraph");
     let Some(metagraph) =
@@ -302,17 +324,6 @@ async fn run_miner(started: Started, mut shutdown: Shutdown) -> anyhow::Result<(
     let hotkey = miner.hotkey().ss58();
     // Bound before READY: systemd is told only once the miner is reachable.
     let serving = tokio::spawn(miner.clone().listen(listen, shutdown.clone()).await?);
-    if config.metrics.enabled {
-        let health_key = hotkey.clone();
-        let server = metrics
-            .clone()
-            .listen(config.metrics.listen.0, shutdown.clone(), move || {
-                serde_json::json!({ "status": "ok", "role": "miner", "hotkey": health_key })
-                    .to_string()
-            })
-            .await?;
-        tokio::spawn(server);
-    }
     tokio::spawn(sync.clone().run(shutdown.clone()));
     let mut updates = sync.subscribe();
     tokio::spawn(async move {
@@ -343,6 +354,7 @@ async fn run_validator(started: Started, mut shutdown: Shutdown) -> anyhow::Resu
     let hotkey = Arc::new(started.hotkey.clone());
     let chain = chain(config, Some(hotkey), Some(options.state_dir.clone()))?;
     let sync = Arc::new(MetagraphSync::new(chain.clone(), interval));
+    spawn_chain_status(sync.subscribe(), || "validating".to_string());
     tracing::info!(chain = %chain.describe(), "reading the metagraph");
     let metrics_enabled = config.metrics.enabled;
     let metrics_listen = config.metrics.listen.0;
@@ -359,11 +371,9 @@ async fn run_validator(started: Started, mut shutdown: Shutdown) -> anyhow::Resu
     .await??;
     {
         let validator = validator.clone();
-        spawn_chain_reporter(
-            sync.subscribe(),
-            move |state| validator.metrics().chain_sync(state),
-            || "validating".to_string(),
-        );
+        spawn_chain_metrics(sync.subscribe(), move |state| {
+            validator.metrics().chain_sync(state)
+        });
     }
     tokio::spawn(sync.clone().run(shutdown.clone()));
     let mut tasks = Vec::new();

@@ -79,9 +79,7 @@ impl Metrics {
     /// The outcome of a metagraph sync.
     pub fn chain_sync(&self, state: &crate::chain::sync::SyncState) {
         let mut s = self.state.lock().expect("not poisoned");
-        if !state.up && state.failures > 0 {
-            s.chain_sync_failures += 1;
-        }
+        s.chain_sync_failures = state.total_failures;
         s.chain_up = Some(state.up);
         if let Some(metagraph) = &state.metagraph {
             s.metagraph_block = metagraph.block;

@@ -195,8 +195,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(binary: &str, config: &Path) -> Self {
+        Self::start_with(binary, config, &[])
+    }
+
+    fn start_with(binary: &str, config: &Path, env: &[(&str, &Path)]) -> Self {
         let mut child = Command::new(binary)
             .env("SN2_CONFIG", config)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -358,16 +363,24 @@ fn on_subtensor(config: &Path, endpoint: &str) {
 
 #[test]
 fn a_dead_chain_endpoint_is_retried_and_does_not_take_the_daemon_down() {
+    use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_wallet(dir.path(), "text");
     import_digits(&config);
     // Nothing listens there.
     on_subtensor(&config, &format!("ws://127.0.0.1:{}", free_port()));
+    let metrics = sn2::config::Config::load(&config).unwrap().metrics.listen.0;
     for binary in [
         env!("CARGO_BIN_EXE_sn2-miner"),
         env!("CARGO_BIN_EXE_sn2-validator"),
     ] {
-        let mut daemon = Daemon::start(binary, &config);
+        let socket_path = dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&socket_path);
+        let socket = UnixDatagram::bind(&socket_path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut daemon = Daemon::start_with(binary, &config, &[("NOTIFY_SOCKET", &socket_path)]);
         let first = daemon.wait_for("cannot sync the metagraph");
         assert!(
             first.contains("cannot reach the chain at ws://127.0.0.1:"),
@@ -376,6 +389,18 @@ fn a_dead_chain_endpoint_is_retried_and_does_not_take_the_daemon_down() {
         assert!(first.contains("retry_in_secs=1"), "{first}");
         let second = daemon.wait_for("cannot sync the metagraph");
         assert!(second.contains("failures=2"), "{second}");
+        let mut buffer = [0u8; 1024];
+        let n = socket.recv(&mut buffer).unwrap();
+        let status = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        assert!(status.contains("STATUS=chain unreachable"), "{status}");
+        if binary.ends_with("sn2-miner") {
+            let response = http_get(metrics, "/metrics");
+            assert!(response.contains("sn2_chain_up 0"), "{response}");
+            assert!(
+                response.contains("sn2_chain_sync_failures_total"),
+                "{response}"
+            );
+        }
         daemon.signal("TERM");
         let (status, lines) = daemon.finish();
         assert!(status.success(), "{binary}: {status:?} {lines:#?}");

@@ -29,6 +29,8 @@ pub struct SyncState {
     pub last_error: Option<String>,
     /// Failed reads since the last success.
     pub failures: u32,
+    /// Failed reads since the start.
+    pub total_failures: u64,
 }
 
 pub struct MetagraphSync {
@@ -90,6 +92,7 @@ impl MetagraphSync {
                 self.state.send_modify(|state| {
                     state.up = false;
                     state.failures += 1;
+                    state.total_failures += 1;
                     state.last_error = Some(error.clone());
                     failures = state.failures;
                     kept = state.metagraph.is_some();

@@ -314,6 +314,11 @@ impl Validator {
 
     /// Hands the weights to the chain, which sets them when they are due.
     async fn put_weights(&self, weights: &crate::chain::Weights) {
+        if weights.values.iter().all(|v| *v == 0) {
+            // All-zero weights say nothing and some subnets refuse them.
+            tracing::debug!("no miner has a score yet; no weights to set");
+            return;
+        }
         match self.chain.set_weights(weights).await {
             Ok(outcome) => {
                 self.metrics.weights(&outcome);
