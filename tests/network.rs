@@ -213,6 +213,11 @@ async fn lone_miner() -> Lone {
 }
 
 /// Posts `body` with Epistula headers made by `signer` over `signed_body`.
+/// A request whose signature covers its body, made now with a fresh uuid.
+async fn post_signed(lone: &Lone, signer: &Hotkey, body: &[u8]) -> (u16, Response) {
+    post(lone, signer, body, body, None, &auth::uuid_v4()).await
+}
+
 async fn post(
     lone: &Lone,
     signer: &Hotkey,
@@ -274,26 +279,10 @@ async fn http_refuses_bad_requests_with_codes_and_keeps_serving() {
     .await;
     assert_eq!((status, code(&response)), (401, ErrorCode::BadSignature));
 
-    let (status, response) = post(
-        &lone,
-        &lone.stranger,
-        &health,
-        &health,
-        None,
-        &auth::uuid_v4(),
-    )
-    .await;
+    let (status, response) = post_signed(&lone, &lone.stranger, &health).await;
     assert_eq!((status, code(&response)), (403, ErrorCode::UnknownHotkey));
     let unregistered = Hotkey::from_seed(&[4; 32]);
-    let (status, _) = post(
-        &lone,
-        &unregistered,
-        &health,
-        &health,
-        None,
-        &auth::uuid_v4(),
-    )
-    .await;
+    let (status, _) = post_signed(&lone, &unregistered, &health).await;
     assert_eq!(status, 403);
 
     let old = sn2::wire::now_ms() - auth::MAX_AGE_MS - 5000;
@@ -315,47 +304,22 @@ async fn http_refuses_bad_requests_with_codes_and_keeps_serving() {
     assert_eq!((status, code(&response)), (409, ErrorCode::ReplayedNonce));
 
     let garbage = b"{\"op\": \"launch_missiles\"}";
-    let (status, response) = post(
-        &lone,
-        &lone.validator,
-        garbage,
-        garbage,
-        None,
-        &auth::uuid_v4(),
-    )
-    .await;
+    let (status, response) = post_signed(&lone, &lone.validator, garbage).await;
     assert_eq!(
         (status, code(&response)),
         (400, ErrorCode::MalformedRequest)
     );
 
     let huge = vec![b' '; MAX_REQUEST + 1];
-    let (status, response) =
-        post(&lone, &lone.validator, &huge, &huge, None, &auth::uuid_v4()).await;
+    let (status, response) = post_signed(&lone, &lone.validator, &huge).await;
     assert_eq!((status, code(&response)), (413, ErrorCode::TooLarge));
 
     let unknown = serde_json::to_vec(&prove_request(&"11".repeat(32))).unwrap();
-    let (status, response) = post(
-        &lone,
-        &lone.validator,
-        &unknown,
-        &unknown,
-        None,
-        &auth::uuid_v4(),
-    )
-    .await;
+    let (status, response) = post_signed(&lone, &lone.validator, &unknown).await;
     assert_eq!((status, code(&response)), (404, ErrorCode::UnknownModel));
 
     let no_key = serde_json::to_vec(&prove_request(&lone.model)).unwrap();
-    let (status, response) = post(
-        &lone,
-        &lone.validator,
-        &no_key,
-        &no_key,
-        None,
-        &auth::uuid_v4(),
-    )
-    .await;
+    let (status, response) = post_signed(&lone, &lone.validator, &no_key).await;
     assert_eq!((status, code(&response)), (424, ErrorCode::UnknownKey));
 
     // Still serving, and its answers are signed for the asker.

@@ -164,17 +164,9 @@ impl Window {
 mod tests {
     use super::*;
 
+    /// A one-channel square window.
     fn window(size: usize, kernel: usize, stride: usize, pad: usize) -> Window {
-        Window {
-            channels: 1,
-            in_height: size,
-            in_width: size,
-            kernel_height: kernel,
-            kernel_width: kernel,
-            stride_height: stride,
-            stride_width: stride,
-            pads: [pad; 4],
-        }
+        crate::model::testing::window(1, size, kernel, stride, pad)
     }
 
     #[test]

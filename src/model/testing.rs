@@ -35,7 +35,8 @@ impl Numbers {
     }
 }
 
-fn window(channels: usize, size: usize, kernel: usize, stride: usize, pad: usize) -> Window {
+/// A square window over `size`×`size` inputs with the same kernel, stride and padding on both axes.
+pub fn window(channels: usize, size: usize, kernel: usize, stride: usize, pad: usize) -> Window {
     Window {
         channels,
         in_height: size,
