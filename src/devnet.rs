@@ -100,8 +100,8 @@ pub struct Devnet {
     dir: tempfile::TempDir,
 }
 
-/// A loopback port free for both TCP and UDP (QUIC and HTTP share it).
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free for both TCP and UDP (QUIC and HTTP share it); the tests use it too.
+pub fn free_port() -> anyhow::Result<u16> {
     for _ in 0..50 {
         let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let port = tcp.local_addr()?.port();

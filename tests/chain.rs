@@ -352,23 +352,13 @@ fn daemon_config(
     (config, hotkey)
 }
 
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
     let Some(node) = Chopsticks::start().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let key_port = free_port();
+    let key_port = sn2::devnet::free_port().unwrap();
     let (validator_config, validator) = daemon_config(
         dir.path(),
         "validator",
@@ -388,7 +378,7 @@ async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
             &format!(
                 "[miner]\nlisten = \"127.0.0.{}:{}\"\n[metrics]\nenabled = false\n",
                 i + 2,
-                free_port()
+                sn2::devnet::free_port().unwrap()
             ),
         );
         miners.push((config, hotkey));

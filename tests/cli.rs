@@ -27,17 +27,6 @@ fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")
 }
 
-/// A loopback port free for TCP and UDP.
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// A config for a wallet in `dir`, with a hotkey made by `sn2 keys new`, a static (empty)
 /// metagraph and free loopback ports.
 fn config_with_wallet(dir: &Path, logging_format: &str) -> PathBuf {
@@ -52,8 +41,8 @@ fn config_with_wallet(dir: &Path, logging_format: &str) -> PathBuf {
              [models]\ndir = \"models\"\n\
              [validator]\nstate_dir = \"state\"\n\
              [logging]\nformat = \"{logging_format}\"\n",
-            free_port(),
-            free_port()
+            sn2::devnet::free_port().unwrap(),
+            sn2::devnet::free_port().unwrap()
         ),
     )
     .unwrap();
@@ -368,7 +357,10 @@ fn a_dead_chain_endpoint_is_retried_and_does_not_take_the_daemon_down() {
     let config = config_with_wallet(dir.path(), "text");
     import_digits(&config);
     // Nothing listens there.
-    on_subtensor(&config, &format!("ws://127.0.0.1:{}", free_port()));
+    on_subtensor(
+        &config,
+        &format!("ws://127.0.0.1:{}", sn2::devnet::free_port().unwrap()),
+    );
     let metrics = sn2::config::Config::load(&config).unwrap().metrics.listen.0;
     for binary in [
         env!("CARGO_BIN_EXE_sn2-miner"),

@@ -33,19 +33,11 @@ fn executable() -> Option<PathBuf> {
     installed.exists().then_some(installed)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Chopsticks {
     /// Starts a chain and waits until it answers; `None` (the test is skipped) when
     /// chopsticks is not installed and the chain is not required.
     pub async fn start() -> Option<Self> {
-        Self::start_on(free_port()).await
+        Self::start_on(sn2::devnet::free_port().unwrap()).await
     }
 
     /// As [`Chopsticks::start`], on a given port (to restart a node where clients expect it).

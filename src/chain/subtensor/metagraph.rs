@@ -170,7 +170,7 @@ pub fn from_storage(
     permits: &[bool],
     last_update: &[u64],
 ) -> Vec<Neuron> {
-    let mut neurons: Vec<Neuron> = parts
+    parts
         .into_iter()
         .filter_map(|part| {
             let index = part.uid as usize;
@@ -186,9 +186,7 @@ pub fn from_storage(
                 last_update: last_update.get(index).copied().unwrap_or(0),
             })
         })
-        .collect();
-    neurons.sort_by_key(|n| n.uid);
-    neurons
+        .collect()
 }
 
 /// A metagraph with its neurons in uid order.

@@ -89,18 +89,20 @@ fn reveal_may_succeed_later(error: &ChainError) -> bool {
     }
 }
 
-/// Reveals the commits whose reveal epoch has come; keeps the others.
+/// Reveals the commits whose reveal epoch has come and returns those still pending;
+/// the file is rewritten only when that changes.
 async fn reveal_due(
     chain: &SubtensorChain,
     at: &AtBlock,
     state_dir: &Path,
     hotkey: &str,
-) -> Result<(), ChainError> {
+) -> Result<Vec<PendingCommit>, ChainError> {
     let netuid = chain.options.netuid;
     let commits = load_commits(state_dir)?;
     if commits.is_empty() {
-        return Ok(());
+        return Ok(commits);
     }
+    let before = commits.len();
     let tempo: u16 = chain.fetch(at, "Tempo", (netuid,)).await?;
     let epochs: u64 = chain.fetch(at, "RevealPeriodEpochs", (netuid,)).await?;
     let wait = epochs.max(1) * (tempo as u64 + 1);
@@ -136,7 +138,10 @@ async fn reveal_due(
             }
         }
     }
-    save_commits(state_dir, &kept)
+    if kept.len() != before {
+        save_commits(state_dir, &kept)?;
+    }
+    Ok(kept)
 }
 
 pub async fn set_weights(
@@ -157,9 +162,10 @@ pub async fn set_weights(
     let commit_reveal: bool = chain
         .fetch(&at, "CommitRevealWeightsEnabled", (netuid,))
         .await?;
-    if commit_reveal && let Some(dir) = &chain.options.state_dir {
-        reveal_due(chain, &at, dir, &ss58).await?;
-    }
+    let mut pending = match &chain.options.state_dir {
+        Some(dir) if commit_reveal => reveal_due(chain, &at, dir, &ss58).await?,
+        _ => Vec::new(),
+    };
     let block = at.block_number();
     let last_update: Vec<u64> = chain.fetch(&at, "LastUpdate", (netuid,)).await?;
     let last = last_update.get(uid as usize).copied().unwrap_or(0);
@@ -198,8 +204,7 @@ pub async fn set_weights(
     let block = chain
         .submit(&at, &calls::commit_weights(netuid, hash))
         .await?;
-    let mut commits = load_commits(&state_dir)?;
-    commits.push(PendingCommit {
+    pending.push(PendingCommit {
         hotkey: ss58,
         netuid,
         hash: format!("0x{}", hex::encode(hash)),
@@ -209,7 +214,7 @@ pub async fn set_weights(
         salt,
         version_key,
     });
-    save_commits(&state_dir, &commits)?;
+    save_commits(&state_dir, &pending)?;
     Ok(WeightsOutcome::Committed { block })
 }
 
