@@ -50,15 +50,28 @@ pub struct WalletArgs {
 }
 
 impl WalletArgs {
-    /// The wallet the flags name, falling back on the config's `[wallet]` section.
+    /// The wallet the flags name, falling back on the config's `[wallet]` section (and its
+    /// `hotkey_file`, when no flag names a wallet).
     pub fn location(&self, config: Option<&Config>) -> anyhow::Result<WalletLocation> {
         let base = config.map(|c| c.wallet.clone()).unwrap_or_default();
-        let WalletConfig { path, name, hotkey } = base;
-        Ok(WalletLocation::new(
+        let WalletConfig {
+            path,
+            name,
+            hotkey,
+            hotkey_file,
+        } = base;
+        let flagged = self.wallet_path.is_some()
+            || self.wallet_name.is_some()
+            || self.wallet_hotkey.is_some();
+        let location = WalletLocation::new(
             self.wallet_path.clone().unwrap_or(path),
             self.wallet_name.as_deref().unwrap_or(name.as_str()),
             self.wallet_hotkey.as_deref().unwrap_or(hotkey.as_str()),
-        )?)
+        )?;
+        Ok(match hotkey_file {
+            Some(file) if !flagged => location.with_hotkey_file(&file),
+            _ => location,
+        })
     }
 }
 

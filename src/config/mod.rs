@@ -70,6 +70,9 @@ pub struct WalletConfig {
     pub path: PathBuf,
     pub name: FileName,
     pub hotkey: FileName,
+    /// The hotkey file itself, in place of `path/name/hotkeys/hotkey`: a systemd credential
+    /// or a mounted secret, so that the key need not live in a wallet directory.
+    pub hotkey_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -190,6 +193,7 @@ impl Default for WalletConfig {
             path: PathBuf::from("~/.bittensor/wallets"),
             name: FileName::new("default").expect("valid"),
             hotkey: FileName::new("default").expect("valid"),
+            hotkey_file: None,
         }
     }
 }
@@ -370,7 +374,10 @@ impl Config {
             &mut self.wallet.path,
             &mut self.validator.state_dir,
             &mut self.models.dir,
-        ] {
+        ]
+        .into_iter()
+        .chain(self.wallet.hotkey_file.as_mut())
+        {
             let expanded = crate::fs::expand_home(path);
             *path = if expanded.is_relative() {
                 base.join(expanded)
@@ -397,14 +404,18 @@ impl Config {
         toml::to_string(&shown).expect("the config serialises to TOML")
     }
 
-    /// The wallet named by the `[wallet]` section.
+    /// The wallet named by the `[wallet]` section, with its `hotkey_file` if one is set.
     pub fn wallet_location(&self) -> crate::keys::WalletLocation {
-        crate::keys::WalletLocation::new(
+        let location = crate::keys::WalletLocation::new(
             &self.wallet.path,
             self.wallet.name.as_str(),
             self.wallet.hotkey.as_str(),
         )
-        .expect("wallet names were checked on load")
+        .expect("wallet names were checked on load");
+        match &self.wallet.hotkey_file {
+            Some(file) => location.with_hotkey_file(file),
+            None => location,
+        }
     }
 }
 

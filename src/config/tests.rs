@@ -140,6 +140,11 @@ fn relative_paths_are_relative_to_the_config_file() {
         parse("[models]\ndir = \"models\"\n[validator]\nstate_dir = \"/var/lib/sn2\"\n").unwrap();
     assert_eq!(config.models.dir, PathBuf::from("/etc/sn2/models"));
     assert_eq!(config.validator.state_dir, PathBuf::from("/var/lib/sn2"));
+    let credential = parse("[wallet]\nhotkey_file = \"keys/hot\"\n").unwrap();
+    assert_eq!(
+        credential.wallet_location().hotkey_file(),
+        PathBuf::from("/etc/sn2/keys/hot")
+    );
 }
 
 #[test]

@@ -17,12 +17,14 @@ use crate::fs::{create_private_dir, write_atomic};
 const CRYPTO_TYPE_SR25519: u8 = 1;
 
 /// Where a hotkey lives: the three names operators pass as `--wallet-path`, `--wallet-name`
-/// and `--wallet-hotkey`.
+/// and `--wallet-hotkey`, or a hotkey file given on its own (a systemd credential).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletLocation {
     pub path: PathBuf,
     pub name: String,
     pub hotkey: String,
+    /// Read the hotkey from this file instead of `path/name/hotkeys/hotkey`.
+    pub hotkey_file_override: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +101,14 @@ impl WalletLocation {
             path: crate::fs::expand_home(&path.into()),
             name: name.to_string(),
             hotkey: hotkey.to_string(),
+            hotkey_file_override: None,
         })
+    }
+
+    /// The same wallet, with its hotkey read from `file`.
+    pub fn with_hotkey_file(mut self, file: &Path) -> Self {
+        self.hotkey_file_override = Some(crate::fs::expand_home(file));
+        self
     }
 
     pub fn wallet_dir(&self) -> PathBuf {
@@ -107,13 +116,17 @@ impl WalletLocation {
     }
 
     pub fn hotkey_file(&self) -> PathBuf {
-        self.wallet_dir().join("hotkeys").join(&self.hotkey)
+        match &self.hotkey_file_override {
+            Some(file) => file.clone(),
+            None => self.wallet_dir().join("hotkeys").join(&self.hotkey),
+        }
     }
 
+    /// The public half beside the hotkey file, named as btcli names it (`HOTKEYpub.txt`).
     pub fn hotkey_pub_file(&self) -> PathBuf {
-        self.wallet_dir()
-            .join("hotkeys")
-            .join(format!("{}pub.txt", self.hotkey))
+        let mut name = self.hotkey_file().into_os_string();
+        name.push("pub.txt");
+        PathBuf::from(name)
     }
 
     pub fn coldkeypub_file(&self) -> PathBuf {
@@ -392,6 +405,21 @@ mod tests {
             hex::encode(hotkey.expanded_secret().as_ref()),
             "786dce616d4aba27b0b00571054ebd6f72bf2207a342e740f431de1ff732e408a2bd1bf8352a873105566b8cfc1f7cc88daba442e4b33e8012d4d59ef8dd3aae"
         );
+    }
+
+    #[test]
+    fn loads_a_hotkey_file_given_on_its_own() {
+        // As systemd hands a credential over: read-only for the service's user.
+        let dir = tempfile::tempdir().unwrap();
+        let credential = dir.path().join("hotkey");
+        fs::write(&credential, BTWALLET_HOTKEY).unwrap();
+        fs::set_permissions(&credential, fs::Permissions::from_mode(0o400)).unwrap();
+        let location = WalletLocation::new(dir.path().join("absent"), "w", "h")
+            .unwrap()
+            .with_hotkey_file(&credential);
+        assert_eq!(location.hotkey_file(), credential);
+        assert_eq!(location.load_hotkey().unwrap().ss58(), BTWALLET_SS58);
+        assert_eq!(location.hotkey_pub_file(), dir.path().join("hotkeypub.txt"));
     }
 
     #[test]
