@@ -544,3 +544,96 @@ fn the_validator_tells_systemd_and_serves_metrics_and_health() {
     wait_for("STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+/// The NixOS VM test's scenario on loopback: a validator and a miner daemon, each reading its
+/// hotkey from a file of its own (`[wallet] hotkey_file`, mode 0400, as systemd hands over a
+/// credential) with its models imported before the start, twice, as the module's
+/// `ExecStartPre` does on every start. The validator verifies the miner's proofs.
+#[test]
+fn daemons_with_credential_hotkeys_run_rounds_as_the_nixos_module_starts_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let wallets = dir.path().join("wallets");
+    let mut addresses = Vec::new();
+    for role in ["validator", "miner"] {
+        let made = sn2(&[
+            "keys",
+            "new",
+            "--wallet-path",
+            wallets.to_str().unwrap(),
+            "--wallet-hotkey",
+            role,
+        ]);
+        assert!(made.status.success(), "{}", stderr(&made));
+        let credential = dir.path().join(format!("{role}-credential"));
+        std::fs::rename(wallets.join("default/hotkeys").join(role), &credential).unwrap();
+        std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let key: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&credential).unwrap()).unwrap();
+        addresses.push(key["ss58Address"].as_str().unwrap().to_string());
+    }
+    let miner_port = sn2::devnet::free_port().unwrap();
+    let validator_metrics = sn2::devnet::free_port().unwrap();
+    let neurons = format!(
+        "[[chain.neurons]]\nuid = 0\nhotkey = \"{}\"\nvalidator_permit = true\nstake = 1000.0\n\
+         [[chain.neurons]]\nuid = 1\nhotkey = \"{}\"\naxon = \"127.0.0.1:{miner_port}\"\n",
+        addresses[0], addresses[1]
+    );
+    let mut configs = Vec::new();
+    for (role, metrics_port) in [
+        ("validator", validator_metrics),
+        ("miner", sn2::devnet::free_port().unwrap()),
+    ] {
+        let config = dir.path().join(format!("{role}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[chain]\nbackend = \"local\"\n{neurons}\
+                 [wallet]\nhotkey_file = \"{role}-credential\"\n\
+                 [models]\ndir = \"{role}-models\"\n\
+                 [miner]\nlisten = \"127.0.0.1:{miner_port}\"\n\
+                 [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+                 [validator]\nstate_dir = \"{role}-state\"\nround_interval_secs = 1\n\
+                 sample_size = 1\nkey_url = \"http://127.0.0.1:{validator_metrics}\"\n"
+            ),
+        )
+        .unwrap();
+        let shown = sn2(&["keys", "show", "--config", config.to_str().unwrap()]);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+        assert!(stdout(&shown).contains(&addresses[configs.len()]));
+        import_digits(&config);
+        import_digits(&config);
+        let listed = sn2(&["model", "list", "--config", config.to_str().unwrap()]);
+        assert_eq!(stdout(&listed).lines().count(), 1, "{}", stdout(&listed));
+        configs.push(config);
+    }
+
+    let mut validator = Daemon::start(env!("CARGO_BIN_EXE_sn2-validator"), &configs[0]);
+    validator.wait_for("ready");
+    let mut miner = Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), &configs[1]);
+    miner.wait_for(&addresses[1]);
+    miner.wait_for("ready");
+
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], validator_metrics));
+    let verified = |page: &str| {
+        page.lines()
+            .find_map(|line| line.strip_prefix("sn2_proofs_verified_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut page = http_get(metrics, "/metrics");
+    while verified(&page) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no proof verified; the validator's metrics:\n{page}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        page = http_get(metrics, "/metrics");
+    }
+    for daemon in [miner, validator] {
+        daemon.signal("TERM");
+        let (status, lines) = daemon.finish();
+        assert!(status.success(), "{status:?} {lines:#?}");
+    }
+}
