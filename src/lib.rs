@@ -20,5 +20,6 @@ pub mod miner;
 pub mod model;
 pub mod proof;
 pub mod shutdown;
+pub mod update;
 pub mod validator;
 pub mod wire;
