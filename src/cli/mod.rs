@@ -9,6 +9,7 @@ mod keys_cmd;
 mod metagraph_cmd;
 mod model_cmd;
 mod proof_cmd;
+mod release_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
     Devnet(devnet_cmd::DevnetArgs),
     /// Print a subnet's metagraph from the chain.
     Metagraph(metagraph_cmd::MetagraphArgs),
+    /// Make signing keys, sign release manifests, and check them as a node would.
+    #[command(subcommand)]
+    Release(release_cmd::ReleaseCommand),
 }
 
 /// A config file to take defaults from (its `[wallet]` section, models directory, ...).
@@ -88,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => args.run(),
         Command::Devnet(args) => args.run(),
         Command::Metagraph(args) => args.run(),
+        Command::Release(command) => command.run(),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
