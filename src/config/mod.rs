@@ -162,6 +162,10 @@ pub struct UpdateConfig {
     pub trusted_keys: Vec<String>,
     pub poll_interval_secs: Seconds,
     pub channel: String,
+    /// Where the last accepted release is kept (and, in mode `nixos`, handed over).
+    pub state_dir: PathBuf,
+    /// The Nix profile that mode `profile` switches.
+    pub profile: PathBuf,
 }
 
 /// [`UpdateConfig`] before the checks that span several of its keys.
@@ -173,6 +177,8 @@ struct RawUpdateConfig {
     trusted_keys: Vec<String>,
     poll_interval_secs: Seconds,
     channel: String,
+    state_dir: PathBuf,
+    profile: PathBuf,
 }
 
 impl Default for ChainConfig {
@@ -264,6 +270,8 @@ impl Default for RawUpdateConfig {
             trusted_keys: Vec::new(),
             poll_interval_secs: Seconds::new(300),
             channel: "stable".into(),
+            state_dir: PathBuf::from("~/.sn2/update"),
+            profile: PathBuf::from("/nix/var/nix/profiles/sn2"),
         }
     }
 }
@@ -283,8 +291,17 @@ impl TryFrom<RawUpdateConfig> for UpdateConfig {
         for key in &raw.trusted_keys {
             check_nix_public_key(key)?;
         }
-        if raw.channel.is_empty() {
-            return Err("`channel` must not be empty".into());
+        if raw.channel.is_empty() || !raw.channel.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("`channel` must be a non-empty word without spaces".into());
+        }
+        if let Some(manifest) = &raw.manifest
+            && let Some((scheme, _)) = manifest.split_once("://")
+            && scheme != "https"
+        {
+            return Err(format!(
+                "`manifest` `{}` must be an https:// URL or a file path",
+                redact_url(manifest)
+            ));
         }
         if raw.mode != UpdateMode::Off {
             if raw.manifest.as_deref().is_none_or(str::is_empty) {
@@ -306,6 +323,8 @@ impl TryFrom<RawUpdateConfig> for UpdateConfig {
             trusted_keys: raw.trusted_keys,
             poll_interval_secs: raw.poll_interval_secs,
             channel: raw.channel,
+            state_dir: raw.state_dir,
+            profile: raw.profile,
         })
     }
 }
@@ -374,6 +393,8 @@ impl Config {
             &mut self.wallet.path,
             &mut self.validator.state_dir,
             &mut self.models.dir,
+            &mut self.update.state_dir,
+            &mut self.update.profile,
         ]
         .into_iter()
         .chain(self.wallet.hotkey_file.as_mut())

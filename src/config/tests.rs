@@ -234,6 +234,11 @@ fn impossible_values_are_refused_with_their_place() {
             "update",
             "name:base64",
         ),
+        (
+            "[update]\nmanifest = \"http://user:pw@releases.example/m\"\n",
+            "update",
+            "https:// URL or a file path",
+        ),
     ];
     for (text, expected_key, expected_words) in cases {
         let (position, key, message) = invalid(text);
