@@ -15,12 +15,13 @@ use tokio::sync::watch;
 use crate::chain::subtensor::{SubtensorChain, SubtensorOptions};
 use crate::chain::sync::{MetagraphSync, SyncState};
 use crate::chain::{Chain, ChainError, LocalChain, Metagraph, ServeOutcome};
-use crate::config::{CONFIG_ENV, ChainBackend, Config};
+use crate::config::{CONFIG_ENV, ChainBackend, Config, UpdateConfig};
 use crate::keys::Hotkey;
 use crate::metrics::Metrics;
 use crate::miner::{Miner, MinerOptions};
 use crate::model::ModelStore;
 use crate::shutdown::{Shutdown, stopped};
+use crate::update::watch::{Event, RESTART_EXIT_CODE, Watcher};
 use crate::validator::{Validator, ValidatorOptions};
 
 /// The daemons' command line: one config file drives everything.
@@ -282,7 +283,47 @@ async fn announce_axon(chain: Arc<dyn Chain>, address: SocketAddr, mut shutdown:
     }
 }
 
-async fn run_miner(started: Started, mut shutdown: Shutdown) -> anyhow::Result<()> {
+/// Asks `main` to stop the daemon and exit with [`RESTART_EXIT_CODE`], so that systemd
+/// restarts it from the profile a new release was installed into.
+type RestartRequest = tokio::sync::mpsc::Sender<()>;
+
+/// Starts the release watcher `[update]` asks for (none when `mode = "off"`).
+fn spawn_updates(
+    config: &UpdateConfig,
+    shutdown: Shutdown,
+    report: impl Fn(&Event) + Send + 'static,
+    restart: RestartRequest,
+) {
+    if config.mode == crate::config::UpdateMode::Off {
+        return;
+    }
+    let config = config.clone();
+    tokio::spawn(async move {
+        // Hashing the running binary's store path takes a moment: off the async threads.
+        let watcher = tokio::task::spawn_blocking(move || Watcher::from_config(&config)).await;
+        let watcher = match watcher {
+            Ok(Ok(Some(watcher))) => watcher,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "cannot watch for releases");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot watch for releases");
+                return;
+            }
+        };
+        if watcher.run(shutdown, report).await {
+            let _ = restart.send(()).await;
+        }
+    });
+}
+
+async fn run_miner(
+    started: Started,
+    mut shutdown: Shutdown,
+    restart: RestartRequest,
+) -> anyhow::Result<()> {
     let config = &started.config;
     let interval = config.chain.sync_interval_secs.duration();
     let local = config.chain.backend == ChainBackend::Local;
@@ -311,6 +352,15 @@ async fn run_miner(started: Started, mut shutdown: Shutdown) -> anyhow::Result<(
             })
             .await?;
         tokio::spawn(server);
+    }
+    {
+        let metrics = metrics.clone();
+        spawn_updates(
+            &config.update,
+            shutdown.clone(),
+            move |event| metrics.update_event(event),
+            restart,
+        );
     }
     tracing::info!(chain = %chain.describe(), "reading the metagraph");
     let Some(metagraph) =
@@ -346,7 +396,11 @@ async fn run_miner(started: Started, mut shutdown: Shutdown) -> anyhow::Result<(
     serving.await.context("the miner stopped")
 }
 
-async fn run_validator(started: Started, mut shutdown: Shutdown) -> anyhow::Result<()> {
+async fn run_validator(
+    started: Started,
+    mut shutdown: Shutdown,
+    restart: RestartRequest,
+) -> anyhow::Result<()> {
     let config = &started.config;
     let interval = config.chain.sync_interval_secs.duration();
     let local = config.chain.backend == ChainBackend::Local;
@@ -374,6 +428,15 @@ async fn run_validator(started: Started, mut shutdown: Shutdown) -> anyhow::Resu
         spawn_chain_metrics(sync.subscribe(), move |state| {
             validator.metrics().chain_sync(state)
         });
+    }
+    {
+        let validator = validator.clone();
+        spawn_updates(
+            &config.update,
+            shutdown.clone(),
+            move |event| validator.metrics().update_event(event),
+            restart,
+        );
     }
     tokio::spawn(sync.clone().run(shutdown.clone()));
     let mut tasks = Vec::new();
@@ -425,9 +488,10 @@ pub fn main(role: Role) -> std::process::ExitCode {
     let result = runtime.block_on(async {
         let started = start(role, &args)?;
         let (stop, shutdown) = crate::shutdown::channel();
+        let (restart, mut restart_requested) = tokio::sync::mpsc::channel(1);
         let service = match role {
-            Role::Miner => tokio::spawn(run_miner(started, shutdown)),
-            Role::Validator => tokio::spawn(run_validator(started, shutdown)),
+            Role::Miner => tokio::spawn(run_miner(started, shutdown, restart)),
+            Role::Validator => tokio::spawn(run_validator(started, shutdown, restart)),
         };
         tokio::pin!(service);
         tokio::select! {
@@ -435,15 +499,27 @@ pub fn main(role: Role) -> std::process::ExitCode {
                 tracing::info!(signal, "stopping");
                 notify(&[sd_notify::NotifyState::Stopping]);
                 let _ = stop.send(true);
-                service.await.context("the service panicked")?
+                service.await.context("the service panicked")??;
+                Ok(false)
             }
-            ended = &mut service => ended.context("the service panicked")?,
+            Some(()) = restart_requested.recv() => {
+                tracing::info!("stopping to restart into the new release");
+                notify(&[sd_notify::NotifyState::Stopping]);
+                let _ = stop.send(true);
+                service.await.context("the service panicked")??;
+                Ok(true)
+            }
+            ended = &mut service => ended.context("the service panicked")?.map(|()| false),
         }
     });
     match result {
-        Ok(()) => {
+        Ok(false) => {
             tracing::info!("stopped");
             std::process::ExitCode::SUCCESS
+        }
+        Ok(true) => {
+            tracing::info!(exit_code = RESTART_EXIT_CODE, "stopped for a restart");
+            std::process::ExitCode::from(RESTART_EXIT_CODE)
         }
         Err(error) => {
             eprintln!("{}: error: {error:#}", role.binary_name());

@@ -26,6 +26,9 @@ struct State {
     metagraph_block: u64,
     metagraph_neurons: usize,
     weight_submissions: BTreeMap<&'static str, u64>,
+    /// Set once a release manifest has been polled: (a newer release exists, its serial).
+    update: Option<(bool, u64)>,
+    update_refusals: u64,
 }
 
 #[derive(Default)]
@@ -151,6 +154,20 @@ impl Metrics {
         ))
     }
 
+    /// What the last poll of the release manifest found.
+    pub fn update_event(&self, event: &crate::update::watch::Event) {
+        use crate::update::watch::Event;
+        let mut s = self.state.lock().expect("not poisoned");
+        match event {
+            Event::Current { serial } => s.update = Some((false, *serial)),
+            Event::Available { serial, .. }
+            | Event::Installed { serial, .. }
+            | Event::HandedOver { serial, .. } => s.update = Some((true, *serial)),
+            Event::Refused(_) => s.update_refusals += 1,
+            Event::Unreachable(_) => {}
+        }
+    }
+
     pub fn render(&self) -> String {
         let s = self.state.lock().expect("not poisoned");
         let mut out = String::new();
@@ -227,6 +244,24 @@ impl Metrics {
                 out,
                 "# HELP sn2_metagraph_neurons Neurons in the metagraph in use.\n# TYPE sn2_metagraph_neurons gauge\nsn2_metagraph_neurons {}",
                 s.metagraph_neurons
+            );
+        }
+        if let Some((available, serial)) = s.update {
+            let _ = writeln!(
+                out,
+                "# HELP sn2_update_available Whether a newer verified release than the one running exists.\n# TYPE sn2_update_available gauge\nsn2_update_available {}",
+                u8::from(available)
+            );
+            let _ = writeln!(
+                out,
+                "# HELP sn2_update_release_serial Serial of the newest verified release.\n# TYPE sn2_update_release_serial gauge\nsn2_update_release_serial {serial}"
+            );
+        }
+        if s.update.is_some() || s.update_refusals > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP sn2_update_refusals_total Release manifests refused.\n# TYPE sn2_update_refusals_total counter\nsn2_update_refusals_total {}",
+                s.update_refusals
             );
         }
         if !s.weight_submissions.is_empty() {

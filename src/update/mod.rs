@@ -1,8 +1,8 @@
 //! Signed releases. A release is a manifest naming a flake revision and, per system, the
 //! store path it builds with that path's NAR hash and size, signed with ed25519 keys in Nix's
 //! format. This module owns the manifest format (`manifest`), the keys (`nixkey`), NAR hashing
-//! (`nar`), the checks a node makes before acting on a release (`verify`) and the record of
-//! releases accepted (`state`). Nix, not sn2, installs a release: a binary never replaces
+//! (`nar`), the checks a node makes before acting on a release (`verify`), the record of
+//! releases accepted (`state`) and the daemons' polling and acting on releases (`watch`). Nix, not sn2, installs a release: a binary never replaces
 //! itself.
 
 pub mod manifest;
@@ -10,6 +10,7 @@ pub mod nar;
 pub mod nixkey;
 pub mod state;
 pub mod verify;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 
