@@ -637,3 +637,108 @@ fn daemons_with_credential_hotkeys_run_rounds_as_the_nixos_module_starts_them() 
         assert!(status.success(), "{status:?} {lines:#?}");
     }
 }
+
+/// A signed manifest for this machine's system, valid for an hour, of a made-up store path.
+fn signed_manifest(key: &sn2::update::SecretKey, serial: u64) -> String {
+    use sn2::update::manifest::{FlakeRef, Output, ReleaseBody};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hash = "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw";
+    let body = ReleaseBody {
+        channel: "stable".into(),
+        serial,
+        issued_at: now - 60,
+        expires_at: now + 3600,
+        flake: FlakeRef {
+            url: "github:sn2/sn2".into(),
+            rev: "e576e3c9cf9bad747afcddd9e34f51d18c855b4e".into(),
+            nar_hash: nix_derivation::NixHash::parse(
+                "sha256-tlFqNG/uzz2++aAmn4v8J0vAkV3z7XngeIIB3rM3650=",
+            )
+            .unwrap(),
+            last_modified: 1_770_136_044,
+        },
+        outputs: vec![Output {
+            system: sn2::update::current_system(),
+            store_path: nix_derivation::StorePath::from_absolute_path(
+                b"/nix/store/9d2lc0cqkgx0vhdj44rmbyzy38p5k2gy-sn2-0.1.0",
+            )
+            .unwrap(),
+            nar_hash: nix_derivation::NixHash::parse(hash).unwrap(),
+            nar_size: 120,
+        }],
+    };
+    sn2::update::sign(&body, key).unwrap()
+}
+
+/// Adds an `[update]` section to a config made by `config_with_wallet`.
+fn with_updates(config: &Path, mode: &str, manifest: &Path, key: &sn2::update::SecretKey) {
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text.push_str(&format!(
+        "[update]\nmode = \"{mode}\"\nmanifest = \"{}\"\ntrusted_keys = [\"{}\"]\n\
+         poll_interval_secs = 1\nstate_dir = \"update\"\n",
+        manifest.display(),
+        key.public()
+    ));
+    std::fs::write(config, text).unwrap();
+}
+
+/// `[update] mode = "notify"`: a newer signed release is logged and shown in the metrics;
+/// a manifest by an unknown key, or older than the release accepted, is refused with its
+/// reason, also after a restart, and the daemon keeps serving.
+#[test]
+fn a_daemon_notifies_of_a_newer_signed_release_and_refuses_bad_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    let publisher = sn2::update::SecretKey::generate("sn2-release-test").unwrap();
+    let manifest = dir.path().join("stable.manifest");
+    std::fs::write(&manifest, signed_manifest(&publisher, 5)).unwrap();
+    with_updates(&config, "notify", &manifest, &publisher);
+    let metrics = sn2::config::Config::load(&config).unwrap().metrics.listen.0;
+
+    let mut miner = Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), &config);
+    let line = miner.wait_for("a newer verified release is available");
+    assert!(line.contains("serial=5"), "{line}");
+    let page = http_get(metrics, "/metrics");
+    assert!(page.contains("sn2_update_available 1"), "{page}");
+    assert!(page.contains("sn2_update_release_serial 5"), "{page}");
+
+    let stranger = sn2::update::SecretKey::generate("someone-else").unwrap();
+    std::fs::write(&manifest, signed_manifest(&stranger, 6)).unwrap();
+    let line = miner.wait_for("release manifest refused");
+    assert!(line.contains("no signature by a trusted key"), "{line}");
+    std::fs::write(&manifest, signed_manifest(&publisher, 4)).unwrap();
+    let line = miner.wait_for("is not above 5");
+    assert!(line.contains("release manifest refused"), "{line}");
+    let page = http_get(metrics, "/metrics");
+    assert!(!page.contains("sn2_update_refusals_total 0"), "{page}");
+    miner.signal("TERM");
+    assert!(miner.finish().0.success());
+
+    // The accepted serial outlives the process: the old manifest is still refused.
+    let mut restarted = Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), &config);
+    restarted.wait_for("is not above 5");
+    restarted.signal("TERM");
+    assert!(restarted.finish().0.success());
+}
+
+/// `[update] mode = "nixos"`: the verified manifest is handed to the upgrade unit, byte for
+/// byte, in the update state directory.
+#[test]
+fn a_daemon_hands_a_verified_release_to_the_nixos_upgrade_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    let publisher = sn2::update::SecretKey::generate("sn2-release-test").unwrap();
+    let manifest = dir.path().join("stable.manifest");
+    let text = signed_manifest(&publisher, 9);
+    std::fs::write(&manifest, &text).unwrap();
+    with_updates(&config, "nixos", &manifest, &publisher);
+    let mut miner = Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), &config);
+    miner.wait_for("handed to the NixOS upgrade unit");
+    let handed = dir.path().join("update/verified-release.manifest");
+    assert_eq!(std::fs::read_to_string(handed).unwrap(), text);
+    miner.signal("TERM");
+    assert!(miner.finish().0.success());
+}

@@ -422,3 +422,122 @@ fn sn2_release_keygen_sign_verify() {
     assert!(verify(&["--trusted-key", &second_public]).status.success());
     assert!(verify(&["--trusted-key", &public]).status.success());
 }
+
+/// Runs a miner with `[update] mode = "profile"` on the given manifest until it exits by
+/// itself (a restart request) or `limit` passes; returns its exit code (None: still
+/// running, then stopped) and its log.
+fn run_profile_mode_miner(
+    dir: &Path,
+    manifest: &Path,
+    public: &str,
+    limit: std::time::Duration,
+) -> (Option<i32>, String) {
+    let port = sn2::devnet::free_port().unwrap();
+    let metrics = sn2::devnet::free_port().unwrap();
+    let config = dir.join("miner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[chain]\nbackend = \"local\"\n\
+             [wallet]\npath = \"wallets\"\n\
+             [miner]\nlisten = \"127.0.0.1:{port}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+             [models]\ndir = \"models\"\n\
+             [update]\nmode = \"profile\"\nmanifest = \"{}\"\ntrusted_keys = [\"{public}\"]\n\
+             poll_interval_secs = 1\nstate_dir = \"update\"\nprofile = \"profiles/sn2\"\n",
+            manifest.display()
+        ),
+    )
+    .unwrap();
+    if !dir.join("wallets").exists() {
+        let made = sn2(&["keys", "new", "--config", config.to_str().unwrap()]);
+        assert!(made.status.success());
+    }
+    let log = std::fs::File::create(dir.join("miner.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sn2-miner"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    (
+        code,
+        std::fs::read_to_string(dir.join("miner.log")).unwrap(),
+    )
+}
+
+/// `[update] mode = "profile"` with real Nix: a manifest whose NAR hash is not the store
+/// path's is refused and the profile is left alone; the true release is realised, checked,
+/// switched into the profile, and the daemon exits with 75 so that systemd restarts it.
+#[test]
+fn profile_mode_switches_a_nix_profile_to_a_verified_release_and_exits_to_restart() {
+    if !nix_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = built_store_path(&format!("profile-{}", std::process::id()));
+    let key = SecretKey::generate("sn2-release-1").unwrap();
+    let system = sn2::update::current_system();
+    let mut body = sn2::update::ReleaseBody {
+        channel: "stable".into(),
+        serial: 1,
+        issued_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 60,
+        expires_at: 4_102_444_800,
+        flake: sn2::update::FlakeRef {
+            url: "github:sn2/sn2".into(),
+            rev: "e576e3c9cf9bad747afcddd9e34f51d18c855b4e".into(),
+            nar_hash: nix_derivation::NixHash::parse(
+                "sha256-tlFqNG/uzz2++aAmn4v8J0vAkV3z7XngeIIB3rM3650=",
+            )
+            .unwrap(),
+            last_modified: 1_770_136_044,
+        },
+        outputs: vec![sn2::update::output_of(&system, &path).unwrap()],
+    };
+    let true_size = body.outputs[0].nar_size;
+    let manifest = dir.path().join("stable.manifest");
+    let profile = dir.path().join("profiles/sn2");
+
+    body.outputs[0].nar_size = true_size + 8;
+    std::fs::write(&manifest, sn2::update::sign(&body, &key).unwrap()).unwrap();
+    let (code, log) = run_profile_mode_miner(
+        dir.path(),
+        &manifest,
+        &key.public(),
+        std::time::Duration::from_secs(8),
+    );
+    assert_eq!(code, None, "the daemon keeps serving:\n{log}");
+    assert!(log.contains("is not the release"), "{log}");
+    assert!(!profile.exists());
+
+    body.outputs[0].nar_size = true_size;
+    body.serial = 2;
+    std::fs::write(&manifest, sn2::update::sign(&body, &key).unwrap()).unwrap();
+    let (code, log) = run_profile_mode_miner(
+        dir.path(),
+        &manifest,
+        &key.public(),
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(code, Some(75), "{log}");
+    assert!(log.contains("release installed into the profile"), "{log}");
+    assert_eq!(std::fs::canonicalize(&profile).unwrap(), path);
+}
