@@ -364,6 +364,11 @@ fn sn2_release_keygen_sign_verify() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(text(&ok).contains("NAR hash checked"), "{}", text(&ok));
+    let pinned = verify(&["--trusted-key", &public, "--print-flake-ref"]);
+    assert_eq!(
+        text(&pinned),
+        "github:sn2/sn2/e576e3c9cf9bad747afcddd9e34f51d18c855b4e"
+    );
 
     let stranger = SecretKey::generate("someone-else").unwrap();
     for (extra, reason) in [

@@ -96,6 +96,10 @@ pub struct VerifyArgs {
     /// Refuse serials not above this one (the last release accepted).
     #[arg(long, value_name = "N")]
     last_serial: Option<u64>,
+    /// On success print only the flake reference pinned to the release's revision (for
+    /// `nixos-rebuild --override-input`).
+    #[arg(long)]
+    print_flake_ref: bool,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -237,6 +241,10 @@ impl VerifyArgs {
             Ok(verified)
         });
         match outcome {
+            Ok(verified) if self.print_flake_ref => {
+                println!("{}", verified.manifest.body.flake.at_rev());
+                Ok(Outcome::Success)
+            }
             Ok(verified) => {
                 let body = &verified.manifest.body;
                 println!(

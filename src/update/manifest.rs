@@ -88,6 +88,22 @@ pub struct Manifest {
     pub signatures: Vec<NixSignature>,
 }
 
+impl FlakeRef {
+    /// The flake reference pinned to the revision, as `nix build` and `--override-input`
+    /// take it: `github:owner/repo/REV` for the forges' short forms, else `URL?rev=REV`.
+    pub fn at_rev(&self) -> String {
+        for forge in ["github:", "gitlab:", "sourcehut:"] {
+            if let Some(rest) = self.url.strip_prefix(forge) {
+                let path = rest.split(['?', '#']).next().unwrap_or(rest);
+                let repository: Vec<&str> = path.split('/').take(2).collect();
+                return format!("{forge}{}/{}", repository.join("/"), self.rev);
+            }
+        }
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{separator}rev={}", self.url, self.rev)
+    }
+}
+
 impl ReleaseBody {
     /// The canonical text of the body: the bytes a signer signs.
     pub fn render(&self) -> String {

@@ -163,3 +163,22 @@ fn other_documents_unsigned_and_oversized_ones_are_refused() {
     backwards.expires_at = backwards.issued_at;
     assert!(backwards.validate().unwrap_err().contains("expires-at"));
 }
+
+#[test]
+fn flake_references_pin_the_revision() {
+    let mut flake = sample_body().flake;
+    let rev = flake.rev.clone();
+    assert_eq!(flake.at_rev(), format!("github:sn2/sn2/{rev}"));
+    flake.url = "github:sn2/sn2/main".into();
+    assert_eq!(flake.at_rev(), format!("github:sn2/sn2/{rev}"));
+    flake.url = "git+https://git.example/sn2".into();
+    assert_eq!(
+        flake.at_rev(),
+        format!("git+https://git.example/sn2?rev={rev}")
+    );
+    flake.url = "git+https://git.example/sn2?ref=main".into();
+    assert_eq!(
+        flake.at_rev(),
+        format!("git+https://git.example/sn2?ref=main&rev={rev}")
+    );
+}
