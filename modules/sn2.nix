@@ -140,7 +140,45 @@ let
     wallet.hotkey_file = lib.mkDefault (credentialPath role);
     models.dir = lib.mkDefault "${stateDir role}/models";
     logging.level = lib.mkDefault "info";
+    update = lib.mkIf (cfg.update.mode != "off") (
+      lib.mapAttrs (_: lib.mkDefault) (
+        {
+          mode = cfg.update.mode;
+          trusted_keys = cfg.update.trustedKeys;
+          channel = cfg.update.channel;
+          poll_interval_secs = cfg.update.pollInterval;
+          state_dir = "${stateDir role}/update";
+        }
+        // lib.optionalAttrs (cfg.update.manifest != null) { manifest = cfg.update.manifest; }
+      )
+    );
   };
+
+  # Where a daemon in mode `nixos` hands a verified manifest over (DynamicUser keeps its
+  # state under /var/lib/private).
+  handoverFile = role: "/var/lib/private/${unit role}/update/verified-release.manifest";
+
+  # Verifies the newest handed-over manifest again, then rebuilds the system with sn2's
+  # input pinned to the release's revision.
+  upgradeScript = pkgs.writeShellScript "sn2-upgrade" ''
+    set -euo pipefail
+    newest=""
+    for candidate in ${lib.concatMapStringsSep " " (role: lib.escapeShellArg (handoverFile role)) enabledRoles}; do
+      if [ -e "$candidate" ] && { [ -z "$newest" ] || [ "$candidate" -nt "$newest" ]; }; then
+        newest=$candidate
+      fi
+    done
+    if [ -z "$newest" ]; then
+      echo "no verified release handed over yet"
+      exit 0
+    fi
+    ref=$(${lib.getExe' cfg.package "sn2"} release verify "$newest" --print-flake-ref \
+      --config ${configFile (lib.head enabledRoles)})
+    echo "switching to $ref"
+    exec ${config.system.build.nixos-rebuild}/bin/nixos-rebuild switch \
+      --flake ${lib.escapeShellArg (toString cfg.update.flake)} \
+      --override-input ${lib.escapeShellArg cfg.update.input} "$ref"
+  '';
 
   service =
     role:
@@ -249,6 +287,57 @@ in
 
     miner = roleOptions "miner";
     validator = roleOptions "validator";
+
+    update = {
+      mode = lib.mkOption {
+        type = lib.types.enum [
+          "off"
+          "notify"
+          "nixos"
+        ];
+        default = "off";
+        description = ''
+          What the daemons do about signed releases: `notify` logs, sets the
+          `sn2_update_available` metric and the unit's status when a newer verified release
+          exists; `nixos` also hands it to `sn2-upgrade.service`, which verifies it again
+          and runs `nixos-rebuild switch` with sn2's flake input pinned to the release's
+          revision. (The daemon mode `profile` is for installs outside NixOS.)
+        '';
+      };
+      manifest = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "https://releases.example.org/sn2/stable.manifest";
+        description = "The signed release manifest: an https:// URL or a file path.";
+      };
+      trustedKeys = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [ "sn2-release-1:DE4Q7AplbwJp1Dy/cP1UJ4YGwRpSZOJ6h4GekFt2ME0=" ];
+        description = "Nix-format public keys (NAME:BASE64) whose signatures are trusted; several allow rotation.";
+      };
+      channel = lib.mkOption {
+        type = lib.types.str;
+        default = "stable";
+        description = "The release channel followed.";
+      };
+      pollInterval = lib.mkOption {
+        type = lib.types.ints.positive;
+        default = 300;
+        description = "Seconds between two reads of the manifest.";
+      };
+      flake = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/etc/nixos#sn2-node";
+        description = "Mode `nixos`: the system's flake and configuration that `nixos-rebuild switch --flake` builds.";
+      };
+      input = lib.mkOption {
+        type = lib.types.str;
+        default = "sn2";
+        description = "Mode `nixos`: the name of sn2's input in that flake, pinned to each release's revision.";
+      };
+    };
   };
 
   config = lib.mkIf cfg.enable (
@@ -267,8 +356,35 @@ in
             assertion = !lib.hasPrefix builtins.storeDir cfg.${role}.hotkeyFile;
             message = "services.sn2.${role}.hotkeyFile is in the Nix store, where every user can read it; keep the hotkey outside it.";
           }
-        ]) enabledRoles;
+        ]) enabledRoles
+        ++ [
+          {
+            assertion = cfg.update.mode != "nixos" || cfg.update.flake != null;
+            message = "services.sn2.update.mode = \"nixos\" needs services.sn2.update.flake (e.g. \"/etc/nixos#${config.networking.hostName or "node"}\").";
+          }
+        ];
       }
+
+      (lib.mkIf (cfg.update.mode == "nixos" && enabledRoles != [ ]) {
+        systemd.services.sn2-upgrade = {
+          description = "Switch to the signed sn2 release the daemons verified";
+          restartIfChanged = false;
+          unitConfig.X-StopOnRemoval = false;
+          path = [
+            config.nix.package
+            pkgs.gitMinimal
+            pkgs.coreutils
+          ];
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = "${upgradeScript}";
+          };
+        };
+        systemd.paths.sn2-upgrade = {
+          wantedBy = [ "multi-user.target" ];
+          pathConfig.PathChanged = map handoverFile enabledRoles;
+        };
+      })
 
       (lib.mkIf cfg.miner.enable {
         services.sn2.miner.settings = roleDefaults "miner" // {

@@ -31,6 +31,18 @@ let
         type = freeform;
         default = { };
       };
+      systemd.paths = lib.mkOption {
+        type = freeform;
+        default = { };
+      };
+      system.build = lib.mkOption {
+        type = lib.types.attrsOf lib.types.anything;
+        default = { };
+      };
+      nix.package = lib.mkOption {
+        type = lib.types.anything;
+        default = "/nix/store/00000000000000000000000000000000-nix";
+      };
       networking.firewall.allowedTCPPorts = lib.mkOption {
         type = lib.types.listOf lib.types.port;
         default = [ ];
@@ -70,9 +82,12 @@ let
         generate = name: _value: "/nix/store/00000000000000000000000000000000-${name}";
       };
     runCommand = name: _env: _script: "/nix/store/00000000000000000000000000000000-${name}";
+    gitMinimal = "/nix/store/00000000000000000000000000000000-git";
+    coreutils = "/nix/store/00000000000000000000000000000000-coreutils";
+    # The text is forced, so a script that does not evaluate fails here too.
     writeShellScript = name: text: {
       inherit name text;
-      outPath = "/nix/store/00000000000000000000000000000000-${name}";
+      outPath = builtins.seq (builtins.stringLength text) "/nix/store/00000000000000000000000000000000-${name}";
     };
   };
 
@@ -89,7 +104,10 @@ let
       modules = [
         nixosStubs
         ../modules/sn2.nix
-        { services.sn2.package = standInPackage; }
+        {
+          services.sn2.package = standInPackage;
+          system.build.nixos-rebuild = "/nix/store/00000000000000000000000000000000-nixos-rebuild";
+        }
         settings
       ];
       specialArgs.pkgs = standInPkgs;
@@ -130,6 +148,26 @@ let
   };
 
   noRole = evaluate { services.sn2.enable = true; };
+
+  # Signed releases in mode `nixos`, on the validator.
+  updating =
+    flake:
+    evaluate {
+      services.sn2 = {
+        enable = true;
+        validator = {
+          enable = true;
+          hotkeyFile = "/var/lib/secrets/sn2/validator-hotkey";
+        };
+        update = {
+          mode = "nixos";
+          manifest = "https://releases.example.org/sn2/stable.manifest";
+          trustedKeys = [ "sn2-release-1:DE4Q7AplbwJp1Dy/cP1UJ4YGwRpSZOJ6h4GekFt2ME0=" ];
+          inherit flake;
+        };
+      };
+    };
+  nixosMode = updating "/etc/nixos#node";
 
   disabled = evaluate {
     services.sn2 = {
@@ -184,6 +222,26 @@ let
     );
     "enable without a daemon warns" = lib.length noRole.warnings == 1 && noRole.systemd.services == { };
     "nothing runs unless services.sn2.enable" = disabled.systemd.services == { };
+    "updates are off unless asked for" = !(both.services.sn2.validator.settings ? update);
+    "the update settings reach the daemon" =
+      let
+        update = nixosMode.services.sn2.validator.settings.update;
+      in
+      update.mode == "nixos"
+      && update.state_dir == "/var/lib/sn2-validator/update"
+      && update.trusted_keys == [ "sn2-release-1:DE4Q7AplbwJp1Dy/cP1UJ4YGwRpSZOJ6h4GekFt2ME0=" ]
+      && update.poll_interval_secs == 300;
+    "mode nixos has an upgrade unit woken by the hand-over" =
+      nixosMode.systemd.services ? sn2-upgrade
+      && nixosMode.systemd.services.sn2-upgrade.serviceConfig.Type == "oneshot"
+      && lib.hasSuffix "-sn2-upgrade" nixosMode.systemd.services.sn2-upgrade.serviceConfig.ExecStart
+      && nixosMode.systemd.paths.sn2-upgrade.pathConfig.PathChanged == [
+        "/var/lib/private/sn2-validator/update/verified-release.manifest"
+      ];
+    "mode nixos without a flake is refused" = lib.any (lib.hasInfix "needs services.sn2.update.flake") (
+      failedAssertions (updating null)
+    );
+    "no upgrade unit unless mode nixos" = !(both.systemd.services ? sn2-upgrade);
   };
 
   failed = lib.attrNames (lib.filterAttrs (_: ok: !ok) expectations);
@@ -196,6 +254,7 @@ else
     settings = {
       miner = both.services.sn2.miner.settings;
       validator = both.services.sn2.validator.settings;
+      validator-updating = nixosMode.services.sn2.validator.settings;
     };
     serviceConfig = { inherit miner validator; };
   }

@@ -21,7 +21,7 @@ echo "$result" | python3 -c 'import json, sys; [print("ok  ", name) for name in 
 cargo build --quiet --bin sn2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for role in miner validator; do
+for role in miner validator validator-updating; do
   # JSON to TOML, as pkgs.formats.toml does it: nested tables, arrays of inline tables.
   echo "$result" | python3 -c '
 import json, sys
