@@ -742,3 +742,112 @@ fn a_daemon_hands_a_verified_release_to_the_nixos_upgrade_unit() {
     miner.signal("TERM");
     assert!(miner.finish().0.success());
 }
+
+/// A certificate authority and a `localhost` certificate it signed, for an https server
+/// that the daemon trusts through SSL_CERT_FILE: (CA in PEM, leaf in DER, leaf key in DER).
+fn localhost_tls() -> (String, Vec<u8>, Vec<u8>) {
+    use base64::Engine as _;
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(ca.der());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    (pem, leaf.der().to_vec(), leaf_key.serialize_der())
+}
+
+/// Serves `file` over https on a loopback port (a fresh read per request), in a thread.
+fn serve_https(file: PathBuf, cert: Vec<u8>, key: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+        )
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => request.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let body = std::fs::read(&file).unwrap_or_default();
+            let _ = write!(
+                tls,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tls.write_all(&body);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    port
+}
+
+/// The manifest over https, with the server's certificate checked against the system's
+/// roots (here a test CA given by SSL_CERT_FILE); an untrusted server is not read.
+#[test]
+fn a_daemon_reads_the_manifest_over_https_from_a_trusted_server_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert, key) = localhost_tls();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let publisher = sn2::update::SecretKey::generate("sn2-release-test").unwrap();
+    let manifest = dir.path().join("stable.manifest");
+    std::fs::write(&manifest, signed_manifest(&publisher, 3)).unwrap();
+    let port = serve_https(manifest, cert, key);
+
+    let config = config_with_wallet(dir.path(), "text");
+    let url = PathBuf::from(format!("https://localhost:{port}/sn2/stable.manifest"));
+    with_updates(&config, "notify", &url, &publisher);
+    let mut trusting = Daemon::start_with(
+        env!("CARGO_BIN_EXE_sn2-miner"),
+        &config,
+        &[("SSL_CERT_FILE", &ca_file)],
+    );
+    let line = trusting.wait_for("a newer verified release is available");
+    assert!(line.contains("serial=3"), "{line}");
+    trusting.signal("TERM");
+    assert!(trusting.finish().0.success());
+
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, localhost_tls().0).unwrap();
+    let mut distrusting = Daemon::start_with(
+        env!("CARGO_BIN_EXE_sn2-miner"),
+        &config,
+        &[("SSL_CERT_FILE", &other_ca)],
+    );
+    let line = distrusting.wait_for("cannot read the release manifest");
+    assert!(line.contains("TLS handshake failed"), "{line}");
+    distrusting.signal("TERM");
+    assert!(distrusting.finish().0.success());
+}
