@@ -638,38 +638,21 @@ fn daemons_with_credential_hotkeys_run_rounds_as_the_nixos_module_starts_them() 
     }
 }
 
-/// A signed manifest for this machine's system, valid for an hour, of a made-up store path.
+/// A signed manifest for this machine's system, of a made-up store path.
 fn signed_manifest(key: &sn2::update::SecretKey, serial: u64) -> String {
-    use sn2::update::manifest::{FlakeRef, Output, ReleaseBody};
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let hash = "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw";
-    let body = ReleaseBody {
-        channel: "stable".into(),
-        serial,
-        issued_at: now - 60,
-        expires_at: now + 3600,
-        flake: FlakeRef {
-            url: "github:sn2/sn2".into(),
-            rev: "e576e3c9cf9bad747afcddd9e34f51d18c855b4e".into(),
-            nar_hash: nix_derivation::NixHash::parse(
-                "sha256-tlFqNG/uzz2++aAmn4v8J0vAkV3z7XngeIIB3rM3650=",
-            )
-            .unwrap(),
-            last_modified: 1_770_136_044,
-        },
-        outputs: vec![Output {
-            system: sn2::update::current_system(),
-            store_path: nix_derivation::StorePath::from_absolute_path(
-                b"/nix/store/9d2lc0cqkgx0vhdj44rmbyzy38p5k2gy-sn2-0.1.0",
-            )
-            .unwrap(),
-            nar_hash: nix_derivation::NixHash::parse(hash).unwrap(),
-            nar_size: 120,
-        }],
+    let output = sn2::update::Output {
+        system: sn2::update::current_system(),
+        store_path: nix_derivation::StorePath::from_absolute_path(
+            b"/nix/store/9d2lc0cqkgx0vhdj44rmbyzy38p5k2gy-sn2-0.1.0",
+        )
+        .unwrap(),
+        nar_hash: nix_derivation::NixHash::parse(
+            "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw",
+        )
+        .unwrap(),
+        nar_size: 120,
     };
+    let body = sn2::update::testing::release(serial, sn2::update::testing::now(), vec![output]);
     sn2::update::sign(&body, key).unwrap()
 }
 

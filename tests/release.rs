@@ -497,26 +497,11 @@ fn profile_mode_switches_a_nix_profile_to_a_verified_release_and_exits_to_restar
     let path = built_store_path(&format!("profile-{}", std::process::id()));
     let key = SecretKey::generate("sn2-release-1").unwrap();
     let system = sn2::update::current_system();
-    let mut body = sn2::update::ReleaseBody {
-        channel: "stable".into(),
-        serial: 1,
-        issued_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            - 60,
-        expires_at: 4_102_444_800,
-        flake: sn2::update::FlakeRef {
-            url: "github:sn2/sn2".into(),
-            rev: "e576e3c9cf9bad747afcddd9e34f51d18c855b4e".into(),
-            nar_hash: nix_derivation::NixHash::parse(
-                "sha256-tlFqNG/uzz2++aAmn4v8J0vAkV3z7XngeIIB3rM3650=",
-            )
-            .unwrap(),
-            last_modified: 1_770_136_044,
-        },
-        outputs: vec![sn2::update::output_of(&system, &path).unwrap()],
-    };
+    let mut body = sn2::update::testing::release(
+        1,
+        sn2::update::testing::now(),
+        vec![sn2::update::output_of(&system, &path).unwrap()],
+    );
     let true_size = body.outputs[0].nar_size;
     let manifest = dir.path().join("stable.manifest");
     let profile = dir.path().join("profiles/sn2");

@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod nar;
 pub mod nixkey;
 pub mod state;
+pub mod testing;
 pub mod verify;
 pub mod watch;
 

@@ -29,6 +29,11 @@ fn signed(body: &ReleaseBody, key: &SecretKey) -> Vec<u8> {
     sign(body, key).unwrap().into_bytes()
 }
 
+/// `body` signed by `key`, checked by a node that trusts `key` alone.
+fn check(body: &ReleaseBody, key: &SecretKey, last: Option<Accepted>) -> Result<Verified, Refusal> {
+    verify(&signed(body, key), &policy(&[key]), now(), last)
+}
+
 #[test]
 fn a_release_signed_by_a_trusted_key_verifies_once_as_new() {
     let publisher = key("sn2-release-1");
@@ -109,13 +114,7 @@ fn another_channel_is_refused() {
     let publisher = key("k");
     let mut body = sample_body();
     body.channel = "beta".into();
-    let refusal = verify(
-        &signed(&body, &publisher),
-        &policy(&[&publisher]),
-        now(),
-        None,
-    )
-    .unwrap_err();
+    let refusal = check(&body, &publisher, None).unwrap_err();
     assert!(matches!(refusal, Refusal::WrongChannel { .. }), "{refusal}");
     assert!(refusal.to_string().contains("`beta`"));
 }
@@ -136,46 +135,26 @@ fn an_expired_or_future_manifest_is_refused() {
 #[test]
 fn an_older_serial_or_a_reused_one_is_refused() {
     let publisher = key("k");
-    let accepted = verify(
-        &signed(&sample_body(), &publisher),
-        &policy(&[&publisher]),
-        now(),
-        None,
-    )
-    .unwrap()
-    .accepted();
+    let accepted = check(&sample_body(), &publisher, None).unwrap().accepted();
     let mut older = sample_body();
     older.serial = 6;
-    let refusal = verify(
-        &signed(&older, &publisher),
-        &policy(&[&publisher]),
-        now(),
-        Some(accepted),
-    )
-    .unwrap_err();
+    let refusal = check(&older, &publisher, Some(accepted)).unwrap_err();
     assert!(
         matches!(refusal, Refusal::NotNewer { serial: 6, last: 7 }),
         "{refusal}"
     );
     let mut same_serial = sample_body();
     same_serial.flake.last_modified += 1;
-    let refusal = verify(
-        &signed(&same_serial, &publisher),
-        &policy(&[&publisher]),
-        now(),
-        Some(accepted),
-    )
-    .unwrap_err();
+    let refusal = check(&same_serial, &publisher, Some(accepted)).unwrap_err();
     assert!(
         matches!(refusal, Refusal::SerialReused { serial: 7 }),
         "{refusal}"
     );
     let mut newer = sample_body();
     newer.serial = 8;
-    let verified = verify(
-        &signed(&newer, &publisher),
-        &policy(&[&publisher]),
-        now(),
+    let verified = check(
+        &newer,
+        &publisher,
         Some(Accepted {
             serial: 7,
             body_sha256: [0; 32],
@@ -190,13 +169,7 @@ fn another_system_is_refused() {
     let publisher = key("k");
     let mut body = sample_body();
     body.outputs.retain(|o| o.system == "aarch64-linux");
-    let refusal = verify(
-        &signed(&body, &publisher),
-        &policy(&[&publisher]),
-        now(),
-        None,
-    )
-    .unwrap_err();
+    let refusal = check(&body, &publisher, None).unwrap_err();
     assert!(
         matches!(refusal, Refusal::NoOutputForSystem { .. }),
         "{refusal}"

@@ -8,13 +8,7 @@ pub(crate) fn sample_body() -> ReleaseBody {
         serial: 7,
         issued_at: parse_time("2026-11-24T12:00:00Z").unwrap(),
         expires_at: parse_time("2026-12-24T12:00:00Z").unwrap(),
-        flake: FlakeRef {
-            url: "github:sn2/sn2".into(),
-            rev: "e576e3c9cf9bad747afcddd9e34f51d18c855b4e".into(),
-            nar_hash: NixHash::parse("sha256-tlFqNG/uzz2++aAmn4v8J0vAkV3z7XngeIIB3rM3650=")
-                .unwrap(),
-            last_modified: 1_770_136_044,
-        },
+        flake: crate::update::testing::flake(),
         outputs: vec![
             Output {
                 system: "aarch64-linux".into(),
