@@ -77,10 +77,6 @@ impl Watcher {
             .iter()
             .map(|k| parse_public(k))
             .collect::<Result<Vec<_>, _>>()?;
-        let running = super::running_store_path().map(|store_path| Running {
-            digest: nar_digest(&store_path).ok(),
-            store_path,
-        });
         Ok(Some(Self::new(
             config,
             Policy {
@@ -88,11 +84,12 @@ impl Watcher {
                 channel: config.channel.clone(),
                 system: super::current_system(),
             },
-            running.as_ref().map(|r| r.store_path.clone()),
+            super::running_store_path(),
         )))
     }
 
-    /// A watcher with an explicit policy and running store path (tests use other ones).
+    /// A watcher with an explicit policy and running store path, whose NAR digest is
+    /// computed here, once.
     pub fn new(config: &UpdateConfig, policy: Policy, running: Option<PathBuf>) -> Self {
         Self {
             source: config.manifest.clone().unwrap_or_default(),
