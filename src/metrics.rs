@@ -36,6 +36,14 @@ pub struct Metrics {
     state: Mutex<State>,
 }
 
+/// Writes one metric with a single value, with its HELP and TYPE lines.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
 impl Metrics {
     pub fn request(&self, transport: &str) {
         *self
@@ -202,20 +210,26 @@ impl Metrics {
             "sn2_response_seconds_sum {}\nsn2_response_seconds_count {}",
             s.latency_sum, s.latency_count
         );
-        let _ = writeln!(
-            out,
-            "# HELP sn2_proofs_verified_total Proofs that verified.\n# TYPE sn2_proofs_verified_total counter\nsn2_proofs_verified_total {}",
-            s.proofs_verified
+        single(
+            &mut out,
+            "sn2_proofs_verified_total",
+            "counter",
+            "Proofs that verified.",
+            s.proofs_verified,
         );
-        let _ = writeln!(
-            out,
-            "# HELP sn2_proofs_failed_total Answers whose proof or output did not verify.\n# TYPE sn2_proofs_failed_total counter\nsn2_proofs_failed_total {}",
-            s.proofs_failed
+        single(
+            &mut out,
+            "sn2_proofs_failed_total",
+            "counter",
+            "Answers whose proof or output did not verify.",
+            s.proofs_failed,
         );
-        let _ = writeln!(
-            out,
-            "# HELP sn2_rounds_total Query rounds completed.\n# TYPE sn2_rounds_total counter\nsn2_rounds_total {}",
-            s.rounds
+        single(
+            &mut out,
+            "sn2_rounds_total",
+            "counter",
+            "Query rounds completed.",
+            s.rounds,
         );
         let _ = writeln!(
             out,
@@ -225,43 +239,58 @@ impl Metrics {
             let _ = writeln!(out, "sn2_weight{{hotkey=\"{hotkey}\"}} {weight}");
         }
         if let Some(up) = s.chain_up {
-            let _ = writeln!(
-                out,
-                "# HELP sn2_chain_up Whether the last metagraph sync succeeded.\n# TYPE sn2_chain_up gauge\nsn2_chain_up {}",
-                u8::from(up)
+            single(
+                &mut out,
+                "sn2_chain_up",
+                "gauge",
+                "Whether the last metagraph sync succeeded.",
+                u8::from(up),
             );
-            let _ = writeln!(
-                out,
-                "# HELP sn2_chain_sync_failures_total Metagraph syncs that failed.\n# TYPE sn2_chain_sync_failures_total counter\nsn2_chain_sync_failures_total {}",
-                s.chain_sync_failures
+            single(
+                &mut out,
+                "sn2_chain_sync_failures_total",
+                "counter",
+                "Metagraph syncs that failed.",
+                s.chain_sync_failures,
             );
-            let _ = writeln!(
-                out,
-                "# HELP sn2_metagraph_block Block of the metagraph in use.\n# TYPE sn2_metagraph_block gauge\nsn2_metagraph_block {}",
-                s.metagraph_block
+            single(
+                &mut out,
+                "sn2_metagraph_block",
+                "gauge",
+                "Block of the metagraph in use.",
+                s.metagraph_block,
             );
-            let _ = writeln!(
-                out,
-                "# HELP sn2_metagraph_neurons Neurons in the metagraph in use.\n# TYPE sn2_metagraph_neurons gauge\nsn2_metagraph_neurons {}",
-                s.metagraph_neurons
+            single(
+                &mut out,
+                "sn2_metagraph_neurons",
+                "gauge",
+                "Neurons in the metagraph in use.",
+                s.metagraph_neurons,
             );
         }
         if let Some((available, serial)) = s.update {
-            let _ = writeln!(
-                out,
-                "# HELP sn2_update_available Whether a newer verified release than the one running exists.\n# TYPE sn2_update_available gauge\nsn2_update_available {}",
-                u8::from(available)
+            single(
+                &mut out,
+                "sn2_update_available",
+                "gauge",
+                "Whether a newer verified release than the one running exists.",
+                u8::from(available),
             );
-            let _ = writeln!(
-                out,
-                "# HELP sn2_update_release_serial Serial of the newest verified release.\n# TYPE sn2_update_release_serial gauge\nsn2_update_release_serial {serial}"
+            single(
+                &mut out,
+                "sn2_update_release_serial",
+                "gauge",
+                "Serial of the newest verified release.",
+                serial,
             );
         }
         if s.update.is_some() || s.update_refusals > 0 {
-            let _ = writeln!(
-                out,
-                "# HELP sn2_update_refusals_total Release manifests refused.\n# TYPE sn2_update_refusals_total counter\nsn2_update_refusals_total {}",
-                s.update_refusals
+            single(
+                &mut out,
+                "sn2_update_refusals_total",
+                "counter",
+                "Release manifests refused.",
+                s.update_refusals,
             );
         }
         if !s.weight_submissions.is_empty() {
