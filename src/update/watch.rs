@@ -111,8 +111,9 @@ impl Watcher {
     pub async fn run(mut self, mut shutdown: Shutdown, report: impl Fn(&Event)) -> bool {
         loop {
             let event = self.poll_once().await;
-            log(&event);
+            // Metrics before the log line: whoever reads the log then scrapes sees the event.
             report(&event);
+            log(&event);
             if matches!(event, Event::Installed { .. }) {
                 return true;
             }
