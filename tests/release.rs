@@ -429,13 +429,14 @@ fn sn2_release_keygen_sign_verify() {
 }
 
 /// Runs a miner with `[update] mode = "profile"` on the given manifest until it exits by
-/// itself (a restart request) or `limit` passes; returns its exit code (None: still
-/// running, then stopped) and its log.
+/// itself (a restart request) or its log shows `stop_at` twice (so it went on polling after
+/// the first); returns its exit code (None: still running, then stopped) and its log.
+/// Gives up after two minutes.
 fn run_profile_mode_miner(
     dir: &Path,
     manifest: &Path,
     public: &str,
-    limit: std::time::Duration,
+    stop_at: Option<&str>,
 ) -> (Option<i32>, String) {
     let port = sn2::devnet::free_port().unwrap();
     let metrics = sn2::devnet::free_port().unwrap();
@@ -467,22 +468,21 @@ fn run_profile_mode_miner(
         .stderr(log)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let read_log = || std::fs::read_to_string(dir.join("miner.log")).unwrap();
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();
         }
-        if std::time::Instant::now() > deadline {
+        let seen = stop_at.is_some_and(|needle| read_log().matches(needle).count() >= 2);
+        if seen || std::time::Instant::now() > deadline {
             let _ = Command::new("kill").arg(child.id().to_string()).status();
             child.wait().unwrap();
             break None;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    (
-        code,
-        std::fs::read_to_string(dir.join("miner.log")).unwrap(),
-    )
+    (code, read_log())
 }
 
 /// `[update] mode = "profile"` with real Nix: a manifest whose NAR hash is not the store
@@ -512,7 +512,7 @@ fn profile_mode_switches_a_nix_profile_to_a_verified_release_and_exits_to_restar
         dir.path(),
         &manifest,
         &key.public(),
-        std::time::Duration::from_secs(8),
+        Some("is not the release"),
     );
     assert_eq!(code, None, "the daemon keeps serving:\n{log}");
     assert!(log.contains("is not the release"), "{log}");
@@ -521,12 +521,7 @@ fn profile_mode_switches_a_nix_profile_to_a_verified_release_and_exits_to_restar
     body.outputs[0].nar_size = true_size;
     body.serial = 2;
     std::fs::write(&manifest, sn2::update::sign(&body, &key).unwrap()).unwrap();
-    let (code, log) = run_profile_mode_miner(
-        dir.path(),
-        &manifest,
-        &key.public(),
-        std::time::Duration::from_secs(120),
-    );
+    let (code, log) = run_profile_mode_miner(dir.path(), &manifest, &key.public(), None);
     assert_eq!(code, Some(75), "{log}");
     assert!(log.contains("release installed into the profile"), "{log}");
     assert_eq!(std::fs::canonicalize(&profile).unwrap(), path);
