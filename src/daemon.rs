@@ -171,21 +171,6 @@ fn spawn_chain_status(
     });
 }
 
-/// Follows the metagraph sync for Prometheus (`sn2_chain_up`, `sn2_metagraph_*`).
-fn spawn_chain_metrics(
-    mut updates: watch::Receiver<SyncState>,
-    metrics: impl Fn(&SyncState) + Send + 'static,
-) {
-    tokio::spawn(async move {
-        loop {
-            metrics(&updates.borrow_and_update());
-            if updates.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-}
-
 /// Waits until `hotkey` is in the metagraph, re-reading it every sync interval: a hotkey
 /// that is not registered gets no work and may not set weights. `None` on shutdown. The
 /// `local` metagraph never changes, so there it is only a warning.
@@ -337,10 +322,7 @@ async fn run_miner(
     let metrics = Arc::new(Metrics::default());
     let listen = config.miner.listen.0;
     spawn_chain_status(sync.subscribe(), move || format!("serving on {listen}"));
-    {
-        let metrics = metrics.clone();
-        spawn_chain_metrics(sync.subscribe(), move |state| metrics.chain_sync(state));
-    }
+    metrics.follow_chain(sync.subscribe());
     // Metrics first: while the chain is unreachable, `sn2_chain_up 0` says so.
     if config.metrics.enabled {
         let health_key = started.hotkey.ss58();
@@ -423,12 +405,7 @@ async fn run_validator(
         move || Validator::new(started.hotkey, &store, &sync, options)
     })
     .await??;
-    {
-        let validator = validator.clone();
-        spawn_chain_metrics(sync.subscribe(), move |state| {
-            validator.metrics().chain_sync(state)
-        });
-    }
+    validator.metrics().follow_chain(sync.subscribe());
     {
         let validator = validator.clone();
         spawn_updates(

@@ -3,7 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+use tokio::sync::watch;
+
+use crate::chain::sync::SyncState;
 
 /// Upper bounds (seconds) of the latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -21,10 +25,6 @@ struct State {
     proofs_failed: u64,
     weights: BTreeMap<String, f64>,
     rounds: u64,
-    chain_up: Option<bool>,
-    chain_sync_failures: u64,
-    metagraph_block: u64,
-    metagraph_neurons: usize,
     weight_submissions: BTreeMap<&'static str, u64>,
     /// Set once a release manifest has been polled: (a newer release exists, its serial).
     update: Option<(bool, u64)>,
@@ -34,6 +34,8 @@ struct State {
 #[derive(Default)]
 pub struct Metrics {
     state: Mutex<State>,
+    /// The metagraph sync, read while rendering: the page is never behind it.
+    chain: OnceLock<watch::Receiver<SyncState>>,
 }
 
 /// Writes one metric with a single value, with its HELP and TYPE lines.
@@ -88,14 +90,9 @@ impl Metrics {
     }
 
     /// The outcome of a metagraph sync.
-    pub fn chain_sync(&self, state: &crate::chain::sync::SyncState) {
-        let mut s = self.state.lock().expect("not poisoned");
-        s.chain_sync_failures = state.total_failures;
-        s.chain_up = Some(state.up);
-        if let Some(metagraph) = &state.metagraph {
-            s.metagraph_block = metagraph.block;
-            s.metagraph_neurons = metagraph.neurons.len();
-        }
+    /// Shows the sync's state (`sn2_chain_up`, `sn2_metagraph_*`) from now on.
+    pub fn follow_chain(&self, sync: watch::Receiver<SyncState>) {
+        let _ = self.chain.set(sync);
     }
 
     pub fn weights(&self, outcome: &crate::chain::WeightsOutcome) {
@@ -238,34 +235,36 @@ impl Metrics {
         for (hotkey, weight) in &s.weights {
             let _ = writeln!(out, "sn2_weight{{hotkey=\"{hotkey}\"}} {weight}");
         }
-        if let Some(up) = s.chain_up {
+        if let Some(chain) = self.chain.get() {
+            let chain = chain.borrow();
+            let metagraph = chain.metagraph.as_deref();
             single(
                 &mut out,
                 "sn2_chain_up",
                 "gauge",
                 "Whether the last metagraph sync succeeded.",
-                u8::from(up),
+                u8::from(chain.up),
             );
             single(
                 &mut out,
                 "sn2_chain_sync_failures_total",
                 "counter",
                 "Metagraph syncs that failed.",
-                s.chain_sync_failures,
+                chain.total_failures,
             );
             single(
                 &mut out,
                 "sn2_metagraph_block",
                 "gauge",
                 "Block of the metagraph in use.",
-                s.metagraph_block,
+                metagraph.map_or(0, |m| m.block),
             );
             single(
                 &mut out,
                 "sn2_metagraph_neurons",
                 "gauge",
                 "Neurons in the metagraph in use.",
-                s.metagraph_neurons,
+                metagraph.map_or(0, |m| m.neurons.len()),
             );
         }
         if let Some((available, serial)) = s.update {
@@ -306,5 +305,44 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chain::Metagraph;
+
+    #[test]
+    fn the_chain_gauges_show_the_sync_state_the_moment_it_changes() {
+        let metrics = Metrics::default();
+        assert!(!metrics.render().contains("sn2_chain_up"));
+        let (sync, followed) = watch::channel(SyncState::default());
+        metrics.follow_chain(followed);
+        assert!(metrics.render().contains("sn2_chain_up 0\n"));
+
+        sync.send_modify(|state| {
+            state.up = true;
+            state.metagraph = Some(Arc::new(Metagraph {
+                netuid: 2,
+                block: 77,
+                neurons: Vec::new(),
+            }));
+        });
+        let page = metrics.render();
+        assert!(page.contains("sn2_chain_up 1\n"), "{page}");
+        assert!(page.contains("sn2_metagraph_block 77\n"), "{page}");
+
+        // A failed sync keeps the last metagraph in use.
+        sync.send_modify(|state| {
+            state.up = false;
+            state.total_failures += 1;
+        });
+        let page = metrics.render();
+        assert!(page.contains("sn2_chain_up 0\n"), "{page}");
+        assert!(page.contains("sn2_chain_sync_failures_total 1\n"), "{page}");
+        assert!(page.contains("sn2_metagraph_block 77\n"), "{page}");
     }
 }
