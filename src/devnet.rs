@@ -101,11 +101,20 @@ pub struct Devnet {
 }
 
 /// A loopback port free for both TCP and UDP (QUIC and HTTP share it); the tests use it too.
+/// The port is free again until its user binds it, so the kernel may offer it twice:
+/// this process never hands the same one out twice (tests ask for ports on many threads).
 pub fn free_port() -> anyhow::Result<u16> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     for _ in 0..50 {
         let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let port = tcp.local_addr()?.port();
-        if UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        if UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && HANDED_OUT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(port)
+        {
             return Ok(port);
         }
     }
