@@ -652,7 +652,7 @@ fn signed_manifest(key: &sn2::update::SecretKey, serial: u64) -> String {
         .unwrap(),
         nar_size: 120,
     };
-    let body = sn2::update::testing::release(serial, sn2::update::testing::now(), vec![output]);
+    let body = sn2::update::testing::release(serial, sn2::update::unix_now(), vec![output]);
     sn2::update::sign(&body, key).unwrap()
 }
 

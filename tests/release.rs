@@ -499,7 +499,7 @@ fn profile_mode_switches_a_nix_profile_to_a_verified_release_and_exits_to_restar
     let system = sn2::update::current_system();
     let mut body = sn2::update::testing::release(
         1,
-        sn2::update::testing::now(),
+        sn2::update::unix_now(),
         vec![sn2::update::output_of(&system, &path).unwrap()],
     );
     let true_size = body.outputs[0].nar_size;

@@ -104,12 +104,6 @@ pub struct VerifyArgs {
     config: ConfigArg,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn read_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path)
@@ -178,7 +172,7 @@ impl SignArgs {
             outputs.push(update::output_of(system, Path::new(path)).map_err(anyhow::Error::msg)?);
         }
         outputs.sort_by(|a, b| a.system.cmp(&b.system));
-        let issued_at = unix_now();
+        let issued_at = update::unix_now();
         let flake_nar_hash = self.flake_nar_hash.expect("required by clap");
         let body = ReleaseBody {
             channel: self.channel,
@@ -230,16 +224,17 @@ impl VerifyArgs {
         };
         let bytes = std::fs::read(&self.manifest)
             .with_context(|| format!("cannot read {}", self.manifest.display()))?;
-        let outcome = update::verify(&bytes, &policy, unix_now(), None).and_then(|verified| {
-            let serial = verified.manifest.body.serial;
-            if let Some(last) = self.last_serial.filter(|last| serial <= *last) {
-                return Err(update::Refusal::NotNewer { serial, last });
-            }
-            if let Some(path) = &self.store_path {
-                update::check_store_path(&verified.output, path)?;
-            }
-            Ok(verified)
-        });
+        let outcome =
+            update::verify(&bytes, &policy, update::unix_now(), None).and_then(|verified| {
+                let serial = verified.manifest.body.serial;
+                if let Some(last) = self.last_serial.filter(|last| serial <= *last) {
+                    return Err(update::Refusal::NotNewer { serial, last });
+                }
+                if let Some(path) = &self.store_path {
+                    update::check_store_path(&verified.output, path)?;
+                }
+                Ok(verified)
+            });
         match outcome {
             Ok(verified) if self.print_flake_ref => {
                 println!("{}", verified.manifest.body.flake.at_rev());

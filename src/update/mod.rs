@@ -21,6 +21,14 @@ pub use manifest::{FlakeRef, Manifest, Output, ReleaseBody};
 pub use nixkey::SecretKey;
 pub use verify::{Policy, Refusal, Verified, check_store_path, verify};
 
+/// Seconds since the epoch, now: the clock a manifest's `issued-at` and `expires-at` are
+/// held against.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Nix's name for the platform this binary was built for (`x86_64-linux`, `aarch64-linux`).
 pub fn current_system() -> String {
     format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)

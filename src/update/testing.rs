@@ -27,10 +27,3 @@ pub fn release(serial: u64, now: u64, outputs: Vec<Output>) -> ReleaseBody {
         outputs,
     }
 }
-
-/// Seconds since the epoch, now.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}

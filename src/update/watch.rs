@@ -134,9 +134,7 @@ impl Watcher {
             Ok(last) => last,
             Err(error) => return Event::Refused(error.to_string()),
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = super::unix_now();
         let verified = match verify(&bytes, &self.policy, now, last) {
             Ok(verified) => verified,
             Err(refusal) => return Event::Refused(refusal.to_string()),
