@@ -89,7 +89,6 @@ impl Metrics {
         self.state.lock().expect("not poisoned").rounds += 1;
     }
 
-    /// The outcome of a metagraph sync.
     /// Shows the sync's state (`sn2_chain_up`, `sn2_metagraph_*`) from now on.
     pub fn follow_chain(&self, sync: watch::Receiver<SyncState>) {
         let _ = self.chain.set(sync);

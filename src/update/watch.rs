@@ -313,8 +313,9 @@ async fn fetch(source: &str) -> Result<Vec<u8>, String> {
             .await
             .map_err(|_| {
                 format!(
-                    "{} did not answer within 30 s",
-                    crate::config::redact_url(source)
+                    "{} did not answer within {} s",
+                    crate::config::redact_url(source),
+                    FETCH_TIMEOUT.as_secs()
                 )
             })??
     } else {
