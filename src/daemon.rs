@@ -462,7 +462,8 @@ pub fn main(role: Role) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    // `Ok(true)`: stopped to be restarted into a newly installed release.
+    let result: anyhow::Result<bool> = runtime.block_on(async {
         let started = start(role, &args)?;
         let (stop, shutdown) = crate::shutdown::channel();
         let (restart, mut restart_requested) = tokio::sync::mpsc::channel(1);
@@ -471,23 +472,24 @@ pub fn main(role: Role) -> std::process::ExitCode {
             Role::Validator => tokio::spawn(run_validator(started, shutdown, restart)),
         };
         tokio::pin!(service);
-        tokio::select! {
+        let restarting = tokio::select! {
             signal = shutdown_signal() => {
                 tracing::info!(signal, "stopping");
-                notify(&[sd_notify::NotifyState::Stopping]);
-                let _ = stop.send(true);
-                service.await.context("the service panicked")??;
-                Ok(false)
+                false
             }
             Some(()) = restart_requested.recv() => {
                 tracing::info!("stopping to restart into the new release");
-                notify(&[sd_notify::NotifyState::Stopping]);
-                let _ = stop.send(true);
-                service.await.context("the service panicked")??;
-                Ok(true)
+                true
             }
-            ended = &mut service => ended.context("the service panicked")?.map(|()| false),
-        }
+            ended = &mut service => {
+                ended.context("the service panicked")??;
+                return Ok(false);
+            }
+        };
+        notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = stop.send(true);
+        service.await.context("the service panicked")??;
+        Ok(restarting)
     });
     match result {
         Ok(false) => {
