@@ -142,10 +142,10 @@ impl ModelCommand {
                     store.dir().display()
                 );
                 println!(
-                    "  input shape {:?}, {} outputs, {} layers",
-                    stored.info.input_shape,
+                    "  {} inputs, {} outputs, {} operators",
+                    stored.info.input_len,
                     stored.info.output_len,
-                    stored.model.layers.len()
+                    stored.model.nodes().len()
                 );
                 println!("  calibrated on {} samples", samples.len());
                 println!("{}", stored.id);
@@ -225,36 +225,38 @@ fn print_info(stored: &StoredModel) -> anyhow::Result<()> {
     let info = &stored.info;
     println!("model        {}", info.name);
     println!("id           {}", stored.id);
-    println!(
-        "input        shape {:?}, scale {:e}",
-        info.input_shape, info.input_scale
-    );
-    println!(
-        "output       {} values, scale {:e}",
-        info.output_len, info.output_scale
-    );
-    println!("calibration  {} samples", info.calibration_samples);
-    println!("layers");
-    for layer in &info.layers {
-        let weight = layer
-            .weight_scale
-            .map(|s| format!("weight scale {s:e}, "))
-            .unwrap_or_default();
-        let shift = layer
-            .shift
-            .map(|s| format!(", shift {s}"))
-            .unwrap_or_default();
+    for input in &info.inputs {
         println!(
-            "  {:<12} {weight}output scale {:e}{shift}",
-            layer.layer, layer.output_scale
+            "input        shape {:?}, int8, scale {:e}",
+            input.shape, input.scale
+        );
+    }
+    for output in &info.outputs {
+        println!(
+            "output       shape {:?}, scale {:e}",
+            output.shape, output.scale
+        );
+    }
+    println!("calibration  {} samples", info.calibration_samples);
+    println!("nodes");
+    for node in &info.nodes {
+        let became = if node.quantised.is_empty() {
+            "fused".to_string()
+        } else {
+            node.quantised.join(" + ")
+        };
+        println!(
+            "  {:<24} {:<18} -> {:<20} scale {:.3e}, range [{}, {}]",
+            node.node, node.operator, became, node.scale, node.range[0], node.range[1]
         );
     }
     let system = proof::default_backend();
-    println!(
-        "circuit      {} constraints ({})",
-        system.circuit_size(&stored.model)?,
-        system.name()
-    );
+    let costs = system.circuit_costs(&stored.model)?;
+    let total: usize = costs.iter().map(|(_, n)| n).sum();
+    println!("circuit      {total} constraints ({})", system.name());
+    for (operator, count) in costs {
+        println!("  {operator:<18} {count}");
+    }
     match keys::read(stored, system.name(), keys::KeyKind::Verifying) {
         Ok(bytes) => println!("fingerprint  {} (verifying key)", keys::fingerprint(&bytes)),
         Err(_) => println!("fingerprint  none yet: run `sn2 model setup {}`", stored.id),

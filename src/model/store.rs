@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::quantize::LayerReport;
+use super::quantize::NodeReport;
 use super::{ModelError, ModelId, QuantModel, codec, onnx, quantize};
 use crate::fs::write_atomic;
 
@@ -30,13 +30,23 @@ const MIN_PREFIX: usize = 8;
 pub struct ModelInfo {
     pub name: String,
     pub source_sha256: String,
-    pub input_shape: Vec<usize>,
+    /// Each input's shape and scale (its values are int8).
+    pub inputs: Vec<TensorInfo>,
+    /// Each output's shape and scale.
+    pub outputs: Vec<TensorInfo>,
+    pub input_len: usize,
     pub output_len: usize,
-    pub input_scale: f32,
-    pub output_scale: f32,
     pub calibration_samples: usize,
-    pub layers: Vec<LayerReport>,
+    /// What each ONNX node became.
+    pub nodes: Vec<NodeReport>,
     pub imported_by: String,
+}
+
+/// A tensor at the model's edge: its shape and the scale of its integers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TensorInfo {
+    pub shape: Vec<usize>,
+    pub scale: f32,
 }
 
 /// A model loaded from the store, its bytes checked against its id.
@@ -96,18 +106,32 @@ impl ModelStore {
             )));
         }
         let float = onnx::import(onnx_bytes)?;
-        let (model, layers) = quantize::quantize(&float, calibration)?;
+        let (model, nodes) = quantize::quantize(&float, calibration)?;
         let canonical = codec::encode(&model);
         let id = ModelId::of(&canonical);
         let info = ModelInfo {
             name: name.to_string(),
             source_sha256: hex::encode(Sha256::digest(onnx_bytes)),
-            input_shape: model.input_shape.clone(),
+            inputs: model
+                .inputs()
+                .iter()
+                .map(|i| TensorInfo {
+                    shape: i.shape.clone(),
+                    scale: i.scale,
+                })
+                .collect(),
+            outputs: model
+                .outputs()
+                .iter()
+                .map(|o| TensorInfo {
+                    shape: model.types()[o.tensor].shape.clone(),
+                    scale: o.scale,
+                })
+                .collect(),
+            input_len: model.input_len(),
             output_len: model.output_len(),
-            input_scale: model.input_scale,
-            output_scale: model.output_scale,
             calibration_samples: calibration.len(),
-            layers,
+            nodes,
             imported_by: format!("sn2 {}", env!("CARGO_PKG_VERSION")),
         };
         let dir = self.dir.join(id.to_hex());

@@ -5,19 +5,19 @@ use std::sync::Arc;
 
 use ark_bn254::{Bn254, Fr, G1Projective};
 use ark_ec::{AffineRepr, VariableBaseMSM};
-use ark_ff::{PrimeField, UniformRand};
+use ark_ff::{One, PrimeField, UniformRand};
 use ark_groth16::{
     Groth16, PreparedVerifyingKey, Proof, ProvingKey, VerifyingKey, prepare_verifying_key,
 };
 use ark_relations::gr1cs::{
-    ConstraintSynthesizer, ConstraintSystem, Matrix, OptimizationGoal, R1CS_PREDICATE_LABEL,
-    SynthesisMode,
+    ConstraintSynthesizer, ConstraintSystemRef, LinearCombination, Matrix, SynthesisError, Variable,
 };
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use rand_core::OsRng;
 
-use super::circuit::{InferenceCircuit, encode_input, encode_output};
+use super::circuit::{encode_input, encode_output, synthesize};
 use super::{Binding, KeyPair, ProofError, ProofSystem, Proven, Prover, Statement, Verifier};
+use crate::circuit::r1cs::{Lc, Mode, R1cs, Var};
 use crate::model::QuantModel;
 
 pub const NAME: &str = "groth16-bn254";
@@ -30,8 +30,44 @@ fn binding_element(binding: &Binding) -> Fr {
     Fr::from_le_bytes_mod_order(&binding.0)
 }
 
-fn zero_circuit(model: &QuantModel) -> (Vec<i8>, Fr) {
-    (vec![0i8; model.input_len()], Fr::from(0u64))
+/// The constraint system of `model` on a zero input: what setup and the cached matrices
+/// are made from (the constraints do not depend on the values).
+fn constraint_system(model: &QuantModel) -> R1cs {
+    let input = vec![0i8; model.input_len()];
+    synthesize(model, &input, Fr::from(0u64), Mode::Constraints).0
+}
+
+/// Replays recorded constraints into ark's constraint system, for its key generator.
+struct Replay<'a>(&'a R1cs);
+
+impl ConstraintSynthesizer<Fr> for Replay<'_> {
+    fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
+        let system = self.0;
+        for _ in 1..system.instance_count() {
+            let _ = cs.new_input_variable(|| Ok(Fr::from(0u64)))?;
+        }
+        for _ in 0..system.witness_count() {
+            let _ = cs.new_witness_variable(|| Ok(Fr::from(0u64)))?;
+        }
+        let convert = |lc: &Lc| {
+            LinearCombination(
+                lc.iter()
+                    .map(|&(c, v)| {
+                        let variable = match v {
+                            Var::One => Variable::One,
+                            Var::Instance(i) => Variable::instance(i as usize),
+                            Var::Witness(i) => Variable::witness(i as usize),
+                        };
+                        (c, variable)
+                    })
+                    .collect(),
+            )
+        };
+        for [a, b, c] in system.rows() {
+            cs.enforce_r1cs_constraint(|| convert(a), || convert(b), || convert(c))?;
+        }
+        Ok(())
+    }
 }
 
 impl ProofSystem for Groth16Bn254 {
@@ -40,15 +76,12 @@ impl ProofSystem for Groth16Bn254 {
     }
 
     fn setup(&self, model: &QuantModel) -> Result<KeyPair, ProofError> {
-        let (input, binding) = zero_circuit(model);
-        let circuit = InferenceCircuit {
-            model,
-            input: &input,
-            binding,
-        };
-        let proving_key =
-            Groth16::<Bn254>::generate_random_parameters_with_reduction(circuit, &mut OsRng)
-                .map_err(|e| ProofError::Synthesis(e.to_string()))?;
+        let system = constraint_system(model);
+        let proving_key = Groth16::<Bn254>::generate_random_parameters_with_reduction(
+            Replay(&system),
+            &mut OsRng,
+        )
+        .map_err(|e| ProofError::Synthesis(e.to_string()))?;
         let mut proving = Vec::new();
         proving_key
             .serialize_uncompressed(&mut proving)
@@ -76,7 +109,7 @@ impl ProofSystem for Groth16Bn254 {
                 "the proving key is for another model".into(),
             ));
         }
-        let shape = CircuitShape::of(&model)?;
+        let shape = CircuitShape::of(&model);
         Ok(Box::new(Groth16Prover { model, key, shape }))
     }
 
@@ -103,45 +136,33 @@ impl ProofSystem for Groth16Bn254 {
         }))
     }
 
-    fn circuit_size(&self, model: &QuantModel) -> Result<usize, ProofError> {
-        Ok(CircuitShape::of(model)?.constraints)
+    fn circuit_costs(&self, model: &QuantModel) -> Result<Vec<(String, usize)>, ProofError> {
+        Ok(super::circuit::costs(model)
+            .into_iter()
+            .map(|(operator, n)| (operator.to_string(), n))
+            .collect())
     }
 }
 
-/// The constraint matrices of a model's circuit, computed once per prover so that each proof
-/// only computes the witness.
+/// The constraint matrices of a model's circuit, computed once per prover so that each
+/// proof only computes the witness.
 struct CircuitShape {
     matrices: Vec<Matrix<Fr>>,
     instance_variables: usize,
+    witness_variables: usize,
     constraints: usize,
 }
 
 impl CircuitShape {
-    fn of(model: &QuantModel) -> Result<Self, ProofError> {
-        let (input, binding) = zero_circuit(model);
-        let cs = ConstraintSystem::<Fr>::new_ref();
-        // As ark-groth16's generator does, so that the matrices are the keys' matrices.
-        cs.set_optimization_goal(OptimizationGoal::Constraints);
-        cs.set_mode(SynthesisMode::Setup);
-        InferenceCircuit {
-            model,
-            input: &input,
-            binding,
+    fn of(model: &QuantModel) -> Self {
+        let system = constraint_system(model);
+        let m = system.matrices();
+        Self {
+            constraints: m.a.len(),
+            matrices: vec![m.a, m.b, m.c],
+            instance_variables: m.instance_variables,
+            witness_variables: m.witness_variables,
         }
-        .generate_constraints(cs.clone())
-        .map_err(|e| ProofError::Synthesis(e.to_string()))?;
-        cs.finalize();
-        let mut matrices = cs
-            .to_matrices()
-            .map_err(|e| ProofError::Synthesis(e.to_string()))?;
-        let matrices = matrices
-            .remove(R1CS_PREDICATE_LABEL)
-            .ok_or_else(|| ProofError::Synthesis("no R1CS constraints".into()))?;
-        Ok(Self {
-            matrices,
-            instance_variables: cs.num_instance_variables(),
-            constraints: cs.num_constraints(),
-        })
     }
 }
 
@@ -153,34 +174,26 @@ struct Groth16Prover {
 
 impl Prover for Groth16Prover {
     fn prove(&self, input: &[i8], binding: &Binding) -> Result<Proven, ProofError> {
-        let output = self.model.evaluate(input)?;
-        let circuit = InferenceCircuit {
-            model: &self.model,
-            input,
-            binding: binding_element(binding),
-        };
+        if input.len() != self.model.input_len() {
+            return Err(ProofError::Model(crate::model::ModelError::InputLength {
+                expected: self.model.input_len(),
+                found: input.len(),
+            }));
+        }
         // Values only: the matrices are cached.
-        let cs = ConstraintSystem::<Fr>::new_ref();
-        cs.set_optimization_goal(OptimizationGoal::Constraints);
-        cs.set_mode(SynthesisMode::Prove {
-            construct_matrices: false,
-            generate_lc_assignments: false,
-        });
-        circuit
-            .generate_constraints(cs.clone())
-            .map_err(|e| ProofError::Synthesis(e.to_string()))?;
-        let synthesis =
-            |e: ark_relations::gr1cs::SynthesisError| ProofError::Synthesis(e.to_string());
-        let assignment = [
-            cs.instance_assignment().map_err(synthesis)?,
-            cs.witness_assignment().map_err(synthesis)?,
-        ]
-        .concat();
-        if cs.num_instance_variables() != self.shape.instance_variables {
+        let (cs, output) = synthesize(&self.model, input, binding_element(binding), Mode::Witness);
+        if let Some(failure) = cs.failure() {
+            return Err(ProofError::Synthesis(failure.to_string()));
+        }
+        if cs.instance_count() != self.shape.instance_variables
+            || cs.witness_count() != self.shape.witness_variables
+        {
             return Err(ProofError::Synthesis(
                 "the witness does not fit the circuit".into(),
             ));
         }
+        let assignment = cs.assignment();
+        debug_assert!(assignment[0].is_one());
         let (r, s) = (Fr::rand(&mut OsRng), Fr::rand(&mut OsRng));
         let proof = Groth16::<Bn254>::create_proof_with_reduction_and_matrices(
             &self.key,
@@ -197,7 +210,7 @@ impl Prover for Groth16Prover {
             .serialize_compressed(&mut bytes)
             .expect("serialising to memory cannot fail");
         Ok(Proven {
-            output,
+            output: output.into_iter().map(|v| v as i32).collect(),
             proof: bytes,
         })
     }

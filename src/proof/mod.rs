@@ -107,7 +107,12 @@ pub trait ProofSystem: Send + Sync {
     ) -> Result<Box<dyn Verifier>, ProofError>;
 
     /// The size of the model's circuit, in the backend's own unit (constraints for R1CS).
-    fn circuit_size(&self, model: &QuantModel) -> Result<usize, ProofError>;
+    fn circuit_size(&self, model: &QuantModel) -> Result<usize, ProofError> {
+        Ok(self.circuit_costs(model)?.iter().map(|(_, n)| n).sum())
+    }
+
+    /// The circuit's size per kind of operator (and the backend's own parts).
+    fn circuit_costs(&self, model: &QuantModel) -> Result<Vec<(String, usize)>, ProofError>;
 }
 
 pub trait Prover: Send + Sync {

@@ -1,28 +1,18 @@
 use ark_bn254::Fr;
 use ark_ff::{BigInteger, PrimeField};
-use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystem};
 
-use super::circuit::{InferenceCircuit, public_inputs};
+use super::circuit::{public_inputs, synthesize, synthesize_into};
 use super::*;
-use crate::model::testing::{Numbers, every_layer_model};
+use crate::circuit::r1cs::{Change, Mode, Tamper};
+use crate::model::testing::{Numbers, every_operator_model};
 
 /// Synthesises the circuit with a witness and returns its public inputs, after checking
 /// that every constraint holds.
 fn synthesise(model: &QuantModel, input: &[i8], binding: Fr) -> Vec<Fr> {
-    let cs = ConstraintSystem::<Fr>::new_ref();
-    InferenceCircuit {
-        model,
-        input,
-        binding,
-    }
-    .generate_constraints(cs.clone())
-    .unwrap();
-    assert_eq!(
-        cs.which_is_unsatisfied().unwrap(),
-        None,
-        "unsatisfied constraint"
-    );
-    let mut instance = cs.instance_assignment().unwrap();
+    let (cs, _) = synthesize(model, input, binding, Mode::Constraints);
+    assert_eq!(cs.failure(), None);
+    assert_eq!(cs.first_unsatisfied(), None, "unsatisfied constraint");
+    let mut instance = cs.instance_values().to_vec();
     assert_eq!(
         instance.remove(0),
         Fr::from(1u64),
@@ -41,7 +31,7 @@ fn inputs_for(model: &QuantModel, seed: u64) -> Vec<Vec<i8>> {
 
 #[test]
 fn witness_equals_the_evaluator_on_random_and_extreme_inputs() {
-    let model = every_layer_model();
+    let model = every_operator_model();
     let binding = Fr::from(12345u64);
     for input in inputs_for(&model, 1) {
         let expected = model.evaluate(&input).unwrap();
@@ -51,17 +41,45 @@ fn witness_equals_the_evaluator_on_random_and_extreme_inputs() {
 }
 
 #[test]
-fn saturation_and_both_clamp_ranges_are_exercised() {
-    // The extreme inputs must drive some requantised values to each bound, or the
-    // test above would not cover the saturation branches of the circuit.
-    let model = every_layer_model();
-    let mut seen = std::collections::BTreeSet::new();
-    for input in inputs_for(&model, 1) {
-        let mut x: Vec<i64> = input.iter().map(|&v| v as i64).collect();
-        x = crate::model::quant::apply(&model.layers[0], &x);
-        seen.extend(x.iter().filter(|&&v| v == -128 || v == 127).copied());
+fn witness_mode_computes_the_same_assignment() {
+    let model = every_operator_model();
+    let input = inputs_for(&model, 2).pop().unwrap();
+    let (full, _) = synthesize(&model, &input, Fr::from(9u64), Mode::Constraints);
+    let (values, _) = synthesize(&model, &input, Fr::from(9u64), Mode::Witness);
+    assert_eq!(full.assignment(), values.assignment());
+    assert_eq!(full.constraint_count(), values.constraint_count());
+}
+
+#[test]
+fn a_changed_witness_anywhere_in_the_model_is_refused() {
+    // Every operator of every family, end to end: change one witness (a sample of them,
+    // spread over the whole circuit), let the change flow to the public output, and the
+    // constraints refuse it, or the output did not change.
+    let model = every_operator_model();
+    let input = inputs_for(&model, 3).pop().unwrap();
+    let binding = Fr::from(77u64);
+    let (honest, output) = synthesize(&model, &input, binding, Mode::Constraints);
+    assert_eq!(honest.first_unsatisfied(), None);
+    let total = honest.witness_count();
+    let mut refused = 0;
+    let mut tried = 0;
+    for index in (0..total).step_by((total / 400).max(1)) {
+        for change in [Change::Add(1), Change::Flip] {
+            let mut cs = crate::circuit::r1cs::R1cs::new(Mode::Constraints);
+            cs.tamper = vec![Tamper { index, change }];
+            let (cs, claimed) = synthesize_into(cs, &model, &input, binding);
+            tried += 1;
+            if cs.first_unsatisfied().is_some() {
+                refused += 1;
+            } else {
+                assert_eq!(
+                    claimed, output,
+                    "witness {index} changed by {change:?} proves another output"
+                );
+            }
+        }
     }
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![-128, 127]);
+    assert!(refused * 10 >= tried * 9, "{refused} of {tried} refused");
 }
 
 #[test]
@@ -86,7 +104,7 @@ fn binding_is_a_function_of_model_miner_and_nonce() {
 
 #[test]
 fn groth16_round_trip_and_refusals_on_the_test_model() {
-    let model = Arc::new(every_layer_model());
+    let model = Arc::new(every_operator_model());
     let system = groth16::Groth16Bn254;
     let keys = system.setup(&model).unwrap();
     let prover = system.prover(model.clone(), &keys.proving).unwrap();

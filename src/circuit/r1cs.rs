@@ -1,0 +1,425 @@
+//! [`Arith`] as rank-1 constraints over BN254's scalar field.
+//!
+//! [`R1cs`] runs in one of two modes:
+//! - [`Mode::Constraints`] records every constraint with its linear combinations (for
+//!   setup, for the matrices a prover caches, and for tests, which check satisfaction);
+//! - [`Mode::Witness`] computes only the values, in the same allocation order, which is
+//!   all a prover with cached matrices needs per proof.
+//!
+//! Variables are the constant one, public inputs (instance) and private witnesses. A
+//! [`Wire`] is a linear combination of variables with its integer value; linear
+//! operations build wires without constraints, and each gadget (in `gadgets`) allocates
+//! the witnesses it needs, computing every derived value from the values of the wires it
+//! has allocated, so that a changed witness value flows downstream as a cheating prover's
+//! would (the tamper tests rely on this).
+
+use std::collections::BTreeMap;
+
+use ark_bn254::Fr;
+use ark_ff::{One, Zero};
+
+use super::{Arith, Range, Rescale, gadgets};
+
+/// A variable of the constraint system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Var {
+    One,
+    /// A public input, numbered from 1 (0 is the constant one).
+    Instance(u32),
+    Witness(u32),
+}
+
+/// A linear combination, kept sorted by variable without repeats or zero coefficients.
+pub type Lc = Vec<(Fr, Var)>;
+
+/// A value in the circuit: a linear combination and the integer it evaluates to. The
+/// combination is empty in witness mode.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    pub(crate) lc: Lc,
+    pub(crate) value: i128,
+}
+
+impl Wire {
+    pub fn value(&self) -> i128 {
+        self.value
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Constraints,
+    Witness,
+}
+
+/// A change to one witness value during synthesis, for the soundness tests.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tamper {
+    /// Which witness allocation to change.
+    pub index: usize,
+    pub change: Change,
+}
+
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change {
+    Add(i128),
+    /// `v → 1 − v`: flips a bit.
+    Flip,
+}
+
+/// The constraint system under construction, with its assignment.
+pub struct R1cs {
+    mode: Mode,
+    /// Values of the instance variables; index 0 is the constant one.
+    instance: Vec<Fr>,
+    witness: Vec<Fr>,
+    rows: Vec<[Lc; 3]>,
+    /// The operator each recorded row belongs to (constraint mode only).
+    row_labels: Vec<&'static str>,
+    constraints: usize,
+    operator: &'static str,
+    operator_start: usize,
+    costs: BTreeMap<&'static str, usize>,
+    failure: Option<String>,
+    #[cfg(test)]
+    pub(crate) tamper: Vec<Tamper>,
+}
+
+/// The constraint matrices in ark-relations' layout: one row per constraint, columns
+/// numbered one, public inputs, then witnesses.
+pub struct Matrices {
+    pub a: Vec<Vec<(Fr, usize)>>,
+    pub b: Vec<Vec<(Fr, usize)>>,
+    pub c: Vec<Vec<(Fr, usize)>>,
+    /// Instance variables, the constant one included.
+    pub instance_variables: usize,
+    pub witness_variables: usize,
+}
+
+impl R1cs {
+    pub fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            instance: vec![Fr::one()],
+            witness: Vec::new(),
+            rows: Vec::new(),
+            row_labels: Vec::new(),
+            constraints: 0,
+            operator: "circuit",
+            operator_start: 0,
+            costs: BTreeMap::new(),
+            failure: None,
+            #[cfg(test)]
+            tamper: Vec::new(),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn records(&self) -> bool {
+        self.mode == Mode::Constraints
+    }
+
+    /// A new public input holding `value`.
+    pub fn public_input(&mut self, value: Fr) -> Var {
+        self.instance.push(value);
+        Var::Instance((self.instance.len() - 1) as u32)
+    }
+
+    /// A public input holding the integer `value − offset`, as the wire `input + offset`
+    /// whose value is `value`. Offsets keep public inputs small and non-negative, which
+    /// makes verification fast.
+    pub fn public_integer(&mut self, value: i128, offset: i128) -> Wire {
+        let var = self.public_input(Fr::from(value - offset));
+        Wire {
+            lc: if self.records() {
+                compact(vec![(Fr::one(), var), (Fr::from(offset), Var::One)])
+            } else {
+                Lc::new()
+            },
+            value,
+        }
+    }
+
+    /// A wire of the variable `var` (known to hold `value`).
+    pub fn variable(&self, var: Var, value: i128) -> Wire {
+        Wire {
+            lc: if self.records() {
+                vec![(Fr::one(), var)]
+            } else {
+                Lc::new()
+            },
+            value,
+        }
+    }
+
+    /// A new witness holding the integer `value`.
+    pub fn alloc(&mut self, value: i128) -> Wire {
+        #[cfg(test)]
+        let value = self.changes().fold(value, |value, change| match change {
+            Change::Add(delta) => value.wrapping_add(delta),
+            Change::Flip => 1 - value,
+        });
+        self.push_witness(Fr::from(value), value)
+    }
+
+    /// A new witness holding a field element that is not a small integer (an inverse);
+    /// its wire's integer value is meaningless and must not be used.
+    pub fn alloc_field(&mut self, value: Fr) -> Wire {
+        #[cfg(test)]
+        let value = self.changes().fold(value, |value, change| match change {
+            Change::Add(delta) => value + Fr::from(delta),
+            Change::Flip => Fr::one() - value,
+        });
+        self.push_witness(value, 0)
+    }
+
+    /// The changes the tests asked for at the next witness.
+    #[cfg(test)]
+    fn changes(&self) -> impl Iterator<Item = Change> + '_ {
+        let next = self.witness.len();
+        self.tamper
+            .iter()
+            .filter(move |t| t.index == next)
+            .map(|t| t.change)
+    }
+
+    fn push_witness(&mut self, field: Fr, value: i128) -> Wire {
+        self.witness.push(field);
+        let var = Var::Witness((self.witness.len() - 1) as u32);
+        self.variable(var, value)
+    }
+
+    /// The constant `value`.
+    pub fn constant_wire(&self, value: i128) -> Wire {
+        Wire {
+            lc: if self.records() && value != 0 {
+                vec![(Fr::from(value), Var::One)]
+            } else {
+                Lc::new()
+            },
+            value,
+        }
+    }
+
+    /// `Σ coefficient·wire + constant`, free.
+    pub fn sum(&self, terms: &[(i128, &Wire)], constant: i128) -> Wire {
+        let value = terms.iter().fold(constant, |sum, &(c, w)| {
+            sum.wrapping_add(c.wrapping_mul(w.value))
+        });
+        if !self.records() {
+            return Wire {
+                lc: Lc::new(),
+                value,
+            };
+        }
+        let mut lc = Lc::with_capacity(terms.iter().map(|(_, w)| w.lc.len()).sum::<usize>() + 1);
+        for &(c, wire) in terms {
+            if c == 0 {
+                continue;
+            }
+            if c == 1 {
+                lc.extend_from_slice(&wire.lc);
+            } else {
+                let c = Fr::from(c);
+                lc.extend(wire.lc.iter().map(|&(f, v)| (c * f, v)));
+            }
+        }
+        if constant != 0 {
+            lc.push((Fr::from(constant), Var::One));
+        }
+        Wire {
+            lc: compact(lc),
+            value,
+        }
+    }
+
+    /// Records `a · b = c`.
+    pub fn enforce(&mut self, a: &Wire, b: &Wire, c: &Wire) {
+        self.constraints += 1;
+        if self.records() {
+            self.rows.push([a.lc.clone(), b.lc.clone(), c.lc.clone()]);
+            self.row_labels.push(self.operator);
+        }
+    }
+
+    /// Records `a = b`.
+    pub fn enforce_equal(&mut self, a: &Wire, b: &Wire) {
+        let difference = self.sum(&[(1, a), (-1, b)], 0);
+        self.enforce(&difference, &self.constant_wire(1), &self.constant_wire(0));
+    }
+
+    /// Records `b ∈ {0, 1}`.
+    pub fn enforce_boolean(&mut self, b: &Wire) {
+        let b_minus_one = self.sum(&[(1, b)], -1);
+        self.enforce(b, &b_minus_one, &self.constant_wire(0));
+    }
+
+    /// A new witness `a·b`, constrained.
+    pub fn product(&mut self, a: &Wire, b: &Wire) -> Wire {
+        let c = self.alloc(a.value.wrapping_mul(b.value));
+        self.enforce(a, b, &c);
+        c
+    }
+
+    /// Records that the honest witness cannot be computed (a value outside the range
+    /// the model promised). The first failure is kept; the proof must not be attempted.
+    pub fn fail(&mut self, reason: String) {
+        if self.failure.is_none() {
+            self.failure = Some(reason);
+        }
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    pub fn constraint_count(&self) -> usize {
+        self.constraints
+    }
+
+    pub fn witness_count(&self) -> usize {
+        self.witness.len()
+    }
+
+    /// Instance variables, the constant one included.
+    pub fn instance_count(&self) -> usize {
+        self.instance.len()
+    }
+
+    pub fn instance_values(&self) -> &[Fr] {
+        &self.instance
+    }
+
+    /// The full assignment: instance (the one first), then witnesses.
+    pub fn assignment(&self) -> Vec<Fr> {
+        [&self.instance[..], &self.witness[..]].concat()
+    }
+
+    /// The recorded constraints (constraint mode).
+    pub fn rows(&self) -> &[[Lc; 3]] {
+        &self.rows
+    }
+
+    /// Constraints per operator, in the order of [`Arith::enter`] labels.
+    pub fn costs(&self) -> Vec<(&'static str, usize)> {
+        let mut costs = self.costs.clone();
+        *costs.entry(self.operator).or_default() += self.constraints - self.operator_start;
+        costs.into_iter().filter(|&(_, n)| n > 0).collect()
+    }
+
+    /// The first constraint that the assignment does not satisfy, with its operator.
+    pub fn first_unsatisfied(&self) -> Option<(usize, &'static str)> {
+        assert!(
+            self.records(),
+            "only a constraint-mode system can be checked"
+        );
+        let value = |lc: &Lc| -> Fr {
+            lc.iter()
+                .map(|&(c, v)| {
+                    c * match v {
+                        Var::One => Fr::one(),
+                        Var::Instance(i) => self.instance[i as usize],
+                        Var::Witness(i) => self.witness[i as usize],
+                    }
+                })
+                .sum()
+        };
+        self.rows
+            .iter()
+            .position(|[a, b, c]| value(a) * value(b) != value(c))
+            .map(|i| (i, self.row_labels[i]))
+    }
+
+    /// The matrices in ark-relations' layout.
+    pub fn matrices(&self) -> Matrices {
+        assert!(
+            self.records(),
+            "matrices come from a constraint-mode system"
+        );
+        let instance_variables = self.instance.len();
+        let column = |v: Var| match v {
+            Var::One => 0,
+            Var::Instance(i) => i as usize,
+            Var::Witness(i) => instance_variables + i as usize,
+        };
+        let convert = |lc: &Lc| lc.iter().map(|&(c, v)| (c, column(v))).collect::<Vec<_>>();
+        let mut matrices = Matrices {
+            a: Vec::with_capacity(self.rows.len()),
+            b: Vec::with_capacity(self.rows.len()),
+            c: Vec::with_capacity(self.rows.len()),
+            instance_variables,
+            witness_variables: self.witness.len(),
+        };
+        for [a, b, c] in &self.rows {
+            matrices.a.push(convert(a));
+            matrices.b.push(convert(b));
+            matrices.c.push(convert(c));
+        }
+        matrices
+    }
+}
+
+/// Sorts by variable, merges repeats and drops zero coefficients.
+fn compact(mut lc: Lc) -> Lc {
+    if lc.len() > 1 {
+        lc.sort_unstable_by_key(|&(_, v)| v);
+        let mut out: Lc = Vec::with_capacity(lc.len());
+        for (c, v) in lc {
+            match out.last_mut() {
+                Some((sum, last)) if *last == v => *sum += c,
+                _ => out.push((c, v)),
+            }
+        }
+        lc = out;
+    }
+    lc.retain(|(c, _)| !c.is_zero());
+    lc
+}
+
+impl Arith for R1cs {
+    type Value = Wire;
+
+    fn constant(&mut self, value: i64) -> Wire {
+        self.constant_wire(value as i128)
+    }
+
+    fn linear(&mut self, terms: &[(i64, &Wire)], constant: i64) -> Wire {
+        let terms: Vec<(i128, &Wire)> = terms.iter().map(|&(c, w)| (c as i128, w)).collect();
+        self.sum(&terms, constant as i128)
+    }
+
+    fn mul(&mut self, a: &Wire, b: &Wire) -> Wire {
+        self.product(a, b)
+    }
+
+    fn rescale(&mut self, x: &Wire, input: Range, rescale: Rescale) -> Wire {
+        gadgets::rescale(self, x, input, rescale)
+    }
+
+    fn max(&mut self, a: &Wire, b: &Wire, range: Range) -> Wire {
+        gadgets::max(self, a, b, range)
+    }
+
+    fn lookup(&mut self, x: &Wire, domain: Range, tables: &[&[i64]]) -> Vec<Wire> {
+        gadgets::lookup(self, x, domain, tables)
+    }
+
+    fn reciprocal(&mut self, x: &Wire, input: Range, bits: u32) -> Wire {
+        gadgets::reciprocal(self, x, input, bits)
+    }
+
+    fn inverse_sqrt(&mut self, x: &Wire, input: Range, bits: u32) -> Wire {
+        gadgets::inverse_sqrt(self, x, input, bits)
+    }
+
+    fn enter(&mut self, operator: &'static str) {
+        *self.costs.entry(self.operator).or_default() += self.constraints - self.operator_start;
+        self.operator = operator;
+        self.operator_start = self.constraints;
+    }
+}
