@@ -53,6 +53,7 @@
               ./Cargo.toml
               ./Cargo.lock
               ./src
+              ./fuzz
               ./models
               ./tests
               ./config.example.toml

@@ -103,7 +103,7 @@ let
           ''
             {
               chain.network = "finney";
-              validator.key_url = "http://203.0.113.9:9090";
+              validator.key_server = "203.0.113.9:9090";
             }
           ''
       );
@@ -252,6 +252,9 @@ let
           "~@resources"
         ];
         SystemCallErrorNumber = "EPERM";
+        # No core dumps: ark-groth16 leaves a setup's secret values (toxic waste) in
+        # memory, and a validator's core dumped during setup would hand them out.
+        LimitCORE = 0;
       };
     };
 

@@ -61,6 +61,7 @@ pub struct Started {
 pub fn start(role: Role, args: &DaemonArgs) -> anyhow::Result<Started> {
     let config = Config::load(&args.config)?;
     crate::logging::init(&config.logging).context("cannot set up logging")?;
+    raise_open_files_limit();
     let wallet = config.wallet_location();
     let hotkey = wallet
         .load_hotkey()
@@ -70,7 +71,13 @@ pub fn start(role: Role, args: &DaemonArgs) -> anyhow::Result<Started> {
         version = env!("CARGO_PKG_VERSION"),
         config = %args.config.display(),
         hotkey = %hotkey.public(),
-        network = config.chain.network.endpoint(),
+        chain = %match config.chain.backend {
+            // No endpoint is reached on the local backend: naming one would mislead.
+            ChainBackend::Local => "local (the config's neurons)".to_string(),
+            ChainBackend::Subtensor => {
+                crate::config::redact_url(config.chain.network.endpoint())
+            }
+        },
         netuid = config.netuid(),
         "started"
     );
@@ -79,6 +86,23 @@ pub fn start(role: Role, args: &DaemonArgs) -> anyhow::Result<Started> {
         config,
         hotkey,
     })
+}
+
+/// Raises the soft limit on open files to the hard one: each listener holds up to 1024
+/// connections, past the soft limit of 1024 that shells and systemd give by default, and a
+/// daemon out of descriptors could not even accept the connection that answers 503.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(%error, "cannot raise the limit on open files; connections may be refused early");
+        }
+    }
 }
 
 /// Completes when the process is asked to stop (SIGTERM or Ctrl-C), naming the signal.
@@ -227,8 +251,9 @@ fn announced_address(config: &crate::config::MinerConfig) -> anyhow::Result<Sock
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Announces the miner's axon, retrying while the chain is unreachable or rate-limits
-/// axon updates; gives up (loudly) on refusals the operator must fix.
+/// Announces the daemon's axon (a miner's QUIC and HTTP address, a validator's key
+/// server), retrying while the chain is unreachable or rate-limits axon updates; gives up
+/// (loudly) on refusals the operator must fix.
 async fn announce_axon(chain: Arc<dyn Chain>, address: SocketAddr, mut shutdown: Shutdown) {
     let mut delay = std::time::Duration::from_secs(2);
     loop {
@@ -250,7 +275,7 @@ async fn announce_axon(chain: Arc<dyn Chain>, address: SocketAddr, mut shutdown:
                 true
             }
             Err(error) => {
-                tracing::error!(%error, "cannot serve the axon; validators will not find this miner");
+                tracing::error!(%error, "cannot serve the axon; peers will not find this daemon");
                 notify(&[sd_notify::NotifyState::Status(&format!(
                     "serving, but the axon is not on chain: {error}"
                 ))]);
@@ -352,7 +377,13 @@ async fn run_miner(
     };
     let options = MinerOptions::from_config(&config.miner);
     let store = ModelStore::new(&config.models.dir);
-    let miner = Miner::new(started.hotkey, store, (*metagraph).clone(), options);
+    let miner = Miner::new(
+        started.hotkey,
+        store,
+        (*metagraph).clone(),
+        options,
+        metrics.clone(),
+    );
     let hotkey = miner.hotkey().ss58();
     // Bound before READY: systemd is told only once the miner is reachable.
     let serving = tokio::spawn(miner.clone().listen(listen, shutdown.clone()).await?);
@@ -423,6 +454,21 @@ async fn run_validator(
             .listen_http(metrics_listen, shutdown.clone())
             .await?;
         tasks.push(tokio::spawn(server));
+    }
+    // Miners fetch proving keys from the address this validator announced, and from
+    // nowhere else; with the local backend the config's neurons say it.
+    match (config.validator.key_server, config.chain.backend) {
+        (Some(key_server), ChainBackend::Subtensor) => {
+            anyhow::ensure!(
+                metrics_enabled,
+                "[validator] key_server is set but [metrics] enabled = false: the key server is the metrics listener; enable it or remove key_server"
+            );
+            tokio::spawn(announce_axon(chain, key_server.0, shutdown.clone()));
+        }
+        (None, ChainBackend::Subtensor) => tracing::warn!(
+            "[validator] key_server is not set: miners cannot fetch this validator's proving keys and will answer `unknown_key` until they have them"
+        ),
+        (_, ChainBackend::Local) => {}
     }
     tracing::info!(hotkey = %validator.hotkey().ss58(), "ready");
     notify(&[

@@ -159,7 +159,8 @@ impl Devnet {
         let mut neurons = vec![StaticNeuron {
             uid: 0,
             hotkey: validator_key.ss58(),
-            axon: None,
+            // Its key server: miners fetch proving keys from here and from nowhere else.
+            axon: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port))),
             validator_permit: true,
             stake: 1000.0,
         }];
@@ -195,11 +196,13 @@ impl Devnet {
                 chain.snapshot(),
                 MinerOptions {
                     max_concurrent_proofs: 2,
-                    max_request_bytes: 1 << 20,
                     max_key_bytes: 256 << 20,
+                    key_fetch_timeout: Duration::from_secs(120),
+                    limits: crate::wire::http::Limits::new(1 << 20),
                     min_validator_stake: 0.0,
                     behaviour,
                 },
+                Arc::new(crate::metrics::Metrics::default()),
             );
             let (miner_stop, miner_shutdown) = shutdown::channel();
             // Bound before the devnet is handed out, so the first round finds every miner.
@@ -226,7 +229,6 @@ impl Devnet {
             sample_size: options.miners,
             state_dir: dir.path().join("validator-state"),
             models: Vec::new(),
-            key_url: Some(format!("http://127.0.0.1:{metrics_port}")),
             transport: options.transport,
             max_response_bytes: 1 << 20,
         };

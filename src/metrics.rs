@@ -29,7 +29,14 @@ struct State {
     /// Set once a release manifest has been polled: (a newer release exists, its serial).
     update: Option<(bool, u64)>,
     update_refusals: u64,
+    /// Connections and requests turned away, by reason.
+    refused: BTreeMap<&'static str, u64>,
+    /// The minute of the refusals logged, and how many were logged in it.
+    refusals_logged: (u64, u32),
 }
+
+/// Refusals logged per minute; past this they are only counted (and summed up once).
+const REFUSALS_LOGGED_PER_MINUTE: u32 = 10;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -69,6 +76,30 @@ impl Metrics {
             }
             state.latency_sum += latency;
             state.latency_count += 1;
+        }
+    }
+
+    /// A connection or request turned away: counted by `reason`, and logged with
+    /// `detail` at most ten times a minute, so that an attack shows without flooding the
+    /// log.
+    pub fn refused(&self, reason: &'static str, detail: &dyn std::fmt::Display) {
+        let minute = crate::wire::now_ms() / 60_000;
+        let mut state = self.state.lock().expect("not poisoned");
+        *state.refused.entry(reason).or_default() += 1;
+        let (logged_minute, logged) = &mut state.refusals_logged;
+        if *logged_minute != minute {
+            *logged_minute = minute;
+            *logged = 0;
+        }
+        *logged += 1;
+        match (*logged).cmp(&REFUSALS_LOGGED_PER_MINUTE) {
+            std::cmp::Ordering::Less => tracing::info!(reason, %detail, "refused"),
+            std::cmp::Ordering::Equal => tracing::warn!(
+                reason,
+                %detail,
+                "refused; further refusals this minute are only counted (sn2_refused_total)"
+            ),
+            std::cmp::Ordering::Greater => {}
         }
     }
 
@@ -136,9 +167,11 @@ impl Metrics {
             .map_err(|e| anyhow::anyhow!("cannot listen for metrics on tcp/{address}: {e}"))?;
         tracing::info!(%address, "serving metrics and health");
         let health = std::sync::Arc::new(health);
+        let refusals = self.clone();
         Ok(crate::wire::http::serve(
             listener,
-            4096,
+            crate::wire::http::Limits::new(0),
+            std::sync::Arc::new(move |reason, peer| refusals.refused(reason, &peer)),
             move |parts, _body| {
                 let (metrics, health) = (self.clone(), health.clone());
                 async move {
@@ -227,6 +260,13 @@ impl Metrics {
             "Query rounds completed.",
             s.rounds,
         );
+        let _ = writeln!(
+            out,
+            "# HELP sn2_refused_total Connections and requests turned away, by reason.\n# TYPE sn2_refused_total counter"
+        );
+        for (reason, n) in &s.refused {
+            let _ = writeln!(out, "sn2_refused_total{{reason=\"{reason}\"}} {n}");
+        }
         let _ = writeln!(
             out,
             "# HELP sn2_weight Current normalised weight per miner hotkey.\n# TYPE sn2_weight gauge"

@@ -364,8 +364,8 @@ async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
         "validator",
         &node,
         &format!(
-            "[validator]\nround_interval_secs = 2\nweights_interval_blocks = 1\nstate_dir = \"state\"\nkey_url = \"http://127.0.0.1:{key_port}\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{key_port}\"\n"
+            "[validator]\nround_interval_secs = 2\nweights_interval_blocks = 1\nstate_dir = \"state\"\nkey_server = \"127.0.0.4:{key_port}\"\n\
+             [metrics]\nlisten = \"127.0.0.4:{key_port}\"\n"
         ),
     );
     // Miners on 127.0.0.2 and .3: the chain refuses to record 127.0.0.1 as an axon.
@@ -481,7 +481,7 @@ async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
 /// The validator's /metrics, over a plain TCP HTTP/1.0 request.
 async fn get_metrics(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.4", port))
         .await
         .unwrap();
     stream

@@ -576,6 +576,7 @@ fn daemons_with_credential_hotkeys_run_rounds_as_the_nixos_module_starts_them() 
     let validator_metrics = sn2::devnet::free_port().unwrap();
     let neurons = format!(
         "[[chain.neurons]]\nuid = 0\nhotkey = \"{}\"\nvalidator_permit = true\nstake = 1000.0\n\
+         axon = \"127.0.0.1:{validator_metrics}\"\n\
          [[chain.neurons]]\nuid = 1\nhotkey = \"{}\"\naxon = \"127.0.0.1:{miner_port}\"\n",
         addresses[0], addresses[1]
     );
@@ -594,7 +595,7 @@ fn daemons_with_credential_hotkeys_run_rounds_as_the_nixos_module_starts_them() 
                  [miner]\nlisten = \"127.0.0.1:{miner_port}\"\n\
                  [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
                  [validator]\nstate_dir = \"{role}-state\"\nround_interval_secs = 1\n\
-                 sample_size = 1\nkey_url = \"http://127.0.0.1:{validator_metrics}\"\n"
+                 sample_size = 1\n"
             ),
         )
         .unwrap();

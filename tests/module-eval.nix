@@ -191,6 +191,7 @@ let
     "models and state live in the state directory" =
       both.services.sn2.validator.settings.models.dir == "/var/lib/sn2-validator/models"
       && both.services.sn2.validator.settings.validator.state_dir == "/var/lib/sn2-validator/state";
+    "no core dumps (a setup's secrets stay in memory)" = miner.LimitCORE == 0 && validator.LimitCORE == 0;
     "the hardening set is complete" = lib.all (name: miner ? ${name}) [
       "NoNewPrivileges"
       "ProtectSystem"

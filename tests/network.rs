@@ -122,7 +122,6 @@ async fn a_restarted_validator_keeps_its_scores() {
             sample_size: 3,
             state_dir,
             models: Vec::new(),
-            key_url: None,
             transport: Transport::QuicThenHttp,
             max_response_bytes: 1 << 20,
         },
@@ -193,12 +192,19 @@ async fn lone_miner() -> Lone {
     drop(tcp);
     let options = MinerOptions {
         max_concurrent_proofs: 1,
-        max_request_bytes: MAX_REQUEST,
         max_key_bytes: 1 << 20,
+        key_fetch_timeout: Duration::from_secs(5),
+        limits: sn2::wire::http::Limits::new(MAX_REQUEST),
         min_validator_stake: 1.0,
         behaviour: Behaviour::Honest,
     };
-    let node = Miner::new(Hotkey::from_seed(&[1; 32]), store, metagraph, options);
+    let node = Miner::new(
+        Hotkey::from_seed(&[1; 32]),
+        store,
+        metagraph,
+        options,
+        Default::default(),
+    );
     let (stop, shutdown) = sn2::shutdown::channel();
     tokio::spawn(node.listen(address, shutdown).await.unwrap());
     Lone {
@@ -259,7 +265,6 @@ fn prove_request(model: &str) -> Request {
         input: vec![0; 64],
         nonce: "ab".repeat(32),
         proving_key: "00".repeat(32),
-        key_url: None,
     })
 }
 

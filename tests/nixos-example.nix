@@ -31,7 +31,7 @@ in
       openFirewall = true;
       settings = {
         chain.network = "finney";
-        validator.key_url = "http://203.0.113.7:9090";
+        validator.key_server = "203.0.113.7:9090";
       };
     };
   };

@@ -44,6 +44,8 @@ let
                 {
                   uid = 0;
                   hotkey = (hotkey "validator").ss58Address;
+                  # Its key server: the miner fetches proving keys from here only.
+                  axon = "${nodes.validator.networking.primaryIPAddress}:9090";
                   validator_permit = true;
                   stake = 1000.0;
                 }
@@ -59,7 +61,6 @@ let
             validator = {
               round_interval_secs = 2;
               sample_size = 1;
-              key_url = "http://${nodes.validator.networking.primaryIPAddress}:9090";
             };
           };
         };

@@ -58,6 +58,11 @@ impl Metagraph {
             .collect()
     }
 
+    /// The SS58 addresses of every registered hotkey.
+    pub fn hotkeys_ss58(&self) -> std::collections::HashSet<String> {
+        self.neurons.iter().map(|n| n.hotkey.to_ss58()).collect()
+    }
+
     /// Whether `hotkey` may send work: a validator permit and at least `min_stake`.
     pub fn may_validate(&self, hotkey: &PublicKey, min_stake: f64) -> bool {
         self.by_hotkey(hotkey)

@@ -10,7 +10,7 @@ mod error;
 mod values;
 
 pub use error::ConfigError;
-pub use values::{Count, FileName, ListenAddr, Network, Seconds, redact_url};
+pub use values::{Count, FileName, ListenAddr, Network, PublicAddr, Seconds, redact_url};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -89,6 +89,9 @@ pub struct MinerConfig {
     pub max_request_bytes: Count,
     /// The largest proving key fetched from a validator.
     pub max_key_bytes: Count,
+    /// How long one proving-key download may take, all of it; a request waiting on it is
+    /// answered with an error then (its proving slot stays free meanwhile).
+    pub key_fetch_timeout_secs: Seconds,
     /// Stake (TAO) a validator needs, besides its permit, to be given work.
     pub min_validator_stake: f64,
 }
@@ -108,9 +111,10 @@ pub struct ValidatorConfig {
     pub state_dir: PathBuf,
     /// Models to query, by name or id; empty: every model with keys in the models directory.
     pub models: Vec<String>,
-    /// The URL miners fetch this validator's proving keys from (its metrics address as
-    /// miners reach it).
-    pub key_url: Option<String>,
+    /// Where miners reach this validator's metrics port (`IP:port`) to fetch its proving
+    /// keys. The daemon announces it on chain as this validator's axon; miners fetch keys
+    /// from the address a validator announced and from nowhere else.
+    pub key_server: Option<PublicAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -217,6 +221,7 @@ impl Default for MinerConfig {
             max_concurrent_proofs: Count::new(2),
             max_request_bytes: Count::new(4 * 1024 * 1024),
             max_key_bytes: Count::new(256 * 1024 * 1024),
+            key_fetch_timeout_secs: Seconds::new(120),
             min_validator_stake: 0.0,
         }
     }
@@ -231,7 +236,7 @@ impl Default for ValidatorConfig {
             weights_interval_blocks: Count::new(100),
             state_dir: PathBuf::from("~/.sn2/validator"),
             models: Vec::new(),
-            key_url: None,
+            key_server: None,
         }
     }
 }

@@ -140,6 +140,30 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// An address others reach this host at (`203.0.113.9:9090`): a fixed port, and an IP
+/// that names a host, unlike `0.0.0.0`, which only a listener can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicAddr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for PublicAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ListenAddr(addr) = ListenAddr::deserialize(deserializer)?;
+        if addr.ip().is_unspecified() {
+            return Err(D::Error::custom(format!(
+                "`{addr}` is where a listener binds, not where others reach it: give this host's address as its peers see it, like `203.0.113.9:{}`",
+                addr.port()
+            )));
+        }
+        Ok(Self(addr))
+    }
+}
+
+impl Serialize for PublicAddr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
 /// A whole number of seconds, at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(NonZeroU64);

@@ -9,7 +9,7 @@
 pub mod ss58;
 mod wallet;
 
-pub use wallet::{NewHotkey, WalletError, WalletLocation};
+pub use wallet::{NewHotkey, WalletError, WalletLocation, parse_hotkey};
 
 use std::fmt;
 

@@ -38,7 +38,7 @@ pub enum WalletError {
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error(
-        "{path} is readable by other users (mode {mode:04o}); a hotkey file must be private: chmod 600 {path}"
+        "{path} is open to its group or to other users (mode {mode:04o}); a hotkey file must be its owner's alone: chmod 600 {path}"
     )]
     NotPrivate { path: PathBuf, mode: u32 },
     #[error(
@@ -145,7 +145,7 @@ impl WalletLocation {
             },
         })?;
         let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o007 != 0 {
+        if mode & 0o077 != 0 {
             return Err(WalletError::NotPrivate { path, mode });
         }
         let bytes = Zeroizing::new(fs::read(&path).map_err(|source| WalletError::Read {
@@ -265,7 +265,9 @@ fn mismatch(path: &Path, reason: impl ToString) -> WalletError {
     }
 }
 
-fn parse_hotkey(path: &Path, bytes: &[u8]) -> Result<Hotkey, WalletError> {
+/// Reads a hotkey file's bytes (`path` names it in errors): unencrypted JSON as
+/// `bittensor-wallet` writes it, whose stored public key and address must be its seed's.
+pub fn parse_hotkey(path: &Path, bytes: &[u8]) -> Result<Hotkey, WalletError> {
     let text = std::str::from_utf8(bytes).map_err(|_| malformed(path, "not UTF-8 text"))?;
     let text = text.trim_start();
     if text.starts_with("$NACL") || text.starts_with("$BT") || text.starts_with("$ANSIBLE") {
@@ -423,14 +425,20 @@ mod tests {
     }
 
     #[test]
-    fn refuses_world_readable_file() {
-        let (_dir, location) = wallet_with(BTWALLET_HOTKEY, 0o644);
-        let err = location.load_hotkey().unwrap_err();
-        assert!(
-            matches!(err, WalletError::NotPrivate { mode: 0o644, .. }),
-            "{err}"
-        );
-        assert!(err.to_string().contains("chmod 600"));
+    fn refuses_a_file_its_group_or_others_can_open() {
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o610] {
+            let (_dir, location) = wallet_with(BTWALLET_HOTKEY, mode);
+            let err = location.load_hotkey().unwrap_err();
+            assert!(
+                matches!(err, WalletError::NotPrivate { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            assert!(err.to_string().contains("chmod 600"));
+        }
+        for mode in [0o600, 0o400] {
+            let (_dir, location) = wallet_with(BTWALLET_HOTKEY, mode);
+            assert!(location.load_hotkey().is_ok(), "{mode:o}");
+        }
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! request is authenticated (QUIC handshake or Epistula), fresh (timestamp window) and
 //! unique (replay cache), and every response is signed. Proving runs on blocking threads,
 //! at most `max_concurrent_proofs` at once; further requests are answered `busy` at once.
-//! Proving keys come from the validator that made them: fetched from its `key_url` by
-//! their SHA-256, which the validator's signed request names, and cached on disk by it.
+//! Proving keys come from the validator that made them: fetched by their SHA-256, which
+//! the validator's signed request names, from the address that validator announced (its
+//! axon on chain, or its entry in the local configuration), never from an address a
+//! request names; one download per key, with a deadline, before a proving slot is taken;
+//! cached on disk by hash. Every refusal is counted by reason (`sn2_refused_total`).
 
 mod transport;
 
@@ -14,10 +17,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::chain::Metagraph;
 use crate::keys::{Hotkey, PublicKey};
+use crate::metrics::Metrics;
 use crate::model::{ModelId, ModelStore};
 use crate::proof::{self, Binding, Prover, keys as key_files};
 use crate::wire::auth::{ReplayCache, sha256_hex};
@@ -40,8 +44,12 @@ pub enum Behaviour {
 #[derive(Debug, Clone)]
 pub struct MinerOptions {
     pub max_concurrent_proofs: usize,
-    pub max_request_bytes: usize,
     pub max_key_bytes: usize,
+    /// How long one proving-key download may take, all of it.
+    pub key_fetch_timeout: std::time::Duration,
+    /// What a connection may take: deadlines, caps, and the largest request (an HTTP
+    /// body or a QUIC frame).
+    pub limits: crate::wire::http::Limits,
     pub min_validator_stake: f64,
     pub behaviour: Behaviour,
 }
@@ -50,8 +58,9 @@ impl MinerOptions {
     pub fn from_config(config: &crate::config::MinerConfig) -> Self {
         Self {
             max_concurrent_proofs: config.max_concurrent_proofs.get(),
-            max_request_bytes: config.max_request_bytes.get(),
             max_key_bytes: config.max_key_bytes.get(),
+            key_fetch_timeout: config.key_fetch_timeout_secs.duration(),
+            limits: crate::wire::http::Limits::new(config.max_request_bytes.get()),
             min_validator_stake: config.min_validator_stake,
             behaviour: Behaviour::Honest,
         }
@@ -71,11 +80,23 @@ pub struct Miner {
     permits: Arc<Semaphore>,
     replay: ReplayCache,
     http: HttpClient,
-    /// Serialises key downloads, so that a burst of requests fetches a key once.
-    fetching: tokio::sync::Mutex<()>,
+    /// Proving keys being fetched, each by one task whose result every request for that
+    /// key waits on: a burst of requests downloads a key once, and a slow download holds
+    /// up no other key.
+    fetching: Mutex<HashMap<String, watch::Receiver<Option<FetchResult>>>>,
+    metrics: Arc<Metrics>,
     /// QUIC handshakes per source address in the current minute.
     handshakes: Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
+    /// KiB of large HTTP bodies being read at once (see [`Miner::admit_body`]).
+    large_bodies: Arc<Semaphore>,
 }
+
+/// HTTP bodies up to this size are read without counting against the budget of large
+/// bodies: every honest prove request is far smaller, and 1024 connections of this size
+/// cost 64 MiB at most.
+pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
+
+type FetchResult = Result<Arc<dyn Prover>, WireError>;
 
 /// QUIC handshakes one address may start per minute (checking a handshake costs a
 /// signature verification; a flood of them must not cost more).
@@ -87,7 +108,9 @@ impl Miner {
         store: ModelStore,
         metagraph: Metagraph,
         options: MinerOptions,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let large_bodies_kib = (options.limits.max_body / 1024).max(1) * 4;
         Arc::new(Self {
             ss58: hotkey.ss58(),
             hotkey,
@@ -99,9 +122,42 @@ impl Miner {
             models: Mutex::new(HashMap::new()),
             replay: ReplayCache::default(),
             http: HttpClient::default(),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: Mutex::new(HashMap::new()),
+            metrics,
             handshakes: Mutex::new(HashMap::new()),
+            large_bodies: Arc::new(Semaphore::new(large_bodies_kib)),
         })
+    }
+
+    /// Admits an HTTP body of `declared` bytes before it is read. A body's signature can
+    /// only be checked once all of it has arrived, and naming a permitted validator in
+    /// the headers costs nothing; so large bodies share a budget of four times the
+    /// largest request, and past it the answer is `busy`. Honest requests are small and
+    /// never wait on it.
+    fn admit_body(&self, declared: u64) -> Result<Option<OwnedSemaphorePermit>, WireError> {
+        if declared <= SMALL_BODY_BYTES {
+            return Ok(None);
+        }
+        let kib = u32::try_from(declared.div_ceil(1024)).unwrap_or(u32::MAX);
+        self.large_bodies
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map(Some)
+            .map_err(|_| {
+                WireError::new(
+                    ErrorCode::Busy,
+                    "too many large requests are arriving at once; try again shortly",
+                )
+            })
+    }
+
+    /// Counts (and, rate-limited, logs) a refusal.
+    fn refused(&self, error: &WireError) {
+        self.metrics.refused(error.code.as_str(), error);
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Counts a handshake from `address`, refusing it past the per-minute limit.
@@ -166,13 +222,31 @@ impl Miner {
         ))
     }
 
-    /// Answers an authenticated request.
-    pub async fn handle(self: &Arc<Self>, request: Request) -> Response {
+    /// The public answer to `GET /health`.
+    pub fn health(&self) -> Response {
+        Response::Health {
+            hotkey: self.ss58.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// Answers the bytes of an authenticated request from `validator`, whichever transport
+    /// carried them.
+    pub async fn answer(self: &Arc<Self>, request: &[u8], validator: &PublicKey) -> Response {
+        match serde_json::from_slice::<Request>(request) {
+            Ok(request) => self.handle(request, validator).await,
+            Err(e) => {
+                let error = WireError::new(ErrorCode::MalformedRequest, e.to_string());
+                self.refused(&error);
+                Response::Error(error.body())
+            }
+        }
+    }
+
+    /// Answers an authenticated request from `validator`.
+    pub async fn handle(self: &Arc<Self>, request: Request, validator: &PublicKey) -> Response {
         match request {
-            Request::Health => Response::Health {
-                hotkey: self.ss58.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
+            Request::Health => self.health(),
             Request::Models => Response::Models {
                 models: self
                     .store
@@ -187,17 +261,21 @@ impl Miner {
                     })
                     .collect(),
             },
-            Request::Prove(prove) => match self.prove(prove).await {
+            Request::Prove(prove) => match self.prove(prove, validator).await {
                 Ok(proved) => Response::Proved(proved),
                 Err(error) => {
-                    tracing::debug!(%error, "prove request refused");
+                    self.refused(&error);
                     Response::Error(error.body())
                 }
             },
         }
     }
 
-    async fn prove(self: &Arc<Self>, request: ProveRequest) -> Result<ProveResponse, WireError> {
+    async fn prove(
+        self: &Arc<Self>,
+        request: ProveRequest,
+        validator: &PublicKey,
+    ) -> Result<ProveResponse, WireError> {
         let malformed = |m: String| WireError::new(ErrorCode::MalformedRequest, m);
         let model_id = ModelId::from_hex(&request.model)
             .ok_or_else(|| malformed("`model` is not a model id".into()))?;
@@ -215,15 +293,16 @@ impl Miner {
         }
         self.replay
             .check_and_insert(&format!("prove:{}", request.nonce))?;
+        // The key first: a slow download must not hold a proving slot.
+        let prover = self
+            .prover_for(&stored, &request.proving_key, validator)
+            .await?;
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             WireError::new(
                 ErrorCode::Busy,
                 "all proving slots are taken; try again later",
             )
         })?;
-        let prover = self
-            .prover_for(&stored, &request.proving_key, request.key_url.as_deref())
-            .await?;
         let binding = Binding::new(&model_id, &self.hotkey.public(), &nonce);
         let input = request.input;
         let started = Instant::now();
@@ -269,13 +348,13 @@ impl Miner {
     }
 
     /// The prover for a model and a validator's proving key (by its SHA-256): from memory,
-    /// from the disk cache, or fetched from the validator.
+    /// from the disk cache, or fetched from the validator's announced address.
     async fn prover_for(
-        &self,
-        stored: &crate::model::StoredModel,
+        self: &Arc<Self>,
+        stored: &Arc<crate::model::StoredModel>,
         key_hash: &str,
-        key_url: Option<&str>,
-    ) -> Result<Arc<dyn Prover>, WireError> {
+        validator: &PublicKey,
+    ) -> FetchResult {
         if key_hash.len() != 64 || !key_hash.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(WireError::new(
                 ErrorCode::MalformedRequest,
@@ -286,26 +365,85 @@ impl Miner {
         if let Some(prover) = self.provers.lock().expect("not poisoned").get(&key_hash) {
             return Ok(prover.clone());
         }
-        let _fetching = self.fetching.lock().await;
-        if let Some(prover) = self.provers.lock().expect("not poisoned").get(&key_hash) {
-            return Ok(prover.clone());
+        let mut result = {
+            let mut fetching = self.fetching.lock().expect("not poisoned");
+            match fetching.get(&key_hash) {
+                Some(underway) => underway.clone(),
+                // A fetch may have ended since the look above.
+                None if let Some(prover) =
+                    self.provers.lock().expect("not poisoned").get(&key_hash) =>
+                {
+                    return Ok(prover.clone());
+                }
+                None => {
+                    // This request starts the fetch, in a task of its own: a requester that
+                    // goes away does not take the download with it.
+                    let (done, result) = watch::channel(None);
+                    fetching.insert(key_hash.clone(), result.clone());
+                    let (me, stored, validator) = (self.clone(), stored.clone(), *validator);
+                    let key_hash = key_hash.clone();
+                    tokio::spawn(async move {
+                        let fetched = me.load_or_fetch(&stored, &key_hash, &validator).await;
+                        if let Ok(prover) = &fetched {
+                            me.provers
+                                .lock()
+                                .expect("not poisoned")
+                                .insert(key_hash.clone(), prover.clone());
+                        }
+                        me.fetching.lock().expect("not poisoned").remove(&key_hash);
+                        done.send_replace(Some(fetched));
+                    });
+                    result
+                }
+            }
+        };
+        match result.wait_for(Option::is_some).await {
+            Ok(fetched) => fetched.clone().expect("waited for a result"),
+            Err(_) => Err(WireError::new(
+                ErrorCode::Internal,
+                "the proving key's download stopped; try again",
+            )),
         }
+    }
+
+    async fn load_or_fetch(
+        &self,
+        stored: &crate::model::StoredModel,
+        key_hash: &str,
+        validator: &PublicKey,
+    ) -> FetchResult {
         let cached = stored.keys_dir().join(format!("{key_hash}.pk"));
         let bytes = match std::fs::read(&cached) {
             Ok(bytes) if sha256_hex(&bytes) == key_hash => bytes,
             _ => {
-                let url = key_url.ok_or_else(|| {
-                    WireError::new(
-                        ErrorCode::UnknownKey,
-                        format!("no proving key {key_hash} here, and no key_url to fetch it from"),
-                    )
-                })?;
-                let url = format!("{}/keys/{key_hash}", url.trim_end_matches('/'));
+                let address = self
+                    .metagraph
+                    .read()
+                    .expect("not poisoned")
+                    .by_hotkey(validator)
+                    .and_then(|n| n.axon)
+                    .ok_or_else(|| {
+                        WireError::new(
+                            ErrorCode::UnknownKey,
+                            format!(
+                                "no proving key {key_hash} here, and validator {validator} announced no address to fetch it from"
+                            ),
+                        )
+                    })?;
+                let url = format!("http://{address}/keys/{key_hash}");
                 tracing::info!(%url, model = %stored.id, "fetching a proving key");
-                let bytes = self
-                    .http
-                    .get(&url, self.options.max_key_bytes)
+                let download = self.http.get(&url, self.options.max_key_bytes);
+                let bytes = tokio::time::timeout(self.options.key_fetch_timeout, download)
                     .await
+                    .map_err(|_| {
+                        WireError::new(
+                            ErrorCode::UnknownKey,
+                            format!(
+                                "fetching {url} took longer than {} s",
+                                self.options.key_fetch_timeout.as_secs()
+                            ),
+                        )
+                    })?
                     .map_err(|e| {
                         WireError::new(ErrorCode::UnknownKey, format!("cannot fetch {url}: {e}"))
                     })?
@@ -339,11 +477,6 @@ impl Miner {
                     format!("the proving key is unusable: {e}"),
                 )
             })?;
-        let prover: Arc<dyn Prover> = Arc::from(prover);
-        self.provers
-            .lock()
-            .expect("not poisoned")
-            .insert(key_hash, prover.clone());
-        Ok(prover)
+        Ok(Arc::from(prover))
     }
 }

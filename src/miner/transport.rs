@@ -11,12 +11,12 @@ use tokio::sync::watch;
 
 use super::Miner;
 use crate::keys::PublicKey;
-use crate::wire::auth::{self, check_timestamp, sha256_hex};
-use crate::wire::http::{self as wire_http, HttpResponse, error_response, json_response};
+use crate::wire::auth::{self, sha256_hex};
+use crate::wire::http::{self as wire_http, Body, HttpResponse, error_response, json_response};
 use crate::wire::quic::{
     self, HandshakeRequest, HandshakeResponse, ServerIdentity, SignedResponse,
 };
-use crate::wire::{ErrorCode, Request, Response, WireError};
+use crate::wire::{ErrorCode, Response, WireError};
 
 /// Concurrent requests one QUIC connection may have open.
 const STREAMS_PER_CONNECTION: u32 = 64;
@@ -53,9 +53,11 @@ async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let http_miner = miner.clone();
+    let metrics = miner.metrics.clone();
     let http = tokio::spawn(wire_http::serve(
         listener,
-        miner.options.max_request_bytes,
+        miner.options.limits.clone(),
+        Arc::new(move |reason, peer| metrics.refused(reason, &peer)),
         move |parts, body| {
             let miner = http_miner.clone();
             async move { handle_http(&miner, parts, body).await }
@@ -63,11 +65,19 @@ async fn serve(
         shutdown.clone(),
     ));
     let fingerprint = Arc::new(fingerprint);
+    let connections = Arc::new(tokio::sync::Semaphore::new(quic::MAX_CONNECTIONS));
     let mut stop = shutdown.clone();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                // Refused before the TLS handshake, so that a flood of connections costs
+                // neither a handshake nor a task.
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    miner.metrics.refused("connections", &incoming.remote_address());
+                    incoming.refuse();
+                    continue;
+                };
                 let miner = miner.clone();
                 let fingerprint = fingerprint.clone();
                 let stop = shutdown.clone();
@@ -76,6 +86,7 @@ async fn serve(
                         Ok(connection) => serve_connection(miner, connection, &fingerprint, stop).await,
                         Err(error) => tracing::debug!(%error, "QUIC connection failed"),
                     }
+                    drop(permit);
                 });
             }
             _ = crate::shutdown::stopped(&mut stop) => break,
@@ -102,11 +113,14 @@ async fn serve_connection(
     {
         Ok(Ok(validator)) => validator,
         Ok(Err(error)) => {
-            tracing::info!(%peer, %error, "QUIC handshake refused");
+            miner.metrics.refused(
+                error.code.as_str(),
+                &format_args!("QUIC handshake from {peer}: {error}"),
+            );
             return;
         }
         Err(_) => {
-            tracing::info!(%peer, "QUIC handshake timed out");
+            miner.metrics.refused("handshake_timeout", &peer);
             connection.close(1u32.into(), b"handshake timeout");
             return;
         }
@@ -122,29 +136,14 @@ async fn serve_connection(
         };
         let miner = miner.clone();
         tokio::spawn(async move {
-            let (kind, payload) =
-                match quic::read_frame(&mut recv, miner.options.max_request_bytes).await {
-                    Ok(frame) => frame,
-                    Err(error) => return quic::send_error(&mut send, &error).await,
-                };
-            if kind != quic::FRAME_REQUEST {
-                let error = WireError::new(
-                    ErrorCode::MalformedRequest,
-                    format!("expected a request frame, got {kind:#x}"),
-                );
-                return quic::send_error(&mut send, &error).await;
-            }
-            // The session is bound to a validator that had a permit when it connected;
-            // check again, since the metagraph may have changed.
-            if let Err(error) = miner.authorize(&validator) {
-                return quic::send_error(&mut send, &error).await;
-            }
-            let response = match serde_json::from_slice::<Request>(&payload) {
-                Ok(request) => miner.handle(request).await,
-                Err(e) => Response::Error(
-                    WireError::new(ErrorCode::MalformedRequest, e.to_string()).body(),
-                ),
+            let payload = match read_request(&miner, &validator, &mut recv).await {
+                Ok(payload) => payload,
+                Err(error) => {
+                    miner.refused(&error);
+                    return quic::send_error(&mut send, &error).await;
+                }
             };
+            let response = miner.answer(&payload, &validator).await;
             let body = serde_json::to_string(&response).expect("responses serialise");
             let signature = miner
                 .hotkey
@@ -161,6 +160,35 @@ async fn serve_connection(
             .await;
         });
     }
+}
+
+/// Reads one request frame of a session's stream, once its validator still has a permit
+/// (the metagraph may have changed since the handshake).
+async fn read_request(
+    miner: &Miner,
+    validator: &PublicKey,
+    recv: &mut quinn::RecvStream,
+) -> Result<Vec<u8>, WireError> {
+    miner.authorize(validator)?;
+    let read = quic::read_frame(recv, miner.options.limits.max_body);
+    let (kind, payload) = tokio::time::timeout(quic::REQUEST_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            WireError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the request did not arrive within {} s",
+                    quic::REQUEST_READ_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
+    if kind != quic::FRAME_REQUEST {
+        return Err(WireError::new(
+            ErrorCode::MalformedRequest,
+            format!("expected a request frame, got {kind:#x}"),
+        ));
+    }
+    Ok(payload)
 }
 
 /// Checks the validator's handshake on the connection's first stream and answers it.
@@ -184,26 +212,7 @@ async fn handshake(
         miner.admit_handshake(connection.remote_address().ip())?;
         let request: HandshakeRequest = serde_json::from_slice(&payload)
             .map_err(|e| WireError::new(ErrorCode::MalformedRequest, format!("handshake: {e}")))?;
-        let validator = PublicKey::from_ss58(&request.validator).map_err(|e| {
-            WireError::new(
-                ErrorCode::BadSignature,
-                format!("validator `{}`: {e}", request.validator),
-            )
-        })?;
-        let message = auth::handshake_message(
-            &request.validator,
-            request.timestamp,
-            &request.nonce,
-            &request.cert_fingerprint,
-        );
-        auth::verify_hex(&validator, &message, &request.signature)?;
-        if request.cert_fingerprint != fingerprint {
-            return Err(WireError::new(
-                ErrorCode::BadSignature,
-                "the handshake is for another certificate",
-            ));
-        }
-        check_timestamp(request.timestamp)?;
+        let validator = request.check(fingerprint)?;
         miner
             .replay
             .check_and_insert(&format!("handshake:{}", request.nonce))?;
@@ -243,31 +252,20 @@ async fn handshake(
     }
 }
 
-async fn handle_http(miner: &Arc<Miner>, parts: Parts, body: Bytes) -> HttpResponse {
+async fn handle_http(miner: &Arc<Miner>, parts: Parts, body: Body) -> HttpResponse {
     match (parts.method.as_str(), parts.uri.path()) {
         ("GET", "/health") => {
-            let body = serde_json::to_vec(&miner.handle(Request::Health).await).expect("JSON");
-            json_response(200, body, &[])
+            json_response(200, serde_json::to_vec(&miner.health()).expect("JSON"), &[])
         }
         ("POST", wire_http::REQUEST_PATH) => {
-            let headers = wire_http::epistula_headers(&parts);
-            let checked = headers
-                .verify(&body, &miner.ss58)
-                .and_then(|(validator, uuid)| {
-                    miner.authorize(&validator)?;
-                    miner.replay.check_and_insert(&format!("uuid:{uuid}"))?;
-                    Ok((validator, uuid))
-                });
-            let (validator, uuid) = match checked {
-                Ok(checked) => checked,
-                Err(error) => return error_response(&error),
+            let (validator, uuid, body) = match authenticate(miner, &parts, body).await {
+                Ok(authenticated) => authenticated,
+                Err(error) => {
+                    miner.refused(&error);
+                    return error_response(&error);
+                }
             };
-            let response = match serde_json::from_slice::<Request>(&body) {
-                Ok(request) => miner.handle(request).await,
-                Err(e) => Response::Error(
-                    WireError::new(ErrorCode::MalformedRequest, e.to_string()).body(),
-                ),
-            };
+            let response = miner.answer(&body, &validator).await;
             let status = match &response {
                 Response::Error(error) => error.code.http_status(),
                 _ => 200,
@@ -279,9 +277,34 @@ async fn handle_http(miner: &Arc<Miner>, parts: Parts, body: Bytes) -> HttpRespo
                     .collect();
             json_response(status, body, &headers)
         }
-        _ => error_response(&WireError::new(
-            ErrorCode::MalformedRequest,
-            format!("no route {} {}", parts.method, parts.uri.path()),
-        )),
+        _ => {
+            let error = WireError::new(
+                ErrorCode::MalformedRequest,
+                format!("no route {} {}", parts.method, parts.uri.path()),
+            );
+            miner.refused(&error);
+            error_response(&error)
+        }
     }
+}
+
+/// Everything a request must show before the miner spends anything on it, in order of
+/// cost: headers (fresh, for this miner, well formed), a validator with a permit, a
+/// declared length within the limit and, for a large body, room in the budget of large
+/// bodies; only then the body is read (with a deadline), its signature verified and its
+/// uuid spent.
+async fn authenticate(
+    miner: &Miner,
+    parts: &Parts,
+    body: Body,
+) -> Result<(PublicKey, String, Bytes), WireError> {
+    let signed = wire_http::epistula_headers(parts).check(&miner.ss58)?;
+    miner.authorize(&signed.signer)?;
+    let _reading = miner.admit_body(body.checked_len()?)?;
+    let body = body.read().await?;
+    signed.verify(&body)?;
+    miner
+        .replay
+        .check_and_insert(&format!("uuid:{}", signed.uuid))?;
+    Ok((signed.signer, signed.uuid, body))
 }

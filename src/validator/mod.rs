@@ -1,15 +1,18 @@
 //! The validator (`sn2-validator`): sends work, verifies, scores, sets weights.
 //!
 //! Each round it picks a model (in turn), draws a fresh random input and nonce per miner,
-//! queries a sample of the metagraph's miners at once (QUIC first, HTTP when QUIC cannot
-//! connect), verifies every proof against its own verifying key and the request's binding,
-//! scores the round (see [`score`]) and sets weights. It makes its own keys (setup belongs
-//! to the verifier) and serves its proving keys to miners by hash, next to `/metrics` and
-//! `/health`.
+//! and queries a sample of the metagraph's miners at once (QUIC first, HTTP when QUIC
+//! cannot connect). Each query has its own deadline and is scored when it ends (see
+//! [`score`]): a round never waits for its slowest miner, and a miner still answering an
+//! earlier query is left out of the next sample. Every proof is verified against the
+//! validator's own verifying key and the request's binding. At each round the scores are
+//! saved and weights set. The validator makes its own keys (setup belongs to the verifier)
+//! and serves its proving keys to miners by hash, next to `/metrics` and `/health`, on a
+//! listener whose every connection has deadlines (see [`wire_http::Limits`]).
 
 pub mod score;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -30,7 +33,7 @@ use crate::wire::auth::sha256_hex;
 use crate::wire::http::{self as wire_http, HttpClient, HttpResponse, text_response};
 use crate::wire::quic::{self, Session};
 use crate::wire::{ClientError, ProveRequest, Request, Response, now_ms};
-use score::{RoundResult, Scores};
+use score::{Pace, Scores};
 
 /// Which transports a validator uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,6 @@ pub struct ValidatorOptions {
     pub sample_size: usize,
     pub state_dir: PathBuf,
     pub models: Vec<String>,
-    pub key_url: Option<String>,
     pub transport: Transport,
     /// Largest response accepted.
     pub max_response_bytes: usize,
@@ -63,7 +65,6 @@ impl ValidatorOptions {
             sample_size: v.sample_size.get(),
             state_dir: v.state_dir.clone(),
             models: v.models.clone(),
-            key_url: v.key_url.clone(),
             transport: Transport::QuicThenHttp,
             max_response_bytes: 1 << 20,
         }
@@ -76,6 +77,9 @@ struct ModelEntry {
     verifier: Box<dyn Verifier>,
     proving_key_hash: String,
     proving_key_path: PathBuf,
+    /// The proving key's bytes, read on the first download and shared by every later one:
+    /// a key server's memory does not grow with its readers.
+    proving_key: tokio::sync::OnceCell<Bytes>,
 }
 
 /// Per-miner figures for the devnet's table.
@@ -102,7 +106,10 @@ pub struct Validator {
     options: ValidatorOptions,
     models: Vec<ModelEntry>,
     scores: Mutex<Scores>,
-    metrics: Metrics,
+    pace: Mutex<Pace>,
+    /// Miners with a query under way; the next rounds leave them out.
+    pending: Mutex<HashSet<String>>,
+    metrics: Arc<Metrics>,
     quic: quinn::Endpoint,
     http: HttpClient,
     sessions: tokio::sync::Mutex<HashMap<String, Arc<Session>>>,
@@ -115,9 +122,26 @@ enum Outcome {
         latency_ms: f64,
     },
     Failed {
+        /// What happened, for metrics and logs: `timeout`, `connection_refused`, `reset`,
+        /// `refused` (by the miner), `invalid_proof`, ...
         status: &'static str,
         reason: String,
     },
+}
+
+/// Marks a miner as answering a query; dropped when the query ends, however it ends.
+struct PendingQuery<'a> {
+    pending: &'a Mutex<HashSet<String>>,
+    hotkey: String,
+}
+
+impl Drop for PendingQuery<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .remove(&self.hotkey);
+    }
 }
 
 impl Validator {
@@ -157,12 +181,13 @@ impl Validator {
             let verifier = system.verifier(&stored.model, payload)?;
             let proving_key_path =
                 key_files::path(&stored, system.name(), key_files::KeyKind::Proving);
-            let proving = std::fs::read(&proving_key_path)
+            let proving_key_hash = crate::fs::sha256_file(&proving_key_path)
                 .with_context(|| format!("cannot read {}", proving_key_path.display()))?;
             tracing::info!(model = %stored.info.name, fingerprint = %key_files::fingerprint(&verifying), "model ready");
             models.push(ModelEntry {
-                proving_key_hash: sha256_hex(&proving),
+                proving_key_hash,
                 proving_key_path,
+                proving_key: tokio::sync::OnceCell::new(),
                 verifier,
                 stored,
             });
@@ -180,7 +205,9 @@ impl Validator {
             options,
             models,
             scores: Mutex::new(scores),
-            metrics: Metrics::default(),
+            pace: Mutex::new(Pace::default()),
+            pending: Mutex::new(HashSet::new()),
+            metrics: Arc::new(Metrics::default()),
             quic: quic::client_endpoint()?,
             http: HttpClient::default(),
             sessions: tokio::sync::Mutex::new(HashMap::new()),
@@ -204,65 +231,88 @@ impl Validator {
         &self.metrics
     }
 
-    /// Runs rounds until `shutdown`; `on_round` is told after each one (devnet table,
-    /// systemd status).
+    /// Runs rounds until `shutdown`, one every `round_interval` whatever the miners do;
+    /// `on_round` is told after each one (devnet table, systemd status).
     pub async fn run(
         self: Arc<Self>,
         mut shutdown: Shutdown,
         mut on_round: impl FnMut(u64, &Self),
     ) {
-        let mut round = 0u64;
-        loop {
-            let started = Instant::now();
+        let mut queries = tokio::task::JoinSet::new();
+        let mut ticks = tokio::time::interval(self.options.round_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for round in 0u64.. {
             tokio::select! {
-                _ = self.round(round) => {}
-                _ = stopped(&mut shutdown) => return,
+                _ = ticks.tick() => {}
+                _ = stopped(&mut shutdown) => break,
             }
+            // Reap the queries that ended (they scored themselves).
+            while queries.try_join_next().is_some() {}
+            self.start_round(round, &mut queries);
+            self.settle().await;
             on_round(round, &self);
-            round += 1;
-            let rest = self
-                .options
-                .round_interval
-                .saturating_sub(started.elapsed());
-            tokio::select! {
-                _ = tokio::time::sleep(rest) => {}
-                _ = stopped(&mut shutdown) => return,
-            }
+        }
+        // Queries under way are dropped; the scores so far are kept.
+        queries.abort_all();
+        if let Err(error) = self.scores().save(&self.options.state_dir) {
+            tracing::error!(%error, "cannot save scores");
         }
     }
 
-    /// One round: query a sample of miners with one model, score, set weights.
+    /// One whole round, for tests and tools: queries a sample, waits for every query (each
+    /// ends by its deadline), then saves scores and sets weights.
     pub async fn round(self: &Arc<Self>, round: u64) {
+        let mut queries = tokio::task::JoinSet::new();
+        self.start_round(round, &mut queries);
+        while queries.join_next().await.is_some() {}
+        self.settle().await;
+    }
+
+    /// Starts a round's queries on `queries`: a sample of the miners not answering an
+    /// earlier query, with one model. Each query scores itself when it ends.
+    fn start_round(self: &Arc<Self>, round: u64, queries: &mut tokio::task::JoinSet<()>) {
         let Some(metagraph) = self.metagraph.borrow().metagraph.clone() else {
             tracing::warn!("no metagraph yet; skipping the round");
             return;
         };
-        let mut miners: Vec<Neuron> = metagraph
-            .miners(&self.hotkey.public())
-            .into_iter()
-            .cloned()
-            .collect();
+        let mut miners: Vec<Neuron> = {
+            let pending = self.pending.lock().expect("not poisoned");
+            metagraph
+                .miners(&self.hotkey.public())
+                .into_iter()
+                .filter(|n| !pending.contains(&n.hotkey.to_ss58()))
+                .cloned()
+                .collect()
+        };
         shuffle(&mut miners);
         miners.truncate(self.options.sample_size);
         let model = (round as usize) % self.models.len();
-        let mut tasks = tokio::task::JoinSet::new();
         for miner in miners {
             let me = self.clone();
-            tasks.spawn(async move {
+            let hotkey = miner.hotkey.to_ss58();
+            me.pending
+                .lock()
+                .expect("not poisoned")
+                .insert(hotkey.clone());
+            queries.spawn(async move {
+                let _pending = PendingQuery {
+                    pending: &me.pending,
+                    hotkey,
+                };
                 let outcome = me.query(&miner, model).await;
-                (miner, outcome)
+                me.record(&miner, model, outcome);
             });
         }
-        let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((miner, outcome)) = joined else {
-                continue;
-            };
-            let hotkey = miner.hotkey.to_ss58();
+    }
+
+    /// Scores one query as it ends, and keeps its figures for the metrics and the devnet.
+    fn record(&self, miner: &Neuron, model: usize, outcome: Outcome) {
+        let hotkey = miner.hotkey.to_ss58();
+        let verified_score = {
             let mut stats = self.stats.lock().expect("not poisoned");
             let entry = stats.entry(hotkey.clone()).or_default();
             entry.requests += 1;
-            let latency = match outcome {
+            match outcome {
                 Outcome::Verified { latency_ms } => {
                     entry.verified += 1;
                     entry.latencies_ms.push(latency_ms);
@@ -272,27 +322,49 @@ impl Validator {
                     entry.last_error = None;
                     self.metrics.response("ok", Some(latency_ms / 1000.0));
                     self.metrics.proof(true);
-                    Some(latency_ms)
+                    let model_id = self.models[model].stored.id.to_hex();
+                    Some(
+                        self.pace
+                            .lock()
+                            .expect("not poisoned")
+                            .score(&model_id, latency_ms),
+                    )
                 }
                 Outcome::Failed { status, reason } => {
                     tracing::info!(miner = %hotkey, uid = miner.uid, status, %reason, "query failed");
-                    entry.last_error = Some(reason);
+                    entry.last_error = Some(format!("{status}: {reason}"));
                     self.metrics.response(status, None);
                     if status == "invalid_proof" {
                         self.metrics.proof(false);
                     }
                     None
                 }
-            };
-            results.push(RoundResult {
-                hotkey,
-                verified_latency_ms: latency,
-            });
-        }
+            }
+        };
+        self.scores
+            .lock()
+            .expect("not poisoned")
+            .record(&hotkey, verified_score, now_ms());
+    }
+
+    /// The end of a round: forgets hotkeys that left the subnet, saves the scores and sets
+    /// weights from every query scored so far.
+    async fn settle(&self) {
+        let Some(metagraph) = self.metagraph.borrow().metagraph.clone() else {
+            return;
+        };
         let now = now_ms();
         let weights = {
             let mut scores = self.scores.lock().expect("not poisoned");
-            scores.record(&results, now);
+            let pruned = scores.prune(&metagraph);
+            if pruned > 0 {
+                tracing::info!(pruned, "forgot the scores of hotkeys that left the subnet");
+                let registered = metagraph.hotkeys_ss58();
+                self.stats
+                    .lock()
+                    .expect("not poisoned")
+                    .retain(|hotkey, _| registered.contains(hotkey));
+            }
             if let Err(error) = scores.save(&self.options.state_dir) {
                 tracing::error!(%error, "cannot save scores");
             }
@@ -360,7 +432,6 @@ impl Validator {
             input: input.clone(),
             nonce: hex::encode(nonce),
             proving_key: entry.proving_key_hash.clone(),
-            key_url: self.options.key_url.clone(),
         });
         let started = Instant::now();
         let answer = tokio::time::timeout(
@@ -373,18 +444,15 @@ impl Validator {
             Err(_) => {
                 return Outcome::Failed {
                     status: "timeout",
-                    reason: "no answer in time".into(),
-                };
-            }
-            Ok(Err(ClientError::Refused(error))) => {
-                return Outcome::Failed {
-                    status: "refused",
-                    reason: error.to_string(),
+                    reason: format!(
+                        "no answer within {} s",
+                        self.options.request_timeout.as_secs_f64()
+                    ),
                 };
             }
             Ok(Err(error)) => {
                 return Outcome::Failed {
-                    status: "error",
+                    status: error.label(),
                     reason: error.to_string(),
                 };
             }
@@ -392,7 +460,7 @@ impl Validator {
         };
         let Response::Proved(proved) = response else {
             return Outcome::Failed {
-                status: "error",
+                status: "bad_response",
                 reason: "an answer that is not a proof".into(),
             };
         };
@@ -485,7 +553,6 @@ impl Validator {
         session.request(request).await
     }
 
-    /// Serves `/metrics`, `/health` and `/keys/<sha256>` until `shutdown`.
     /// Binds `address`; the returned future serves `/metrics`, `/health` and
     /// `/keys/<sha256>` until `shutdown`. Once this returns, miners can fetch keys.
     pub async fn listen_http(
@@ -497,18 +564,20 @@ impl Validator {
             .await
             .with_context(|| format!("cannot listen for metrics on tcp/{address}"))?;
         tracing::info!(%address, "serving metrics, health and proving keys");
+        let metrics = self.metrics.clone();
         Ok(wire_http::serve(
             listener,
-            4096,
-            move |parts, body| {
+            wire_http::Limits::new(0),
+            Arc::new(move |reason, peer| metrics.refused(reason, &peer)),
+            move |parts, _body| {
                 let me = self.clone();
-                async move { me.handle_http(parts, body) }
+                async move { me.handle_http(parts).await }
             },
             shutdown,
         ))
     }
 
-    fn handle_http(&self, parts: Parts, _body: Bytes) -> HttpResponse {
+    async fn handle_http(&self, parts: Parts) -> HttpResponse {
         let path = parts.uri.path();
         if parts.method != hyper::Method::GET {
             return text_response(405, "text/plain", "GET only\n");
@@ -523,12 +592,37 @@ impl Validator {
         if let Some(hash) = path.strip_prefix("/keys/")
             && let Some(entry) = self.models.iter().find(|m| m.proving_key_hash == hash)
         {
-            return match std::fs::read(&entry.proving_key_path) {
+            return match self.proving_key(entry).await {
                 Ok(bytes) => text_response(200, "application/octet-stream", bytes),
-                Err(_) => text_response(500, "text/plain", "cannot read the key\n"),
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot serve a proving key");
+                    text_response(500, "text/plain", "cannot read the key\n")
+                }
             };
         }
         text_response(404, "text/plain", "not found\n")
+    }
+
+    /// A model's proving key, read from disk (on a blocking thread) by its first reader
+    /// and shared by all later ones. A file changed since start-up is refused, not served
+    /// under the old hash.
+    async fn proving_key(&self, entry: &ModelEntry) -> anyhow::Result<Bytes> {
+        entry
+            .proving_key
+            .get_or_try_init(|| async {
+                let path = entry.proving_key_path.clone();
+                let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
+                    .await?
+                    .with_context(|| format!("cannot read {}", entry.proving_key_path.display()))?;
+                anyhow::ensure!(
+                    sha256_hex(&bytes) == entry.proving_key_hash,
+                    "{} changed since the validator started; restart it to serve the new key",
+                    entry.proving_key_path.display()
+                );
+                Ok(Bytes::from(bytes))
+            })
+            .await
+            .cloned()
     }
 }
 

@@ -1,17 +1,20 @@
 //! Scores and weights.
 //!
-//! Each round, every queried miner gets a round score in [0, 1]: 0 for a failure (no
-//! answer in time, a refusal, a wrong output, a proof that does not verify), otherwise
-//! `min(1, reference / latency)`, where the reference is the 10th-percentile latency of the
-//! round's verified answers (as in Subnet 2, the fast tail sets the pace). A miner's score
-//! moves 20% of the way to its round score, and decays toward 0 with a half-life of two
+//! Every query is scored when it ends, in [0, 1]: 0 for a failure (no answer in time, a
+//! refusal, a wrong output, a proof that does not verify), otherwise
+//! `min(1, reference / latency)`, where the reference ([`Pace`]) is the 10th-percentile
+//! latency of the model's last verified answers, from every miner (as in Subnet 2, the
+//! fast tail sets the pace). Scoring each answer against a window rather than against its
+//! round is what lets a round go on without waiting for its slowest miner. A miner's score
+//! moves 20% of the way to each query's score, and decays toward 0 with a half-life of two
 //! hours while it is not queried. Weights are the scores normalised so that the best is
 //! 65535 (u16). A miner that never verifies keeps a score of exactly 0, and no weight.
 //!
 //! Scores are kept in `scores.json` in the state directory, written atomically after each
-//! round, so a restart loses nothing.
+//! round, so a restart loses at most the answers of the round under way. Hotkeys that
+//! leave the subnet are dropped: a uid taken over by a new hotkey starts from nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +25,8 @@ const STATE_VERSION: u32 = 1;
 const SMOOTHING: f64 = 0.2;
 const HALF_LIFE_MS: f64 = 2.0 * 3600.0 * 1000.0;
 const REFERENCE_PERCENTILE: f64 = 0.10;
+/// Verified latencies per model the reference is taken from.
+const PACE_WINDOW: usize = 256;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,10 +54,28 @@ impl Default for Scores {
     }
 }
 
-/// One miner's result in a round: its latency if it answered with a verified proof.
-pub struct RoundResult {
-    pub hotkey: String,
-    pub verified_latency_ms: Option<f64>,
+/// The pace verified answers are measured against: per model, the 10th-percentile latency
+/// of its last [`PACE_WINDOW`] verified answers. Kept in memory only: after a restart the
+/// first answers set the pace again.
+#[derive(Debug, Default)]
+pub struct Pace {
+    latencies: HashMap<String, VecDeque<f64>>,
+}
+
+impl Pace {
+    /// Adds a verified answer for `model` and returns its score in (0, 1].
+    pub fn score(&mut self, model: &str, latency_ms: f64) -> f64 {
+        let latency_ms = latency_ms.max(1e-3);
+        let window = self.latencies.entry(model.to_string()).or_default();
+        if window.len() == PACE_WINDOW {
+            window.pop_front();
+        }
+        window.push_back(latency_ms);
+        let mut sorted: Vec<f64> = window.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let reference = sorted[((sorted.len() - 1) as f64 * REFERENCE_PERCENTILE).floor() as usize];
+        (reference / latency_ms).min(1.0)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,30 +142,23 @@ impl Scores {
         crate::fs::write_atomic(&path, &bytes, 0o600).map_err(write)
     }
 
-    /// Folds one round's results in.
-    pub fn record(&mut self, results: &[RoundResult], now_ms: u64) {
-        let mut latencies: Vec<f64> = results
-            .iter()
-            .filter_map(|r| r.verified_latency_ms)
-            .collect();
-        latencies.sort_by(f64::total_cmp);
-        let reference = latencies
-            .get(
-                ((latencies.len().saturating_sub(1)) as f64 * REFERENCE_PERCENTILE).floor()
-                    as usize,
-            )
-            .copied();
-        for result in results {
-            let round_score = match (result.verified_latency_ms, reference) {
-                (Some(latency), Some(reference)) => (reference / latency.max(1e-3)).min(1.0),
-                _ => 0.0,
-            };
-            let entry = self.miners.entry(result.hotkey.clone()).or_default();
-            entry.score = decayed(entry, now_ms) * (1.0 - SMOOTHING) + SMOOTHING * round_score;
-            entry.updated_ms = now_ms;
-            entry.requests += 1;
-            entry.verified += result.verified_latency_ms.is_some() as u64;
-        }
+    /// Folds one query's result in: its score (see [`Pace`]) if it verified, `None` if it
+    /// failed.
+    pub fn record(&mut self, hotkey: &str, verified_score: Option<f64>, now_ms: u64) {
+        let entry = self.miners.entry(hotkey.to_string()).or_default();
+        let score = verified_score.unwrap_or(0.0).clamp(0.0, 1.0);
+        entry.score = decayed(entry, now_ms) * (1.0 - SMOOTHING) + SMOOTHING * score;
+        entry.updated_ms = now_ms;
+        entry.requests += 1;
+        entry.verified += verified_score.is_some() as u64;
+    }
+
+    /// Forgets the hotkeys no longer registered; returns how many.
+    pub fn prune(&mut self, metagraph: &Metagraph) -> usize {
+        let registered = metagraph.hotkeys_ss58();
+        let before = self.miners.len();
+        self.miners.retain(|hotkey, _| registered.contains(hotkey));
+        before - self.miners.len()
     }
 
     /// Weights for the miners of the metagraph, the best scoring 65535.
@@ -181,24 +197,23 @@ mod tests {
     use crate::chain::Neuron;
     use crate::keys::Hotkey;
 
-    fn result(hotkey: &str, latency: Option<f64>) -> RoundResult {
-        RoundResult {
-            hotkey: hotkey.into(),
-            verified_latency_ms: latency,
+    /// Records one round of results, as the validator would when they arrive.
+    fn round(scores: &mut Scores, pace: &mut Pace, results: &[(&str, Option<f64>)], now: u64) {
+        for (hotkey, latency) in results {
+            let score = latency.map(|latency| pace.score("model", latency));
+            scores.record(hotkey, score, now);
         }
     }
 
     #[test]
     fn fast_miners_score_higher_and_failures_score_nothing() {
-        let mut scores = Scores::default();
-        for round in 0..30 {
-            scores.record(
-                &[
-                    result("fast", Some(10.0)),
-                    result("slow", Some(40.0)),
-                    result("cheat", None),
-                ],
-                round,
+        let (mut scores, mut pace) = (Scores::default(), Pace::default());
+        for round_ in 0..30 {
+            round(
+                &mut scores,
+                &mut pace,
+                &[("fast", Some(10.0)), ("slow", Some(40.0)), ("cheat", None)],
+                round_,
             );
         }
         let (fast, slow, cheat) = (
@@ -232,15 +247,17 @@ mod tests {
                 })
                 .collect(),
         };
-        let mut scores = Scores::default();
-        for round in 0..10 {
-            scores.record(
+        let (mut scores, mut pace) = (Scores::default(), Pace::default());
+        for round_ in 0..10 {
+            round(
+                &mut scores,
+                &mut pace,
                 &[
-                    result(&keys[0].ss58(), Some(5.0)),
-                    result(&keys[1].ss58(), Some(10.0)),
-                    result(&keys[2].ss58(), None),
+                    (&keys[0].ss58(), Some(5.0)),
+                    (&keys[1].ss58(), Some(10.0)),
+                    (&keys[2].ss58(), None),
                 ],
-                round,
+                round_,
             );
         }
         let weights = scores.weights(&metagraph, 10);
@@ -258,7 +275,7 @@ mod tests {
     fn scores_decay_while_idle_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let mut scores = Scores::default();
-        scores.record(&[result("a", Some(1.0))], 0);
+        scores.record("a", Some(1.0), 0);
         scores.save(dir.path()).unwrap();
         let loaded = Scores::load(dir.path()).unwrap();
         assert_eq!(loaded, scores);
@@ -274,5 +291,47 @@ mod tests {
         ));
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(Scores::load(empty.path()).unwrap(), Scores::default());
+    }
+
+    #[test]
+    fn the_pace_is_the_fast_tail_of_recent_answers_per_model() {
+        let mut pace = Pace::default();
+        // Alone, an answer sets the pace.
+        assert_eq!(pace.score("a", 50.0), 1.0);
+        for _ in 0..20 {
+            pace.score("a", 10.0);
+        }
+        assert!((pace.score("a", 40.0) - 0.25).abs() < 1e-12);
+        // Another model keeps its own pace.
+        assert_eq!(pace.score("b", 400.0), 1.0);
+        // The window forgets: after many slow answers the slow ones set the pace.
+        for _ in 0..PACE_WINDOW {
+            pace.score("a", 100.0);
+        }
+        assert_eq!(pace.score("a", 100.0), 1.0);
+    }
+
+    #[test]
+    fn hotkeys_that_left_the_subnet_are_pruned() {
+        let kept = Hotkey::from_seed(&[1; 32]);
+        let mut scores = Scores::default();
+        scores.record(&kept.ss58(), Some(1.0), 0);
+        scores.record("5GoneHotkey", Some(1.0), 0);
+        let metagraph = Metagraph {
+            netuid: 2,
+            block: 0,
+            neurons: vec![Neuron {
+                uid: 0,
+                hotkey: kept.public(),
+                axon: None,
+                validator_permit: false,
+                stake: 0.0,
+                coldkey: None,
+                last_update: 0,
+            }],
+        };
+        assert_eq!(scores.prune(&metagraph), 1);
+        assert_eq!(scores.miners.keys().collect::<Vec<_>>(), vec![&kept.ss58()]);
+        assert_eq!(scores.prune(&metagraph), 0);
     }
 }

@@ -6,7 +6,7 @@
 //! for the request's uuid).
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,10 +28,85 @@ pub type HttpResponse = hyper::Response<Full<Bytes>>;
 
 pub const REQUEST_PATH: &str = "/v1/request";
 
-/// Connections served at once; more are closed on arrival.
-const MAX_CONNECTIONS: usize = 1024;
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a listener allows a connection, so that nobody can hold its resources without
+/// sending a request: every phase of a connection has a deadline and every size a bound.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; past this, a connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections from one address at once; past this, 503 too.
+    pub max_connections_per_ip: usize,
+    /// From accepting a connection (or answering its last request) to the end of the next
+    /// request's headers: an idle connection, or one that trickles, is closed after this.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive, once a handler reads it.
+    pub body_timeout: Duration,
+    /// The largest body a handler reads.
+    pub max_body: usize,
+    /// The longest a connection lives: a reader too slow for a large response is cut off.
+    pub connection_timeout: Duration,
+}
+
+impl Limits {
+    /// Limits for an API taking bodies of up to `max_body` bytes.
+    pub fn new(max_body: usize) -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(20),
+            max_body,
+            connection_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Counts a refused connection by its reason (`connections`, `header_timeout`, ...) and
+/// the peer's address, for the operator's metrics and log.
+pub type OnRefusal = Arc<dyn Fn(&'static str, SocketAddr) + Send + Sync>;
+
+/// A request's body, not read yet: a handler reads it, bounded in size and in time, only
+/// once the headers have shown who sends it.
+pub struct Body {
+    incoming: Incoming,
+    declared: Option<u64>,
+    max: usize,
+    timeout: Duration,
+}
+
+impl Body {
+    /// The declared length, required, and within the limit: what a handler checks before
+    /// it spends anything on reading.
+    pub fn checked_len(&self) -> Result<u64, WireError> {
+        match self.declared {
+            None => Err(WireError::new(
+                ErrorCode::MalformedRequest,
+                "a Content-Length header is required",
+            )),
+            Some(n) if n > self.max as u64 => Err(too_large(self.max)),
+            Some(n) => Ok(n),
+        }
+    }
+
+    /// Reads the body, refusing one over the limit or slower than the deadline.
+    pub async fn read(self) -> Result<Bytes, WireError> {
+        if self.declared.is_some_and(|n| n > self.max as u64) {
+            return Err(too_large(self.max));
+        }
+        let collect = Limited::new(self.incoming, self.max).collect();
+        match tokio::time::timeout(self.timeout, collect).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(_)) => Err(too_large(self.max)),
+            Err(_) => Err(WireError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the body did not arrive within {} s",
+                    self.timeout.as_secs()
+                ),
+            )),
+        }
+    }
+}
 
 /// A JSON response with a status.
 pub fn json_response(status: u16, body: Vec<u8>, headers: &[(&str, String)]) -> HttpResponse {
@@ -55,27 +130,83 @@ pub fn text_response(status: u16, content_type: &str, body: impl Into<Bytes>) ->
 }
 
 pub fn error_response(error: &WireError) -> HttpResponse {
-    json_response(
+    let mut response = json_response(
         error.code.http_status(),
         serde_json::to_vec(&Response::Error(error.body())).expect("JSON"),
         &[],
-    )
+    );
+    if error.code == ErrorCode::Busy {
+        response
+            .headers_mut()
+            .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
-/// Serves HTTP on `listener` until `shutdown` turns true. Bodies over `max_body` bytes
-/// are answered 413 without being read whole.
+/// What a connection over a cap is told before it is closed, without reading anything.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: text/plain\r\ncontent-length: 21\r\nconnection: close\r\n\r\ntoo many connections\n";
+
+/// Open connections per address, released as they close.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    fn try_take(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut counts = self.0.lock().expect("not poisoned");
+        let count = counts.entry(address).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().expect("not poisoned");
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Answers 503 on a connection over a cap and closes it, within a second.
+fn turn_away(mut stream: tokio::net::TcpStream) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    });
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` turns true, within `limits`. HTTP/2 is
+/// not spoken: every client here is sn2's own, and one request per stream buys nothing
+/// over keep-alive while adding streams a peer could multiply.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
-    max_body: usize,
+    limits: Limits,
+    on_refusal: OnRefusal,
     handler: F,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    F: Fn(Parts, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Parts, Body) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = HttpResponse> + Send + 'static,
 {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -86,43 +217,58 @@ pub async fn serve<F, Fut>(
             },
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            on_refusal("connections", peer);
+            turn_away(stream);
+            continue;
+        };
+        let Some(address_slot) = per_address.try_take(peer.ip(), limits.max_connections_per_ip)
+        else {
+            on_refusal("connections_per_address", peer);
+            turn_away(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let (max_body, body_timeout) = (limits.max_body, limits.body_timeout);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let handler = handler.clone();
             async move {
-                let (parts, body) = request.into_parts();
+                let (parts, incoming) = request.into_parts();
                 let declared = parts
                     .headers
                     .get("content-length")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<usize>().ok());
-                if declared.is_some_and(|n| n > max_body) {
-                    return Ok::<_, std::convert::Infallible>(error_response(&too_large(max_body)));
-                }
-                let bytes = match Limited::new(body, max_body).collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(_) => return Ok(error_response(&too_large(max_body))),
+                    .and_then(|v| v.parse::<u64>().ok());
+                let body = Body {
+                    incoming,
+                    declared,
+                    max: max_body,
+                    timeout: body_timeout,
                 };
-                Ok(handler(parts, bytes).await)
+                Ok::<_, std::convert::Infallible>(handler(parts, body).await)
             }
         });
-        // Past the limit a connection is closed at once rather than queued.
-        let Ok(slot) = connections.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
         let mut stop = shutdown.clone();
+        let on_refusal = on_refusal.clone();
+        let (header_timeout, lifetime) = (limits.header_timeout, limits.connection_timeout);
         tokio::spawn(async move {
-            let _slot = slot;
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // A client that trickles its headers is cut off instead of holding a slot.
+            let _slots = (slot, address_slot);
+            let mut builder = hyper::server::conn::http1::Builder::new();
             builder
-                .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
-                _ = connection => {}
+                served = tokio::time::timeout(lifetime, connection) => match served {
+                    Ok(Err(error)) if error.is_timeout() => on_refusal("header_timeout", peer),
+                    Ok(Err(error)) if error.is_parse() || error.is_parse_too_large() => {
+                        on_refusal("malformed_http", peer)
+                    }
+                    Err(_) => on_refusal("connection_timeout", peer),
+                    _ => {}
+                },
                 _ = crate::shutdown::stopped(&mut stop) => {}
             }
         });
@@ -171,7 +317,44 @@ async fn read_limited(body: Incoming, max: usize) -> Result<Bytes, ClientError> 
         .collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|e| ClientError::BadResponse(format!("response body: {e}")))
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ClientError::BadResponse(format!("an answer over the limit of {max} bytes"))
+            } else {
+                ClientError::Reset(e.to_string())
+            }
+        })
+}
+
+/// What a failed exchange says about the peer: refused or unreachable (nothing sent), or
+/// gone before its answer.
+fn exchange_error(error: hyper_util::client::legacy::Error) -> ClientError {
+    if !error.is_connect() {
+        return ClientError::Reset(source_chain(&error));
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return ClientError::ConnectionRefused(source_chain(&error));
+        }
+        source = cause.source();
+    }
+    ClientError::Connect(source_chain(&error))
+}
+
+/// An error and its causes, for people: hyper's own message alone says little.
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl HttpClient {
@@ -195,11 +378,7 @@ impl HttpClient {
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .expect("valid request");
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let response = self.client.request(request).await.map_err(exchange_error)?;
         let (parts, body) = response.into_parts();
         let bytes = read_limited(body, max_response).await?;
         let get = |name: &str| {
@@ -236,11 +415,7 @@ impl HttpClient {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| ClientError::Connect(format!("{url}: {e}")))?;
-        let response = self
-            .client
-            .get(uri)
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let response = self.client.get(uri).await.map_err(exchange_error)?;
         let status = response.status();
         let bytes = read_limited(response.into_body(), max).await?;
         if !status.is_success() {
@@ -255,11 +430,7 @@ impl HttpClient {
         request: hyper::Request<Full<Bytes>>,
         max: usize,
     ) -> Result<(u16, Bytes), ClientError> {
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let response = self.client.request(request).await.map_err(exchange_error)?;
         let status = response.status().as_u16();
         Ok((status, read_limited(response.into_body(), max).await?))
     }

@@ -29,11 +29,10 @@ pub struct ProveRequest {
     pub input: Vec<i8>,
     /// 32 random bytes (hex), bound into the proof with the miner's hotkey.
     pub nonce: String,
-    /// SHA-256 (hex) of the validator's proving-key file to prove with.
+    /// SHA-256 (hex) of the validator's proving-key file to prove with. A miner without
+    /// it fetches it from the address the validator announced, never from one a request
+    /// names.
     pub proving_key: String,
-    /// Where to fetch that key if the miner does not have it yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +83,8 @@ pub enum ErrorCode {
     UnknownModel,
     UnknownKey,
     Busy,
+    /// The request did not arrive in time.
+    Timeout,
     Internal,
 }
 
@@ -99,6 +100,7 @@ impl ErrorCode {
             ErrorCode::UnknownModel => 404,
             ErrorCode::UnknownKey => 424,
             ErrorCode::Busy => 503,
+            ErrorCode::Timeout => 408,
             ErrorCode::Internal => 500,
         }
     }
@@ -114,6 +116,7 @@ impl ErrorCode {
             ErrorCode::UnknownModel => "unknown_model",
             ErrorCode::UnknownKey => "unknown_key",
             ErrorCode::Busy => "busy",
+            ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
         }
     }
@@ -146,14 +149,35 @@ impl WireError {
 /// Why a validator's query failed, as the validator records it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Nothing was sent: the miner cannot be reached.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// Nothing was sent: the miner's host refused the connection (no one listens).
+    #[error("connection refused: {0}")]
+    ConnectionRefused(String),
+    /// The connection ended or was reset before the whole answer arrived.
+    #[error("the connection closed before the answer: {0}")]
+    Reset(String),
     #[error("the miner refused: {0}")]
     Refused(WireError),
     #[error("bad response: {0}")]
     BadResponse(String),
     #[error("timed out")]
     Timeout,
+}
+
+impl ClientError {
+    /// A short label for metrics and logs: what happened to the query.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClientError::Connect(_) => "connect_failed",
+            ClientError::ConnectionRefused(_) => "connection_refused",
+            ClientError::Reset(_) => "reset",
+            ClientError::Refused(_) => "refused",
+            ClientError::BadResponse(_) => "bad_response",
+            ClientError::Timeout => "timeout",
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -33,6 +33,11 @@ pub const FRAME_ERROR: u8 = 0x05;
 pub const MAX_HANDSHAKE_BYTES: usize = 4096;
 /// How long a handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request frame may take to arrive once its stream is open.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// QUIC connections a miner holds at once; further ones are refused before their TLS
+/// handshake.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +47,35 @@ pub struct HandshakeRequest {
     pub nonce: String,
     pub cert_fingerprint: String,
     pub signature: String,
+}
+
+impl HandshakeRequest {
+    /// Checks what the handshake says on its own: the validator's signature, that it is
+    /// for this miner's certificate (`fingerprint`), and its time. Returns the validator;
+    /// the nonce's freshness and the validator's permit are the miner's to check.
+    pub fn check(&self, fingerprint: &str) -> Result<PublicKey, WireError> {
+        let validator = PublicKey::from_ss58(&self.validator).map_err(|e| {
+            WireError::new(
+                ErrorCode::BadSignature,
+                format!("validator `{}`: {e}", self.validator),
+            )
+        })?;
+        let message = auth::handshake_message(
+            &self.validator,
+            self.timestamp,
+            &self.nonce,
+            &self.cert_fingerprint,
+        );
+        auth::verify_hex(&validator, &message, &self.signature)?;
+        if self.cert_fingerprint != fingerprint {
+            return Err(WireError::new(
+                ErrorCode::BadSignature,
+                "the handshake is for another certificate",
+            ));
+        }
+        auth::check_timestamp(self.timestamp)?;
+        Ok(validator)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,50 +229,107 @@ pub fn client_endpoint() -> Result<quinn::Endpoint, ClientError> {
     Ok(endpoint)
 }
 
-pub async fn write_frame(
-    send: &mut quinn::SendStream,
-    kind: u8,
-    payload: &[u8],
-) -> std::io::Result<()> {
+/// A whole frame: kind, big-endian length, payload.
+pub fn encode_frame(kind: u8, payload: &[u8]) -> std::io::Result<Vec<u8>> {
     let length =
         u32::try_from(payload.len()).map_err(|_| std::io::Error::other("frame too large"))?;
     let mut frame = Vec::with_capacity(5 + payload.len());
     frame.push(kind);
     frame.extend_from_slice(&length.to_be_bytes());
     frame.extend_from_slice(payload);
+    Ok(frame)
+}
+
+pub async fn write_frame(
+    send: &mut quinn::SendStream,
+    kind: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let frame = encode_frame(kind, payload)?;
     send.write_all(&frame)
         .await
         .map_err(std::io::Error::other)?;
     send.finish().map_err(std::io::Error::other)
 }
 
-/// Reads one frame, refusing payloads over `max` before reading them.
+/// A frame's kind and payload length, from its five header bytes; a length over `max` is
+/// refused before any of the payload is read or allocated.
+pub fn parse_frame_header(header: [u8; 5], max: usize) -> Result<(u8, usize), FrameError> {
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if length > max {
+        return Err(FrameError::TooLarge { length, max });
+    }
+    Ok((header[0], length))
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The stream ended, or the connection went, before the whole frame arrived.
+    Incomplete(String),
+    TooLarge {
+        length: usize,
+        max: usize,
+    },
+}
+
+impl From<FrameError> for WireError {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Incomplete(reason) => WireError::new(
+                ErrorCode::MalformedRequest,
+                format!("an incomplete frame: {reason}"),
+            ),
+            FrameError::TooLarge { length, max } => WireError::new(
+                ErrorCode::TooLarge,
+                format!("a frame of {length} bytes; the limit is {max}"),
+            ),
+        }
+    }
+}
+
+impl From<FrameError> for ClientError {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Incomplete(reason) => ClientError::Reset(reason),
+            FrameError::TooLarge { length, max } => {
+                ClientError::BadResponse(format!("an answer of {length} bytes; the limit is {max}"))
+            }
+        }
+    }
+}
+
+async fn read_frame_from(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<(u8, Vec<u8>), FrameError> {
+    let mut header = [0u8; 5];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| FrameError::Incomplete(e.to_string()))?;
+    let (kind, length) = parse_frame_header(header, max)?;
+    let mut payload = vec![0u8; length];
+    recv.read_exact(&mut payload)
+        .await
+        .map_err(|e| FrameError::Incomplete(e.to_string()))?;
+    Ok((kind, payload))
+}
+
+/// Reads one frame of a request, refusing payloads over `max` before reading them.
 pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<(u8, Vec<u8>), WireError> {
-    let mut header = [0u8; 5];
-    recv.read_exact(&mut header).await.map_err(|e| {
-        WireError::new(
-            ErrorCode::MalformedRequest,
-            format!("incomplete frame header: {e}"),
-        )
-    })?;
-    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if length > max {
-        return Err(WireError::new(
-            ErrorCode::TooLarge,
-            format!("a frame of {length} bytes; the limit is {max}"),
-        ));
-    }
-    let mut payload = vec![0u8; length];
-    recv.read_exact(&mut payload).await.map_err(|e| {
-        WireError::new(
-            ErrorCode::MalformedRequest,
-            format!("incomplete frame: {e}"),
-        )
-    })?;
-    Ok((header[0], payload))
+    Ok(read_frame_from(recv, max).await?)
+}
+
+/// Reads one frame of an answer: a stream that ends early is a reset, not a malformed
+/// request.
+async fn read_answer(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<(u8, Vec<u8>), ClientError> {
+    Ok(read_frame_from(recv, max).await?)
 }
 
 /// Sends an error frame (best effort: the peer may be gone).
@@ -301,11 +392,10 @@ impl Session {
         .map_err(|e| ClientError::Connect(e.to_string()))?;
         let (kind, payload) = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            read_frame(&mut recv, MAX_HANDSHAKE_BYTES),
+            read_answer(&mut recv, MAX_HANDSHAKE_BYTES),
         )
         .await
-        .map_err(|_| ClientError::Timeout)?
-        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        .map_err(|_| ClientError::Timeout)??;
         let response: HandshakeResponse = match kind {
             FRAME_HANDSHAKE_RESPONSE => serde_json::from_slice(&payload)
                 .map_err(|e| ClientError::BadResponse(e.to_string()))?,
@@ -344,9 +434,7 @@ impl Session {
         write_frame(&mut send, kind, payload)
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        read_frame(&mut recv, self.max_response)
-            .await
-            .map_err(|e| ClientError::BadResponse(e.to_string()))
+        read_answer(&mut recv, self.max_response).await
     }
 
     pub fn is_open(&self) -> bool {
@@ -366,9 +454,7 @@ impl Session {
         write_frame(&mut send, FRAME_REQUEST, &payload)
             .await
             .map_err(|e| ClientError::BadResponse(format!("sending the request: {e}")))?;
-        let (kind, bytes) = read_frame(&mut recv, self.max_response)
-            .await
-            .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        let (kind, bytes) = read_answer(&mut recv, self.max_response).await?;
         match kind {
             FRAME_RESPONSE => {
                 let signed: SignedResponse = serde_json::from_slice(&bytes)
