@@ -1,0 +1,306 @@
+//! The fuzz targets' inputs, replayed: every seed of `fuzz/corpus/<target>/` and every past
+//! finding in `fuzz/regressions/<target>/` goes through its decoder (`sn2::fuzzing`), which
+//! must refuse or accept it without panicking. A finding becomes a regression by copying
+//! the fuzzer's crash file into `fuzz/regressions/<target>/`.
+//!
+//! The seeds are written by `write_seed_corpora` below:
+//! `cargo test --test fuzzing -- --ignored write_seed_corpora`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sn2::fuzzing::TARGETS;
+use sn2::keys::Hotkey;
+use sn2::model::{ModelId, codec};
+use sn2::proof::{self, Binding, ProofFile, keys as key_files};
+use sn2::wire::auth::{self, epistula_message};
+use sn2::wire::quic::{self, HandshakeRequest, SignedResponse};
+use sn2::wire::{ErrorBody, ErrorCode, ProveRequest, ProveResponse, Request, Response};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_seed_and_past_finding_is_decoded_without_a_panic() {
+    for (name, target) in TARGETS {
+        let seeds = files(&fuzz_dir().join("corpus").join(name));
+        assert!(!seeds.is_empty(), "no seed corpus for {name}");
+        let findings = files(&fuzz_dir().join("regressions").join(name));
+        for file in seeds.iter().chain(&findings) {
+            let bytes = std::fs::read(file).unwrap();
+            let outcome = std::panic::catch_unwind(|| target(&bytes));
+            assert!(outcome.is_ok(), "{name} panicked on {}", file.display());
+        }
+    }
+}
+
+#[test]
+fn every_target_has_its_fuzz_binary() {
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
+    for (name, _) in TARGETS {
+        let source = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+        let text = std::fs::read_to_string(&source).unwrap();
+        assert!(
+            text.contains(&format!("sn2::fuzzing::{name}(data)")),
+            "{text}"
+        );
+        assert!(manifest.contains(&format!("name = \"{name}\"")));
+    }
+}
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = fuzz_dir().join("corpus").join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+/// Writes small, valid inputs for each target, from which the fuzzer mutates.
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand after a format changes"]
+fn write_seed_corpora() {
+    let validator = Hotkey::from_seed(&[2; 32]);
+    let miner = Hotkey::from_seed(&[1; 32]);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+
+    // Requests and responses.
+    let prove = Request::Prove(ProveRequest {
+        model: "11".repeat(32),
+        input: vec![1, -2, 3, 127, -128],
+        nonce: "ab".repeat(32),
+        proving_key: "cd".repeat(32),
+    });
+    let proved = Response::Proved(ProveResponse {
+        output: vec![5, -6, 1 << 20],
+        proof: "AAEC".into(),
+        prove_ms: 12.5,
+    });
+    let refused = Response::Error(ErrorBody {
+        code: ErrorCode::Busy,
+        message: "all proving slots are taken".into(),
+    });
+    for (name, json) in [
+        ("prove", serde_json::to_vec(&prove).unwrap()),
+        ("health", serde_json::to_vec(&Request::Health).unwrap()),
+        ("models", serde_json::to_vec(&Request::Models).unwrap()),
+        ("proved", serde_json::to_vec(&proved).unwrap()),
+        ("refused", serde_json::to_vec(&refused).unwrap()),
+    ] {
+        write("wire_json", name, &json);
+    }
+
+    // The handshake, signed for the certificate fingerprint the target checks against.
+    let now = sn2::wire::now_ms();
+    let fingerprint = "00".repeat(32);
+    let nonce = "0f".repeat(16);
+    let signature = validator
+        .sign(auth::handshake_message(&validator.ss58(), now, &nonce, &fingerprint).as_bytes());
+    let handshake = serde_json::to_vec(&HandshakeRequest {
+        validator: validator.ss58(),
+        timestamp: now,
+        nonce,
+        cert_fingerprint: fingerprint,
+        signature: signature.to_hex(),
+    })
+    .unwrap();
+    write("handshake", "signed", &handshake);
+
+    // Frames of every kind.
+    let request = serde_json::to_vec(&prove).unwrap();
+    let response = serde_json::to_vec(&SignedResponse {
+        body: serde_json::to_string(&proved).unwrap(),
+        signature: miner
+            .sign(auth::response_message(&auth::sha256_hex(&request), b"{}").as_bytes())
+            .to_hex(),
+    })
+    .unwrap();
+    let error = serde_json::to_vec(&refused).unwrap();
+    for (name, kind, payload) in [
+        ("handshake", quic::FRAME_HANDSHAKE_REQUEST, &handshake),
+        ("request", quic::FRAME_REQUEST, &request),
+        ("response", quic::FRAME_RESPONSE, &response),
+        ("error", quic::FRAME_ERROR, &error),
+    ] {
+        write(
+            "quic_frame",
+            name,
+            &quic::encode_frame(kind, payload).unwrap(),
+        );
+    }
+
+    // Epistula headers, one per line, then the body.
+    let uuid = auth::uuid_v4();
+    let signature =
+        validator.sign(epistula_message(&request, &uuid, now, &miner.ss58()).as_bytes());
+    let mut headers = format!(
+        "2\n{now}\n{uuid}\n{}\n{}\n0x{}\n",
+        validator.ss58(),
+        miner.ss58(),
+        signature.to_hex()
+    )
+    .into_bytes();
+    headers.extend_from_slice(&request);
+    write("epistula_headers", "signed", &headers);
+
+    // ONNX files: small ones, imported and refused.
+    let onnx = repo.join("tests/data/onnx");
+    for file in files(&onnx.join("handmade")) {
+        if file.extension().is_some_and(|e| e == "onnx") {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            write("onnx_import", name, &std::fs::read(&file).unwrap());
+        }
+    }
+    for case in [
+        "test_Linear",
+        "test_Conv2d_strided",
+        "test_MaxPool2d",
+        "test_Softmax",
+    ] {
+        let bytes = std::fs::read(onnx.join(case).join("model.onnx")).unwrap();
+        write("onnx_import", case, &bytes);
+    }
+
+    // Model files, and the fixture's keys and a proof (the model of `sn2::fuzzing`).
+    let linear = std::fs::read(onnx.join("test_Linear/model.onnx")).unwrap();
+    let float = sn2::model::onnx::import(&linear).unwrap();
+    let samples = sn2::model::input::pseudo_random_samples(16, float.input_len());
+    let (model, _) = sn2::model::quantize::quantize(&float, &samples).unwrap();
+    write("model_file", "linear", &codec::encode(&model));
+    let conv = std::fs::read(onnx.join("test_Conv2d_strided/model.onnx")).unwrap();
+    let float_conv = sn2::model::onnx::import(&conv).unwrap();
+    let conv_samples = sn2::model::input::pseudo_random_samples(4, float_conv.input_len());
+    let (conv_model, _) = sn2::model::quantize::quantize(&float_conv, &conv_samples).unwrap();
+    write("model_file", "conv", &codec::encode(&conv_model));
+
+    let id = ModelId::of(&codec::encode(&model));
+    let system = proof::default_backend();
+    let keys = system.setup(&model).unwrap();
+    let (proving, verifying) = (
+        key_files::encode(
+            key_files::KeyKind::Proving,
+            system.name(),
+            &id,
+            &keys.proving,
+        ),
+        key_files::encode(
+            key_files::KeyKind::Verifying,
+            system.name(),
+            &id,
+            &keys.verifying,
+        ),
+    );
+    write("key_file", "proving", &proving);
+    write("key_file", "verifying", &verifying);
+    let model = Arc::new(model);
+    let input = vec![7i8; model.input_len()];
+    let binding = Binding::new(&id, &miner.public(), &[9; 32]);
+    let proven = system
+        .prover(model.clone(), &keys.proving)
+        .unwrap()
+        .prove(&input, &binding)
+        .unwrap();
+    let file = ProofFile {
+        format: proof::file::FORMAT.into(),
+        backend: system.name().into(),
+        model: id.to_hex(),
+        verifying_key: key_files::fingerprint(&verifying),
+        miner: miner.ss58(),
+        nonce: hex::encode([9u8; 32]),
+        input,
+        output_values: model.dequantize_output(&proven.output),
+        output: proven.output,
+        proof: ProofFile::encode_proof(&proven.proof),
+    };
+    write(
+        "proof_file",
+        "proof",
+        serde_json::to_string_pretty(&file).unwrap().as_bytes(),
+    );
+
+    // Release manifests and Nix keys.
+    let key = sn2::update::SecretKey::generate("sn2-fuzz-1").unwrap();
+    let output = sn2::update::Output {
+        system: "x86_64-linux".into(),
+        store_path: nix_derivation::StorePath::from_absolute_path(
+            b"/nix/store/9d2lc0cqkgx0vhdj44rmbyzy38p5k2gy-sn2-0.1.0",
+        )
+        .unwrap(),
+        nar_hash: nix_derivation::NixHash::parse(
+            "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw",
+        )
+        .unwrap(),
+        nar_size: 120,
+    };
+    let body = sn2::update::testing::release(7, 1_800_000_000, vec![output]);
+    let manifest = sn2::update::sign(&body, &key).unwrap();
+    write("release_manifest", "signed", manifest.as_bytes());
+    write("nix_keys", "secret", key.to_file_text().as_bytes());
+    write("nix_keys", "public", key.public().as_bytes());
+    write(
+        "nix_keys",
+        "signature",
+        key.sign(b"sn2").to_string().as_bytes(),
+    );
+
+    // Input files and data sets.
+    write(
+        "input_json",
+        "input",
+        sn2::model::input::format_input(&[0.5, -1.25, 3.0]).as_bytes(),
+    );
+    write(
+        "input_json",
+        "nested",
+        br#"{"input_data": [[[1, 2], [3, 4]]]}"#,
+    );
+    write(
+        "input_json",
+        "dataset",
+        br#"{"inputs": [[0.1, 0.2], [0.3, 0.4]], "labels": [0, 1], "outputs": [[1.0], [2.0]]}"#,
+    );
+
+    // A hotkey file as sn2 (and bittensor-wallet) writes it: a throwaway key.
+    let wallets = tempfile::tempdir().unwrap();
+    let location = sn2::keys::WalletLocation::new(wallets.path(), "fuzz", "seed").unwrap();
+    let created = location.create_hotkey(false).unwrap();
+    write(
+        "wallet_file",
+        "hotkey",
+        &std::fs::read(created.path).unwrap(),
+    );
+}
+
+/// Issue 13's finding: a model file whose input dimensions multiply past `usize` (or wrap
+/// to zero) was accepted, and the evaluator then tried to allocate exabytes.
+#[test]
+fn model_files_whose_input_size_overflows_are_refused() {
+    let dir = fuzz_dir().join("regressions/model_file");
+    for name in ["input-dimensions-overflow", "input-length-wraps-to-zero"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let error = codec::decode(&bytes).expect_err(name);
+        assert!(!error.to_string().is_empty());
+        eprintln!("{name}: {error}");
+    }
+}
+
+/// A fuzzer's finding: a 215-byte Pad asking for 16 million values kept the importer busy
+/// for a minute. A model's tensors together are bounded now.
+#[test]
+fn an_onnx_file_asking_for_millions_of_values_is_refused_at_import() {
+    let bytes =
+        std::fs::read(fuzz_dir().join("regressions/onnx_import/pad-to-16-million-values")).unwrap();
+    let error = sn2::model::onnx::import(&bytes).expect_err("refused");
+    assert!(error.to_string().contains("values in all"), "{error}");
+}
