@@ -11,7 +11,7 @@ use crate::model::ModelStore;
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Model folders, each with model.onnx and optionally calibration.json
-    /// [default: models/digits-mlp models/mnist-mlp models/cnn-small].
+    /// [default: the reference models in models/].
     folders: Vec<PathBuf>,
     /// Proofs timed per thread count (the median is reported).
     #[arg(long, default_value_t = 5)]
@@ -23,15 +23,41 @@ pub struct BenchArgs {
     /// and HTTP (round trip, overhead beyond proving, requests per second).
     #[arg(long)]
     wire: bool,
+    /// Measure what an outsider's connections cost a miner instead: memory while 1000
+    /// stalled connections are held, how soon they are closed, CPU per refused request.
+    #[arg(long, conflicts_with = "wire")]
+    attack: bool,
+    /// Measure a validator daemon with this many miners instead (its CPU and memory over
+    /// `--seconds`); the miners run in this process, the validator as its own.
+    #[arg(long, value_name = "MINERS", conflicts_with_all = ["wire", "attack"])]
+    validator: Option<usize>,
+    /// How long `--validator` runs.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
 }
 
 impl BenchArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
+        if let Some(miners) = self.validator {
+            let result = bench::bench_validator(miners, self.seconds)?;
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                print!("{}", bench::validator_table(&result));
+            }
+            return Ok(Outcome::Success);
+        }
+        if self.attack {
+            let results = bench::bench_attack()?;
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                print!("{}", bench::attack_table(&results));
+            }
+            return Ok(Outcome::Success);
+        }
         if self.wire {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let results = runtime.block_on(bench::bench_wire(self.runs.max(1) * 40, 3))?;
+            let results = bench::bench_wire(self.runs.max(1) * 40, 3)?;
             if self.json {
                 println!("{}", serde_json::to_string_pretty(&results)?);
             } else {
@@ -56,6 +82,8 @@ impl BenchArgs {
             println!("{}", serde_json::to_string_pretty(&results)?);
         } else {
             print!("{}", bench::markdown_table(&results));
+            println!();
+            print!("{}", bench::operators_table(&results));
         }
         Ok(Outcome::Success)
     }

@@ -1,0 +1,227 @@
+//! `sn2 bench`: what proving costs on this machine, per model — circuit size, setup, prove
+//! with one and with two threads, verify, proof and key sizes, peak memory; what the
+//! transports cost (`wire`); what an outsider's connections cost a miner (`attack`); what
+//! a validator daemon costs with many miners (`validator`).
+//! Measurements, not tests: each prints a table and asserts nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::model::ModelStore;
+use crate::model::input::{DataSet, pseudo_random_samples};
+use crate::proof::{self, Binding, Statement};
+
+mod attack;
+mod validator;
+mod wire;
+
+pub use attack::{AttackBench, attack_table, bench_attack};
+pub use validator::{ValidatorBench, bench_validator, validator_table};
+pub use wire::{WireBench, bench_wire, wire_table};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelBench {
+    pub model: String,
+    pub constraints: usize,
+    /// Constraints per kind of operator.
+    pub operators: Vec<(String, usize)>,
+    pub setup_ms: f64,
+    pub prove_1_thread_ms: f64,
+    pub prove_2_threads_ms: f64,
+    pub verify_ms: f64,
+    pub proof_bytes: usize,
+    pub proving_key_bytes: usize,
+    pub verifying_key_bytes: usize,
+    /// Peak resident memory while setting up and proving, in MiB (Linux only).
+    pub peak_memory_mib: Option<f64>,
+}
+
+/// Resets the kernel's peak-RSS mark for this process (Linux: `clear_refs` 5).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_memory_mib() -> Option<f64> {
+    status_mib("/proc/self/status", "VmHWM:")
+}
+
+/// A memory figure (`VmRSS:`, `VmHWM:`) of a /proc `status` file, in MiB (Linux only).
+fn status_mib(status_file: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(status_file).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// User and system CPU time in a /proc `stat` file, a process's or a thread's, in seconds
+/// (Linux's clock ticks are 1/100 s); 0 where there is none.
+fn stat_cpu_seconds(stat_file: &Path) -> f64 {
+    let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is the 3rd field of the line,
+    // utime and stime the 14th and 15th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1000.0
+}
+
+fn in_pool<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    Ok(pool.install(work))
+}
+
+/// Benchmarks the model whose ONNX file and `calibration.json` are in `folder`.
+pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Result<ModelBench> {
+    let onnx = folder.join("model.onnx");
+    let bytes = std::fs::read(&onnx).with_context(|| format!("cannot read {}", onnx.display()))?;
+    let name = folder
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model")
+        .to_string();
+    let calibration_path = folder.join("calibration.json");
+    let calibration = match std::fs::read_to_string(&calibration_path) {
+        Ok(text) => DataSet::parse(&text)?.inputs,
+        Err(_) => pseudo_random_samples(64, crate::model::onnx::import(&bytes)?.input_len()),
+    };
+    let stored = store.import(&bytes, &name, &calibration)?;
+    let model = Arc::new(stored.model.clone());
+    let system = proof::default_backend();
+
+    reset_peak_memory();
+    let start = Instant::now();
+    let keys = system.setup(&model)?;
+    let setup = start.elapsed();
+    let prover = system.prover(model.clone(), &keys.proving)?;
+    let verifier = system.verifier(&model, &keys.verifying)?;
+
+    let input = model.quantize_input(&calibration[0])?;
+    let binding = Binding([3; 31]);
+    let mut proof = Vec::new();
+    let mut output = Vec::new();
+    let mut prove_ms = [0.0; 2];
+    for (slot, threads) in [(0, 1), (1, 2)] {
+        let times = in_pool(threads, || -> anyhow::Result<Vec<Duration>> {
+            (0..runs)
+                .map(|_| {
+                    let start = Instant::now();
+                    let proven = prover.prove(&input, &binding)?;
+                    let elapsed = start.elapsed();
+                    proof = proven.proof;
+                    output = proven.output;
+                    Ok(elapsed)
+                })
+                .collect()
+        })??;
+        prove_ms[slot] = median(times);
+    }
+    let peak = peak_memory_mib();
+    let statement = Statement {
+        input,
+        output,
+        binding,
+    };
+    let verify_times = (0..runs.max(1) * 4)
+        .map(|_| {
+            let start = Instant::now();
+            verifier
+                .verify(&statement, &proof)
+                .map(|()| start.elapsed())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let operators = system.circuit_costs(&model)?;
+    Ok(ModelBench {
+        model: name,
+        constraints: operators.iter().map(|(_, n)| n).sum(),
+        operators,
+        setup_ms: setup.as_secs_f64() * 1000.0,
+        prove_1_thread_ms: prove_ms[0],
+        prove_2_threads_ms: prove_ms[1],
+        verify_ms: median(verify_times),
+        proof_bytes: proof.len(),
+        proving_key_bytes: keys.proving.len(),
+        verifying_key_bytes: keys.verifying.len(),
+        peak_memory_mib: peak,
+    })
+}
+
+/// The reference models, when run from the repository.
+pub fn default_folders() -> Vec<PathBuf> {
+    [
+        "digits-mlp",
+        "mnist-mlp",
+        "cnn-small",
+        "digits-resnet",
+        "digits-lstm",
+        "digits-gru",
+        "digits-transformer",
+    ]
+    .iter()
+    .map(|name| Path::new("models").join(name))
+    .collect()
+}
+
+pub fn markdown_table(results: &[ModelBench]) -> String {
+    let mut table = String::from(
+        "| model | constraints | setup | prove, 1 thread | prove, 2 threads | verify | proof | proving key | verifying key | peak memory |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in results {
+        table.push_str(&format!(
+            "| {} | {} | {:.0} ms | {:.1} ms | {:.1} ms | {:.2} ms | {} B | {:.2} MB | {:.1} KB | {} |\n",
+            r.model,
+            r.constraints,
+            r.setup_ms,
+            r.prove_1_thread_ms,
+            r.prove_2_threads_ms,
+            r.verify_ms,
+            r.proof_bytes,
+            r.proving_key_bytes as f64 / 1e6,
+            r.verifying_key_bytes as f64 / 1e3,
+            r.peak_memory_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+        ));
+    }
+    table
+}
+
+/// Constraints per kind of operator, one column per model.
+pub fn operators_table(results: &[ModelBench]) -> String {
+    let mut kinds: Vec<&str> = results
+        .iter()
+        .flat_map(|r| r.operators.iter().map(|(k, _)| k.as_str()))
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut table = String::from("| operator |");
+    for r in results {
+        table.push_str(&format!(" {} |", r.model));
+    }
+    table.push_str("\n| --- |");
+    table.push_str(&" ---: |".repeat(results.len()));
+    table.push('\n');
+    for kind in kinds {
+        table.push_str(&format!("| {kind} |"));
+        for r in results {
+            let n = r.operators.iter().find(|(k, _)| k == kind).map(|(_, n)| *n);
+            table.push_str(&n.map_or(" |".to_string(), |n| format!(" {n} |")));
+        }
+        table.push('\n');
+    }
+    table
+}
