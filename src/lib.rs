@@ -8,11 +8,13 @@
 
 pub mod bench;
 pub mod chain;
+pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod devnet;
 pub mod fs;
+pub mod fuzzing;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
