@@ -22,6 +22,7 @@ pub mod miner;
 pub mod model;
 pub mod proof;
 pub mod shutdown;
+pub mod timelock;
 pub mod update;
 pub mod validator;
 pub mod wire;
