@@ -160,6 +160,7 @@ pub fn chain(
                 netuid: config.netuid(),
                 weights_interval_blocks: config.validator.weights_interval_blocks.get() as u64,
                 state_dir,
+                weights_mode: config.validator.weights_mode,
             },
             hotkey,
         )),

@@ -130,6 +130,7 @@ impl Metrics {
         let kind = match outcome {
             Set { .. } => "set",
             Committed { .. } => "committed",
+            Timelocked { .. } => "timelocked",
             NotDue { .. } => "not_due",
             Recorded => "recorded",
         };

@@ -31,6 +31,7 @@ fn chain_for(
             netuid: NETUID,
             weights_interval_blocks: 1,
             state_dir: state_dir.map(|d| d.to_path_buf()),
+            weights_mode: Default::default(),
         },
         Some(Arc::new(key.clone())),
     )
@@ -246,7 +247,7 @@ async fn commit_reveal_commits_then_reveals_in_the_reveal_epoch() {
     assert!(refused.contains("CommitRevealEnabled"), "{refused}");
 
     let outcome = validator_chain.set_weights(&weights).await.unwrap();
-    let WeightsOutcome::Committed { block } = outcome else {
+    let WeightsOutcome::Committed { block, .. } = outcome else {
         panic!("expected a commit, got {outcome:?}");
     };
     let pending = sn2::chain::subtensor::weights::load_commits(state.path()).unwrap();

@@ -7,6 +7,7 @@
 //! never call the chain on their request paths: [`sync::MetagraphSync`] refreshes a copy
 //! of the metagraph on an interval and survives a dead endpoint.
 
+pub mod epoch;
 pub mod local;
 pub mod subtensor;
 pub mod sync;
@@ -95,8 +96,12 @@ pub enum ServeOutcome {
 pub enum WeightsOutcome {
     /// Set directly (`set_weights`) at this block.
     Set { block: u64 },
-    /// Committed (`commit_weights`) at this block; revealed later.
-    Committed { block: u64 },
+    /// Committed (`commit_weights`) at this block; this validator reveals it from
+    /// `reveal_block` on.
+    Committed { block: u64, reveal_block: u64 },
+    /// Committed encrypted to drand round `reveal_round` (`commit_timelocked_weights`) at
+    /// this block; the chain reveals it once it has that round's pulse.
+    Timelocked { block: u64, reveal_round: u64 },
     /// Not yet: the chain's rate limit or the configured interval has this many blocks
     /// to run.
     NotDue { blocks_left: u64 },

@@ -59,6 +59,7 @@ impl MetagraphArgs {
                         netuid,
                         weights_interval_blocks: 0,
                         state_dir: None,
+                        weights_mode: Default::default(),
                     },
                     None,
                 ))

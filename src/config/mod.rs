@@ -115,6 +115,25 @@ pub struct ValidatorConfig {
     /// keys. The daemon announces it on chain as this validator's axon; miners fetch keys
     /// from the address a validator announced and from nowhere else.
     pub key_server: Option<PublicAddr>,
+    /// How weights go on chain; `auto` chooses from the chain (see [`WeightsMode`]).
+    pub weights_mode: WeightsMode,
+}
+
+/// How a validator puts its weights on chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsMode {
+    /// From the chain at each submission: `set_weights` when the subnet has commit-reveal
+    /// off; timelocked commits when it is on and the runtime has them; hash commit-reveal
+    /// otherwise.
+    #[default]
+    Auto,
+    /// `set_weights` (refused by the chain while commit-reveal is on).
+    SetWeights,
+    /// `commit_timelocked_weights`: encrypted to a drand round, revealed by the chain.
+    Timelocked,
+    /// `commit_weights`, then `reveal_weights` by this validator in the reveal epoch.
+    CommitReveal,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -237,6 +256,7 @@ impl Default for ValidatorConfig {
             state_dir: PathBuf::from("~/.sn2/validator"),
             models: Vec::new(),
             key_server: None,
+            weights_mode: WeightsMode::Auto,
         }
     }
 }

@@ -398,8 +398,27 @@ impl Validator {
                     WeightsOutcome::Set { block } => {
                         tracing::info!(block, miners = weights.uids.len(), "weights set")
                     }
-                    WeightsOutcome::Committed { block } => {
-                        tracing::info!(block, miners = weights.uids.len(), "weights committed")
+                    WeightsOutcome::Committed {
+                        block,
+                        reveal_block,
+                    } => {
+                        tracing::info!(
+                            block,
+                            reveal_block,
+                            miners = weights.uids.len(),
+                            "weights committed (hash commit-reveal)"
+                        )
+                    }
+                    WeightsOutcome::Timelocked {
+                        block,
+                        reveal_round,
+                    } => {
+                        tracing::info!(
+                            block,
+                            reveal_round,
+                            miners = weights.uids.len(),
+                            "weights committed, timelocked to a drand round"
+                        )
                     }
                     WeightsOutcome::NotDue { blocks_left } => {
                         tracing::debug!(blocks_left, "weights not due yet")

@@ -137,6 +137,37 @@ pub fn reveal_weights(
     )
 }
 
+/// A commit the chain decrypts itself with drand round `reveal_round`'s pulse and then
+/// reveals; `version` is the chain's `CommitRevealWeightsVersion`.
+pub fn commit_timelocked_weights(
+    netuid: u16,
+    commit: &[u8],
+    reveal_round: u64,
+    version: u16,
+) -> Payload {
+    call(
+        "commit_timelocked_weights",
+        vec![
+            ("netuid", Value::u128(netuid as u128)),
+            ("commit", Value::from_bytes(commit)),
+            ("reveal_round", Value::u128(reveal_round as u128)),
+            ("commit_reveal_version", Value::u128(version as u128)),
+        ],
+    )
+}
+
+/// What a timelocked commit encrypts: SCALE of `{hotkey: Vec<u8>, uids, values,
+/// version_key}`, the hotkey being the committer's 32-byte public key (the chain checks it
+/// against the sender).
+pub fn timelock_payload(
+    hotkey: &[u8; 32],
+    uids: &[u16],
+    values: &[u16],
+    version_key: u64,
+) -> Vec<u8> {
+    (hotkey.to_vec(), uids.to_vec(), values.to_vec(), version_key).encode()
+}
+
 /// The hash `commit_weights` commits to and `reveal_weights` is checked against:
 /// BLAKE2b-256 of SCALE(hotkey, netuid, uids, values, salt, version_key).
 pub fn commit_hash(

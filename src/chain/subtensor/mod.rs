@@ -7,9 +7,9 @@
 //! call reconnects (the metagraph sync's backoff paces the attempts).
 //!
 //! Weights: when the subnet's `CommitRevealWeightsEnabled` is off, `set_weights`; when it
-//! is on, `commit_weights` with a random salt, then `reveal_weights` once the reveal
-//! epoch has come (`RevealPeriodEpochs` tempos later). Commits not yet revealed are kept
-//! in the state directory, so a restart still reveals them. See [`weights`].
+//! is on, timelocked commits the chain reveals itself where the runtime has them, or else
+//! `commit_weights` with a random salt and `reveal_weights` in the reveal epoch, which the
+//! epoch schedule ([`crate::chain::epoch`]) times. See [`weights`].
 
 pub mod calls;
 pub mod metagraph;
@@ -59,6 +59,8 @@ pub struct SubtensorOptions {
     pub weights_interval_blocks: u64,
     /// Where commits waiting for their reveal are kept (the validator's state directory).
     pub state_dir: Option<PathBuf>,
+    /// How weights go on chain.
+    pub weights_mode: crate::config::WeightsMode,
 }
 
 pub struct SubtensorChain {
@@ -169,9 +171,25 @@ impl SubtensorChain {
             + subxt::ext::frame_decode::storage::IntoDecodableValues,
         V: subxt::ext::scale_decode::DecodeAsType,
     {
-        self.read_storage(at, entry, keys, true)
+        self.fetch_in(at, PALLET, entry, keys).await
+    }
+
+    /// [`Self::fetch`] from another pallet than subtensor's.
+    async fn fetch_in<K, V>(
+        &self,
+        at: &AtBlock,
+        pallet: &str,
+        entry: &str,
+        keys: K,
+    ) -> Result<V, ChainError>
+    where
+        K: subxt::ext::frame_decode::storage::IntoEncodableValues
+            + subxt::ext::frame_decode::storage::IntoDecodableValues,
+        V: subxt::ext::scale_decode::DecodeAsType,
+    {
+        self.read_storage(at, pallet, entry, keys, true)
             .await?
-            .ok_or_else(|| ChainError::Shape(format!("{PALLET}::{entry} has no value")))
+            .ok_or_else(|| ChainError::Shape(format!("{pallet}::{entry} has no value")))
     }
 
     /// A storage value, decoded as `V`; `None` when absent.
@@ -186,12 +204,13 @@ impl SubtensorChain {
             + subxt::ext::frame_decode::storage::IntoDecodableValues,
         V: subxt::ext::scale_decode::DecodeAsType,
     {
-        self.read_storage(at, entry, keys, false).await
+        self.read_storage(at, PALLET, entry, keys, false).await
     }
 
     async fn read_storage<K, V>(
         &self,
         at: &AtBlock,
+        pallet: &str,
         entry: &str,
         keys: K,
         with_default: bool,
@@ -201,7 +220,7 @@ impl SubtensorChain {
             + subxt::ext::frame_decode::storage::IntoDecodableValues,
         V: subxt::ext::scale_decode::DecodeAsType,
     {
-        let address = subxt::dynamic::storage::<K, V>(PALLET, entry);
+        let address = subxt::dynamic::storage::<K, V>(pallet, entry);
         let storage = at.storage();
         let value = if with_default {
             storage.fetch(address, keys).await.map(Some)
@@ -212,9 +231,9 @@ impl SubtensorChain {
             Ok(Some(value)) => value
                 .decode()
                 .map(Some)
-                .map_err(|e| ChainError::Shape(format!("{PALLET}::{entry}: {e}"))),
+                .map_err(|e| ChainError::Shape(format!("{pallet}::{entry}: {e}"))),
             Ok(None) => Ok(None),
-            Err(error) => Err(self.read_error(&format!("{PALLET}::{entry}"), error).await),
+            Err(error) => Err(self.read_error(&format!("{pallet}::{entry}"), error).await),
         }
     }
 

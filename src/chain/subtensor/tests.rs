@@ -68,6 +68,79 @@ fn weights_call_data_is_golden() {
 }
 
 #[test]
+fn timelocked_commit_call_data_is_golden() {
+    // commit_timelocked_weights (113): netuid, the commit as a compact-length byte vector
+    // (BoundedVec), reveal_round u64, commit_reveal_version u16.
+    assert_eq!(
+        call_data(&calls::commit_timelocked_weights(
+            2,
+            &[0xde, 0xad, 0xbe],
+            0x0102030405,
+            4
+        )),
+        "077102000cdeadbe05040302010000000400"
+    );
+}
+
+#[test]
+fn finney_takes_timelocked_commits_and_auto_chooses_them() {
+    use super::weights::{RuntimeWeights, WeightsPath, choose_path};
+    let runtime = RuntimeWeights::of(&finney());
+    assert!(runtime.timelocked && runtime.drand, "{runtime:?}");
+    // Recorded in April 2026, before the stateful epoch schedule (May 2026): the old
+    // formula times its reveals.
+    assert!(!runtime.epoch_schedule, "{runtime:?}");
+    assert_eq!(runtime.block_seconds, 12.0);
+    let (path, _) = choose_path(crate::config::WeightsMode::Auto, true, &runtime).unwrap();
+    assert_eq!(path, WeightsPath::Timelocked);
+}
+
+#[test]
+fn the_timelock_storage_sn2_reads_decodes_as_its_types() {
+    use subxt::ext::scale_decode::DecodeAsType;
+    let metadata = finney();
+    let decode = |pallet: &str, entry: &str, bytes: &[u8]| -> u64 {
+        let entry = metadata
+            .pallet_by_name(pallet)
+            .and_then(|p| p.storage())
+            .and_then(|s| s.entry_by_name(entry))
+            .unwrap_or_else(|| panic!("{pallet}::{entry}"));
+        u64::decode_as_type(&mut &bytes[..], entry.value_ty(), metadata.types()).unwrap()
+    };
+    // CommitRevealWeightsVersion: u16; LastStoredRound: u64; the schedule's old entries.
+    assert_eq!(
+        decode(
+            calls::PALLET,
+            "CommitRevealWeightsVersion",
+            &4u16.to_le_bytes()
+        ),
+        4
+    );
+    assert_eq!(
+        decode("Drand", "LastStoredRound", &123u64.to_le_bytes()),
+        123
+    );
+    assert_eq!(
+        decode(calls::PALLET, "BlocksSinceLastStep", &9u64.to_le_bytes()),
+        9
+    );
+    assert_eq!(
+        decode(calls::PALLET, "RevealPeriodEpochs", &1u64.to_le_bytes()),
+        1
+    );
+}
+
+#[test]
+fn the_timelock_payload_is_scale_of_hotkey_uids_values_version() {
+    let payload = calls::timelock_payload(&[7; 32], &[1, 5], &[65535, 100], 9);
+    // Vec<u8> of 32 (compact 32 = 0x80), then the u16 vectors, then the u64.
+    assert_eq!(
+        hex::encode(payload),
+        format!("80{}080100050008ffff64000900000000000000", "07".repeat(32))
+    );
+}
+
+#[test]
 fn the_commit_hash_is_blake2b_of_the_scale_encoded_reveal() {
     let hotkey: [u8; 32] = std::array::from_fn(|i| i as u8);
     let hash = calls::commit_hash(
