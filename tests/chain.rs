@@ -246,6 +246,19 @@ async fn commit_reveal_commits_then_reveals_in_the_reveal_epoch() {
     .await;
     assert!(refused.contains("CommitRevealEnabled"), "{refused}");
 
+    // This runtime (spec 218) predates timelocked commits: forcing them is refused with
+    // what to do, and nothing is sent.
+    let forced = SubtensorChain::new(
+        SubtensorOptions {
+            weights_mode: sn2::config::WeightsMode::Timelocked,
+            ..validator_chain.options().clone()
+        },
+        Some(Arc::new(validator.clone())),
+    );
+    let error = forced.set_weights(&weights).await.unwrap_err().to_string();
+    assert!(error.contains("weights_mode = \"auto\""), "{error}");
+
+    // Auto takes hash commit-reveal here, timed by the old epoch formula.
     let outcome = validator_chain.set_weights(&weights).await.unwrap();
     let WeightsOutcome::Committed { block, .. } = outcome else {
         panic!("expected a commit, got {outcome:?}");
@@ -465,7 +478,13 @@ async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
         let axon = metagraph.by_hotkey(&hotkey.public()).unwrap().axon.unwrap();
         assert_eq!(axon.ip().to_string(), format!("127.0.0.{}", i + 2));
     }
-    let metrics = get_metrics(key_port).await;
+    let metrics = match get_metrics(key_port).await {
+        Ok(metrics) => metrics,
+        Err(error) => panic!(
+            "cannot read the validator's metrics on port {key_port}: {error}\n{}",
+            daemons.last().unwrap().log()
+        ),
+    };
     assert!(metrics.contains("sn2_chain_up 1"), "{metrics}");
     let verified: u64 = metrics
         .lines()
@@ -480,18 +499,15 @@ async fn a_validator_and_two_miners_run_a_round_against_the_chain() {
 }
 
 /// The validator's /metrics, over a plain TCP HTTP/1.0 request.
-async fn get_metrics(port: u16) -> String {
+async fn get_metrics(port: u16) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.4", port))
-        .await
-        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.4", port)).await?;
     stream
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+        .await?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,6 +75,19 @@ fn write_seed_corpora() {
     let miner = Hotkey::from_seed(&[1; 32]);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
 
+    // Timelocked commits: one that opens with round 1000's pulse, one for another round.
+    let payload = sn2::chain::subtensor::calls::timelock_payload(&[7; 32], &[1, 2], &[3, 4], 5);
+    write(
+        "timelock_commit",
+        "round-1000",
+        &sn2::timelock::encrypt(&payload, 1000),
+    );
+    write(
+        "timelock_commit",
+        "round-1001",
+        &sn2::timelock::encrypt(&payload, 1001),
+    );
+
     // Requests and responses.
     let prove = Request::Prove(ProveRequest {
         model: "11".repeat(32),

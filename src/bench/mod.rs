@@ -1,7 +1,8 @@
 //! `sn2 bench`: what proving costs on this machine, per model — circuit size, setup, prove
 //! with one and with two threads, verify, proof and key sizes, peak memory; what the
 //! transports cost (`wire`); what an outsider's connections cost a miner (`attack`); what
-//! a validator daemon costs with many miners (`validator`).
+//! a validator daemon costs with many miners (`validator`); what a timelocked weight
+//! commit costs (`timelock`).
 //! Measurements, not tests: each prints a table and asserts nothing.
 
 use std::path::{Path, PathBuf};
@@ -16,10 +17,12 @@ use crate::model::input::{DataSet, pseudo_random_samples};
 use crate::proof::{self, Binding, Statement};
 
 mod attack;
+mod timelock;
 mod validator;
 mod wire;
 
 pub use attack::{AttackBench, attack_table, bench_attack};
+pub use timelock::{TimelockBench, bench_timelock, timelock_table};
 pub use validator::{ValidatorBench, bench_validator, validator_table};
 pub use wire::{WireBench, bench_wire, wire_table};
 

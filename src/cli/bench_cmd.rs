@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// `--seconds`); the miners run in this process, the validator as its own.
     #[arg(long, value_name = "MINERS", conflicts_with_all = ["wire", "attack"])]
     validator: Option<usize>,
+    /// Measure building one timelocked weight commit for this many uids instead (epoch
+    /// schedule, payload, drand encryption) and its size against the chain's limit.
+    #[arg(long, value_name = "UIDS", conflicts_with_all = ["wire", "attack", "validator"])]
+    timelock: Option<usize>,
     /// How long `--validator` runs.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -38,6 +42,19 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
+        if let Some(uids) = self.timelock {
+            anyhow::ensure!(
+                (1..=65536).contains(&uids),
+                "--timelock takes a number of uids from 1 to 65536"
+            );
+            let result = bench::bench_timelock(uids, self.runs.max(1) * 20);
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                print!("{}", bench::timelock_table(&result));
+            }
+            return Ok(Outcome::Success);
+        }
         if let Some(miners) = self.validator {
             let result = bench::bench_validator(miners, self.seconds)?;
             if self.json {
