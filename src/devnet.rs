@@ -3,8 +3,8 @@
 //!
 //! Everything runs in this process on real transports: throwaway hotkeys, the reference
 //! models (built into the binary), a static metagraph (the validator is uid 0, miners
-//! 1..=N), each node with its own models directory, so miners fetch the validator's
-//! proving keys over HTTP as on a real network. The first `dishonest` miners cheat,
+//! 1..=N), each node with its own models directory. Miners start with none: they fetch
+//! each model and the validator's proving key over HTTP by hash, as on a real network. The first `dishonest` miners cheat,
 //! alternately with wrong outputs and forged proofs; they must end with zero weight.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
@@ -185,10 +185,8 @@ impl Devnet {
                 i if i % 2 == 0 => Behaviour::WrongOutput,
                 _ => Behaviour::ForgedProof,
             };
-            let store = import_models(
-                &dir.path().join(format!("miner-{}", i + 1)),
-                &options.models,
-            )?;
+            // Miners start empty: they fetch each model and key from the validator by hash.
+            let store = ModelStore::new(dir.path().join(format!("miner-{}", i + 1)));
             let hotkey = key.ss58();
             let miner = Miner::new(
                 key,
@@ -201,6 +199,7 @@ impl Devnet {
                     limits: crate::wire::http::Limits::new(1 << 20),
                     min_validator_stake: 0.0,
                     behaviour,
+                    fetch: Default::default(),
                 },
                 Arc::new(crate::metrics::Metrics::default()),
             );

@@ -89,6 +89,7 @@ fn miner_options(limits: Limits) -> MinerOptions {
         limits,
         min_validator_stake: 0.0,
         behaviour: Behaviour::Honest,
+        fetch: Default::default(),
     }
 }
 
@@ -716,4 +717,104 @@ async fn a_silent_miner_holds_up_no_one_and_fails_at_its_own_deadline() {
     for stop in stops {
         let _ = stop.send(true);
     }
+}
+
+/// A server answering `/models/<id>` with `body`, whatever the id.
+async fn model_server(body: Vec<u8>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(loopback(0)).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, shutdown) = sn2::shutdown::channel();
+    std::mem::forget(stop);
+    let body = Bytes::from(body);
+    tokio::spawn(wire_http::serve(
+        listener,
+        Limits::new(0),
+        Arc::new(|_, _| {}),
+        move |parts, _| {
+            let body = body.clone();
+            async move {
+                if parts.uri.path().starts_with("/models/") {
+                    text_response(200, "application/octet-stream", body)
+                } else {
+                    text_response(404, "text/plain", "not found\n")
+                }
+            }
+        },
+        shutdown,
+    ));
+    address
+}
+
+/// Models travel by id: a validator serving bytes that do not hash to the id, or more
+/// bytes than the limit, gets a refusal, and the miner keeps nothing; a miner pinned to
+/// an allowlist fetches nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_served_with_the_wrong_bytes_is_refused_and_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, stored) = import_digits(&dir.path().join("validator"));
+    let canonical = ModelStore::new(dir.path().join("validator"))
+        .canonical(&stored.id)
+        .unwrap();
+    let mut altered = canonical.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let (liar, greedy) = (Hotkey::from_seed(&[4; 32]), Hotkey::from_seed(&[5; 32]));
+    let neurons = [
+        neuron(0, &liar, Some(model_server(altered).await), true),
+        neuron(
+            1,
+            &greedy,
+            Some(model_server(vec![0; canonical.len() + 1000]).await),
+            true,
+        ),
+    ];
+    let miner_dir = dir.path().join("miner");
+    let chain = LocalChain::new(2, &neurons).unwrap();
+    let start = |allowed: Vec<sn2::model::ModelId>| {
+        Miner::new(
+            Hotkey::from_seed(&[1; 32]),
+            ModelStore::new(&miner_dir),
+            chain.snapshot(),
+            MinerOptions {
+                fetch: sn2::miner::ModelFetch {
+                    max_model_bytes: canonical.len() + 16,
+                    allowed,
+                    ..Default::default()
+                },
+                ..miner_options(quick_limits())
+            },
+            Arc::new(Metrics::default()),
+        )
+    };
+    let refusal = |response: Response| match response {
+        Response::Error(error) => (error.code, error.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let id = stored.id.to_hex();
+    let key = "ab".repeat(32);
+
+    let miner = start(Vec::new());
+    let (code, message) = refusal(miner.handle(prove_request(&id, &key), &liar.public()).await);
+    assert_eq!(code, ErrorCode::UnknownModel);
+    assert!(
+        message.contains("SHA-256 is not the model's id"),
+        "{message}"
+    );
+    let (code, message) = refusal(
+        miner
+            .handle(prove_request(&id, &key), &greedy.public())
+            .await,
+    );
+    assert_eq!(code, ErrorCode::UnknownModel);
+    assert!(message.contains("cannot fetch"), "{message}");
+    assert!(ModelStore::new(&miner_dir).list().unwrap().is_empty());
+
+    let pinned = start(vec![sn2::model::ModelId::of(b"another model")]);
+    let (code, message) = refusal(
+        pinned
+            .handle(prove_request(&id, &key), &liar.public())
+            .await,
+    );
+    assert_eq!(code, ErrorCode::UnknownModel);
+    assert!(message.contains("allowlist"), "{message}");
 }

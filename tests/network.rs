@@ -197,6 +197,7 @@ async fn lone_miner() -> Lone {
         limits: sn2::wire::http::Limits::new(MAX_REQUEST),
         min_validator_stake: 1.0,
         behaviour: Behaviour::Honest,
+        fetch: Default::default(),
     };
     let node = Miner::new(
         Hotkey::from_seed(&[1; 32]),
@@ -456,4 +457,40 @@ async fn quic_handshakes_are_rate_limited_per_address() {
         .await;
     assert!(health.is_ok());
     let _ = lone.stop.send(true);
+}
+
+/// The miners of a devnet start with no models: each fetches every model the validator
+/// asks for, by id, from the validator's key server, and proves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_that_start_empty_fetch_and_prove_every_model() {
+    let devnet = Devnet::start(&DevnetOptions {
+        dishonest: 0,
+        miners: 2,
+        models: vec!["digits-mlp".into(), "mnist-mlp".into()],
+        ..options(Transport::QuicThenHttp)
+    })
+    .await
+    .unwrap();
+    rounds(&devnet, 4).await;
+    let stats = devnet.validator.stats();
+    for miner in devnet.report() {
+        let last_error = &stats[&miner.hotkey].last_error;
+        assert_eq!(miner.verified, 4, "{miner:?} {last_error:?}");
+    }
+    let validator_models: Vec<String> = ModelStore::new(devnet.dir().join("validator"))
+        .list()
+        .unwrap()
+        .iter()
+        .map(|m| m.id.to_hex())
+        .collect();
+    assert_eq!(validator_models.len(), 2);
+    for miner in 1..=2 {
+        let store = ModelStore::new(devnet.dir().join(format!("miner-{miner}")));
+        let mut fetched: Vec<String> = store.fetched().iter().map(|(id, ..)| id.to_hex()).collect();
+        fetched.sort();
+        let mut expected = validator_models.clone();
+        expected.sort();
+        assert_eq!(fetched, expected, "miner {miner}");
+    }
+    devnet.stop().await;
 }

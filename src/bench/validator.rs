@@ -121,6 +121,7 @@ pub fn bench_validator(miners: usize, seconds: u64) -> anyhow::Result<ValidatorB
                 limits: crate::wire::http::Limits::new(4 << 20),
                 min_validator_stake: 0.0,
                 behaviour: Behaviour::Honest,
+                fetch: Default::default(),
             },
             Arc::new(crate::metrics::Metrics::default()),
         );

@@ -85,6 +85,7 @@ impl LoopbackMiner {
             limits,
             min_validator_stake: 0.0,
             behaviour: Behaviour::Honest,
+            fetch: Default::default(),
         };
         let tcp = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         let address = tcp.local_addr()?;

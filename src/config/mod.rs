@@ -94,6 +94,15 @@ pub struct MinerConfig {
     pub key_fetch_timeout_secs: Seconds,
     /// Stake (TAO) a validator needs, besides its permit, to be given work.
     pub min_validator_stake: f64,
+    /// The only model ids served (and fetched); empty: any model a permitted validator
+    /// asks for, fetched from it by id.
+    #[serde(deserialize_with = "deserialize_model_ids")]
+    pub models: Vec<String>,
+    /// The largest model file fetched from a validator.
+    pub max_model_bytes: Count,
+    /// Bytes of fetched models (with their proving keys) kept on disk; past it the least
+    /// recently used are removed. Imported models do not count.
+    pub model_cache_bytes: Count,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -242,6 +251,9 @@ impl Default for MinerConfig {
             max_key_bytes: Count::new(256 * 1024 * 1024),
             key_fetch_timeout_secs: Seconds::new(120),
             min_validator_stake: 0.0,
+            models: Vec::new(),
+            max_model_bytes: Count::new(64 * 1024 * 1024),
+            model_cache_bytes: Count::new(4 * 1024 * 1024 * 1024),
         }
     }
 }
@@ -378,6 +390,21 @@ fn check_nix_public_key(key: &str) -> Result<(), String> {
         return Err(bad());
     }
     Ok(())
+}
+
+fn deserialize_model_ids<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error as _;
+    let ids = Vec::<String>::deserialize(deserializer)?;
+    ids.into_iter()
+        .map(|id| match crate::model::ModelId::from_hex(&id) {
+            Some(parsed) => Ok(parsed.to_hex()),
+            None => Err(D::Error::custom(format!(
+                "`{id}` is not a model id (64 hex digits, as `sn2 model list` shows)"
+            ))),
+        })
+        .collect()
 }
 
 fn deserialize_log_filter<'de, D: serde::Deserializer<'de>>(

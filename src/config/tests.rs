@@ -194,6 +194,16 @@ fn impossible_values_are_refused_with_their_place() {
             "at least 1",
         ),
         (
+            "[miner]\nmodels = [\"digits-mlp\"]\n",
+            "miner.models",
+            "not a model id",
+        ),
+        (
+            "[validator]\nweights_mode = \"sometimes\"\n",
+            "validator.weights_mode",
+            "auto",
+        ),
+        (
             "[wallet]\nhotkey = \"\"\n",
             "wallet.hotkey",
             "must not be empty",

@@ -8,8 +8,14 @@
 //! the validator's signed request names, from the address that validator announced (its
 //! axon on chain, or its entry in the local configuration), never from an address a
 //! request names; one download per key, with a deadline, before a proving slot is taken;
-//! cached on disk by hash. Every refusal is counted by reason (`sn2_refused_total`).
+//! cached on disk by hash. Models travel the same way: a request for a model the miner
+//! lacks fetches its canonical file from that validator (`/models/<id>`), checked against
+//! the id (its SHA-256), and keeps it in a cache with a byte limit ([`cache`]);
+//! `[miner] models` can pin the ids it serves. Every refusal is counted by reason
+//! (`sn2_refused_total`).
 
+mod cache;
+mod flight;
 mod transport;
 
 use std::collections::HashMap;
@@ -52,6 +58,28 @@ pub struct MinerOptions {
     pub limits: crate::wire::http::Limits,
     pub min_validator_stake: f64,
     pub behaviour: Behaviour,
+    pub fetch: ModelFetch,
+}
+
+/// How a miner gets models it lacks.
+#[derive(Debug, Clone)]
+pub struct ModelFetch {
+    /// The largest canonical model file fetched.
+    pub max_model_bytes: usize,
+    /// Bytes of fetched models, with their keys, kept on disk.
+    pub cache_bytes: u64,
+    /// The only models served (and fetched); empty: any that a permitted validator asks for.
+    pub allowed: Vec<ModelId>,
+}
+
+impl Default for ModelFetch {
+    fn default() -> Self {
+        Self {
+            max_model_bytes: 64 << 20,
+            cache_bytes: 4 << 30,
+            allowed: Vec::new(),
+        }
+    }
 }
 
 impl MinerOptions {
@@ -63,6 +91,15 @@ impl MinerOptions {
             limits: crate::wire::http::Limits::new(config.max_request_bytes.get()),
             min_validator_stake: config.min_validator_stake,
             behaviour: Behaviour::Honest,
+            fetch: ModelFetch {
+                max_model_bytes: config.max_model_bytes.get(),
+                cache_bytes: config.model_cache_bytes.get() as u64,
+                allowed: config
+                    .models
+                    .iter()
+                    .filter_map(|id| ModelId::from_hex(id))
+                    .collect(),
+            },
         }
     }
 }
@@ -74,16 +111,18 @@ pub struct Miner {
     store: ModelStore,
     metagraph: RwLock<Metagraph>,
     options: MinerOptions,
-    provers: Mutex<HashMap<String, Arc<dyn Prover>>>,
+    /// Provers by proving-key hash, with the model each key belongs to.
+    provers: Mutex<HashMap<String, KeyedProver>>,
     /// Models already loaded (and checked against their ids), so a request costs no disk.
-    models: Mutex<HashMap<ModelId, Arc<crate::model::StoredModel>>>,
+    models: Mutex<HashMap<ModelId, Arc<StoredModel>>>,
     permits: Arc<Semaphore>,
     replay: ReplayCache,
     http: HttpClient,
-    /// Proving keys being fetched, each by one task whose result every request for that
-    /// key waits on: a burst of requests downloads a key once, and a slow download holds
-    /// up no other key.
-    fetching: Mutex<HashMap<String, watch::Receiver<Option<FetchResult>>>>,
+    /// Proving keys and models being fetched, each once at a time.
+    fetching_keys: flight::SingleFlight<String, Arc<dyn Prover>>,
+    fetching_models: flight::SingleFlight<ModelId, Arc<StoredModel>>,
+    /// The models fetched by id, for the cache's byte limit.
+    fetched: cache::FetchedModels,
     metrics: Arc<Metrics>,
     /// QUIC handshakes per source address in the current minute.
     handshakes: Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
@@ -97,6 +136,9 @@ pub struct Miner {
 pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
 
 type FetchResult = Result<Arc<dyn Prover>, WireError>;
+type StoredModel = crate::model::StoredModel;
+/// A loaded proving key and the model it belongs to.
+type KeyedProver = (ModelId, Arc<dyn Prover>);
 
 /// QUIC handshakes one address may start per minute (checking a handshake costs a
 /// signature verification; a flood of them must not cost more).
@@ -111,6 +153,7 @@ impl Miner {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let large_bodies_kib = (options.limits.max_body / 1024).max(1) * 4;
+        let fetched = cache::FetchedModels::new(options.fetch.cache_bytes, store.fetched());
         Arc::new(Self {
             ss58: hotkey.ss58(),
             hotkey,
@@ -122,7 +165,9 @@ impl Miner {
             models: Mutex::new(HashMap::new()),
             replay: ReplayCache::default(),
             http: HttpClient::default(),
-            fetching: Mutex::new(HashMap::new()),
+            fetching_keys: Default::default(),
+            fetching_models: Default::default(),
+            fetched,
             metrics,
             handshakes: Mutex::new(HashMap::new()),
             large_bodies: Arc::new(Semaphore::new(large_bodies_kib)),
@@ -283,7 +328,11 @@ impl Miner {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| malformed("`nonce` is not 32 bytes of hex".into()))?;
-        let stored = self.model(&model_id)?;
+        if !valid_sha256(&request.proving_key) {
+            return Err(malformed("`proving_key` is not a SHA-256".into()));
+        }
+        // The model and the key first: a slow download must not hold a proving slot.
+        let stored = self.model_for(&model_id, validator).await?;
         if request.input.len() != stored.model.input_len() {
             return Err(malformed(format!(
                 "the input has {} values; the model takes {}",
@@ -293,7 +342,6 @@ impl Miner {
         }
         self.replay
             .check_and_insert(&format!("prove:{}", request.nonce))?;
-        // The key first: a slow download must not hold a proving slot.
         let prover = self
             .prover_for(&stored, &request.proving_key, validator)
             .await?;
@@ -329,86 +377,207 @@ impl Miner {
         })
     }
 
-    /// A served model, from memory or (once) from the models directory.
-    fn model(&self, id: &ModelId) -> Result<Arc<crate::model::StoredModel>, WireError> {
+    /// A served model: from memory, from the models directory, or fetched from the
+    /// validator that asks for it.
+    async fn model_for(
+        self: &Arc<Self>,
+        id: &ModelId,
+        validator: &PublicKey,
+    ) -> Result<Arc<StoredModel>, WireError> {
+        let allowed = &self.options.fetch.allowed;
+        if !allowed.is_empty() && !allowed.contains(id) {
+            return Err(WireError::new(
+                ErrorCode::UnknownModel,
+                format!("this miner serves only the models of its allowlist, not {id}"),
+            ));
+        }
+        self.fetched.touch(id);
         if let Some(stored) = self.models.lock().expect("not poisoned").get(id) {
             return Ok(stored.clone());
         }
-        let stored = Arc::new(self.store.load(id).map_err(|_| {
+        let (me, id, validator) = (self.clone(), *id, *validator);
+        self.fetching_models
+            .run(id, async move {
+                let stored = match me.store.load(&id) {
+                    Ok(stored) => stored,
+                    Err(_) => me.fetch_model(&id, &validator).await?,
+                };
+                let stored = Arc::new(stored);
+                me.models
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(id, stored.clone());
+                Ok(stored)
+            })
+            .await
+    }
+
+    /// Where `validator` serves its keys and models: the address it announced.
+    fn key_server(
+        &self,
+        validator: &PublicKey,
+        what: &str,
+        code: ErrorCode,
+    ) -> Result<SocketAddr, WireError> {
+        self.metagraph
+            .read()
+            .expect("not poisoned")
+            .by_hotkey(validator)
+            .and_then(|n| n.axon)
+            .ok_or_else(|| {
+                WireError::new(
+                    code,
+                    format!(
+                        "no {what} here, and validator {validator} announced no address to fetch it from"
+                    ),
+                )
+            })
+    }
+
+    /// Downloads `url` within the fetch deadline and `limit` bytes.
+    async fn download(
+        &self,
+        url: &str,
+        limit: usize,
+        code: ErrorCode,
+    ) -> Result<Vec<u8>, WireError> {
+        let download = self.http.get(url, limit);
+        let bytes = tokio::time::timeout(self.options.key_fetch_timeout, download)
+            .await
+            .map_err(|_| {
+                WireError::new(
+                    code,
+                    format!(
+                        "fetching {url} took longer than {} s",
+                        self.options.key_fetch_timeout.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| WireError::new(code, format!("cannot fetch {url}: {e}")))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Fetches a model's canonical file from `validator`, checks it against its id and
+    /// keeps it; a file that does not hash to its id is refused, logged and not kept.
+    async fn fetch_model(
+        &self,
+        id: &ModelId,
+        validator: &PublicKey,
+    ) -> Result<StoredModel, WireError> {
+        let address =
+            self.key_server(validator, &format!("model {id}"), ErrorCode::UnknownModel)?;
+        let url = format!("http://{address}/models/{id}");
+        tracing::info!(%url, "fetching a model");
+        let bytes = self
+            .download(
+                &url,
+                self.options.fetch.max_model_bytes,
+                ErrorCode::UnknownModel,
+            )
+            .await?;
+        if ModelId::of(&bytes) != *id {
+            let error = format!("{url} served bytes whose SHA-256 is not the model's id");
+            tracing::warn!(%validator, "{error}; refused");
+            return Err(WireError::new(ErrorCode::UnknownModel, error));
+        }
+        let (store, id_copy, origin) = (self.store.clone(), *id, format!("{validator} at {url}"));
+        let stored = tokio::task::spawn_blocking(move || {
+            store.add_canonical(&id_copy, &bytes, "", &origin)
+        })
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!(%validator, %url, error = %e, "a fetched model is unusable; refused");
             WireError::new(
                 ErrorCode::UnknownModel,
-                format!("this miner does not serve model {id}"),
+                format!("the model from {url} is unusable: {e}"),
             )
-        })?);
-        self.models
-            .lock()
-            .expect("not poisoned")
-            .insert(*id, stored.clone());
+        })?;
+        self.account(&stored);
         Ok(stored)
+    }
+
+    /// Counts a fetched model's bytes against the cache and evicts the least recently used.
+    fn account(&self, stored: &StoredModel) {
+        if !self
+            .store
+            .fetched()
+            .iter()
+            .any(|(id, _, _)| *id == stored.id)
+        {
+            return;
+        }
+        let bytes = crate::model::store::dir_bytes(&stored.dir);
+        for victim in self.fetched.record(stored.id, bytes) {
+            self.models.lock().expect("not poisoned").remove(&victim);
+            self.provers
+                .lock()
+                .expect("not poisoned")
+                .retain(|_, (model, _)| *model != victim);
+            match self.store.remove_fetched(&victim) {
+                Ok(()) => tracing::info!(model = %victim, "evicted from the model cache"),
+                Err(error) => {
+                    tracing::warn!(model = %victim, %error, "cannot evict a cached model")
+                }
+            }
+        }
     }
 
     /// The prover for a model and a validator's proving key (by its SHA-256): from memory,
     /// from the disk cache, or fetched from the validator's announced address.
     async fn prover_for(
         self: &Arc<Self>,
-        stored: &Arc<crate::model::StoredModel>,
+        stored: &Arc<StoredModel>,
         key_hash: &str,
         validator: &PublicKey,
     ) -> FetchResult {
-        if key_hash.len() != 64 || !key_hash.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(WireError::new(
-                ErrorCode::MalformedRequest,
-                "`proving_key` is not a SHA-256",
-            ));
-        }
         let key_hash = key_hash.to_ascii_lowercase();
-        if let Some(prover) = self.provers.lock().expect("not poisoned").get(&key_hash) {
-            return Ok(prover.clone());
-        }
-        let mut result = {
-            let mut fetching = self.fetching.lock().expect("not poisoned");
-            match fetching.get(&key_hash) {
-                Some(underway) => underway.clone(),
-                // A fetch may have ended since the look above.
-                None if let Some(prover) =
-                    self.provers.lock().expect("not poisoned").get(&key_hash) =>
-                {
-                    return Ok(prover.clone());
-                }
-                None => {
-                    // This request starts the fetch, in a task of its own: a requester that
-                    // goes away does not take the download with it.
-                    let (done, result) = watch::channel(None);
-                    fetching.insert(key_hash.clone(), result.clone());
-                    let (me, stored, validator) = (self.clone(), stored.clone(), *validator);
-                    let key_hash = key_hash.clone();
-                    tokio::spawn(async move {
-                        let fetched = me.load_or_fetch(&stored, &key_hash, &validator).await;
-                        if let Ok(prover) = &fetched {
-                            me.provers
-                                .lock()
-                                .expect("not poisoned")
-                                .insert(key_hash.clone(), prover.clone());
-                        }
-                        me.fetching.lock().expect("not poisoned").remove(&key_hash);
-                        done.send_replace(Some(fetched));
-                    });
-                    result
-                }
+        let known = |me: &Self| {
+            me.provers
+                .lock()
+                .expect("not poisoned")
+                .get(&key_hash)
+                .cloned()
+        };
+        let belongs = |(model, prover): KeyedProver| {
+            if model == stored.id {
+                Ok(prover)
+            } else {
+                Err(WireError::new(
+                    ErrorCode::UnknownKey,
+                    format!(
+                        "proving key {key_hash} belongs to model {model}, not {}",
+                        stored.id
+                    ),
+                ))
             }
         };
-        match result.wait_for(Option::is_some).await {
-            Ok(fetched) => fetched.clone().expect("waited for a result"),
-            Err(_) => Err(WireError::new(
-                ErrorCode::Internal,
-                "the proving key's download stopped; try again",
-            )),
+        if let Some(found) = known(self) {
+            return belongs(found);
         }
+        let (me, model, validator, hash) =
+            (self.clone(), stored.clone(), *validator, key_hash.clone());
+        self.fetching_keys
+            .run(key_hash.clone(), async move {
+                // A fetch may have ended since the look above.
+                if let Some((_, prover)) = me.provers.lock().expect("not poisoned").get(&hash) {
+                    return Ok(prover.clone());
+                }
+                let prover = me.load_or_fetch(&model, &hash, &validator).await?;
+                me.provers
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(hash, (model.id, prover.clone()));
+                me.account(&model);
+                Ok(prover)
+            })
+            .await
+            .and_then(|prover| belongs((stored.id, prover)))
     }
 
     async fn load_or_fetch(
         &self,
-        stored: &crate::model::StoredModel,
+        stored: &StoredModel,
         key_hash: &str,
         validator: &PublicKey,
     ) -> FetchResult {
@@ -416,38 +585,16 @@ impl Miner {
         let bytes = match std::fs::read(&cached) {
             Ok(bytes) if sha256_hex(&bytes) == key_hash => bytes,
             _ => {
-                let address = self
-                    .metagraph
-                    .read()
-                    .expect("not poisoned")
-                    .by_hotkey(validator)
-                    .and_then(|n| n.axon)
-                    .ok_or_else(|| {
-                        WireError::new(
-                            ErrorCode::UnknownKey,
-                            format!(
-                                "no proving key {key_hash} here, and validator {validator} announced no address to fetch it from"
-                            ),
-                        )
-                    })?;
+                let address = self.key_server(
+                    validator,
+                    &format!("proving key {key_hash}"),
+                    ErrorCode::UnknownKey,
+                )?;
                 let url = format!("http://{address}/keys/{key_hash}");
                 tracing::info!(%url, model = %stored.id, "fetching a proving key");
-                let download = self.http.get(&url, self.options.max_key_bytes);
-                let bytes = tokio::time::timeout(self.options.key_fetch_timeout, download)
-                    .await
-                    .map_err(|_| {
-                        WireError::new(
-                            ErrorCode::UnknownKey,
-                            format!(
-                                "fetching {url} took longer than {} s",
-                                self.options.key_fetch_timeout.as_secs()
-                            ),
-                        )
-                    })?
-                    .map_err(|e| {
-                        WireError::new(ErrorCode::UnknownKey, format!("cannot fetch {url}: {e}"))
-                    })?
-                    .to_vec();
+                let bytes = self
+                    .download(&url, self.options.max_key_bytes, ErrorCode::UnknownKey)
+                    .await?;
                 if sha256_hex(&bytes) != key_hash {
                     return Err(WireError::new(
                         ErrorCode::UnknownKey,
@@ -479,4 +626,8 @@ impl Miner {
             })?;
         Ok(Arc::from(prover))
     }
+}
+
+fn valid_sha256(text: &str) -> bool {
+    text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit())
 }

@@ -6,6 +6,7 @@
 //! DIR/<id>/source.onnx   the imported ONNX file
 //! DIR/<id>/info.json     name, shapes, scales, per-layer quantisation
 //! DIR/<id>/keys/         proving and verifying keys (see `proof::keys`)
+//! DIR/<id>/fetched.json  for a model fetched by its id rather than imported: from where
 //! ```
 //!
 //! A model is named on the command line by its id, a unique prefix of it (8 or more hex
@@ -24,7 +25,22 @@ const MODEL_FILE: &str = "model.sn2m";
 const SOURCE_FILE: &str = "source.onnx";
 const INFO_FILE: &str = "info.json";
 const KEYS_DIR: &str = "keys";
+const FETCHED_FILE: &str = "fetched.json";
 const MIN_PREFIX: usize = 8;
+
+/// The bytes of the files under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -40,6 +56,42 @@ pub struct ModelInfo {
     /// What each ONNX node became.
     pub nodes: Vec<NodeReport>,
     pub imported_by: String,
+}
+
+impl ModelInfo {
+    fn describe(
+        model: &QuantModel,
+        name: &str,
+        source_sha256: String,
+        calibration_samples: usize,
+        nodes: Vec<NodeReport>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            source_sha256,
+            inputs: model
+                .inputs()
+                .iter()
+                .map(|i| TensorInfo {
+                    shape: i.shape.clone(),
+                    scale: i.scale,
+                })
+                .collect(),
+            outputs: model
+                .outputs()
+                .iter()
+                .map(|o| TensorInfo {
+                    shape: model.types()[o.tensor].shape.clone(),
+                    scale: o.scale,
+                })
+                .collect(),
+            input_len: model.input_len(),
+            output_len: model.output_len(),
+            calibration_samples,
+            nodes,
+            imported_by: format!("sn2 {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
 }
 
 /// A tensor at the model's edge: its shape and the scale of its integers.
@@ -109,31 +161,13 @@ impl ModelStore {
         let (model, nodes) = quantize::quantize(&float, calibration)?;
         let canonical = codec::encode(&model);
         let id = ModelId::of(&canonical);
-        let info = ModelInfo {
-            name: name.to_string(),
-            source_sha256: hex::encode(Sha256::digest(onnx_bytes)),
-            inputs: model
-                .inputs()
-                .iter()
-                .map(|i| TensorInfo {
-                    shape: i.shape.clone(),
-                    scale: i.scale,
-                })
-                .collect(),
-            outputs: model
-                .outputs()
-                .iter()
-                .map(|o| TensorInfo {
-                    shape: model.types()[o.tensor].shape.clone(),
-                    scale: o.scale,
-                })
-                .collect(),
-            input_len: model.input_len(),
-            output_len: model.output_len(),
-            calibration_samples: calibration.len(),
+        let info = ModelInfo::describe(
+            &model,
+            name,
+            hex::encode(Sha256::digest(onnx_bytes)),
+            calibration.len(),
             nodes,
-            imported_by: format!("sn2 {}", env!("CARGO_PKG_VERSION")),
-        };
+        );
         let dir = self.dir.join(id.to_hex());
         std::fs::create_dir_all(dir.join(KEYS_DIR)).map_err(io(&dir))?;
         let info_json = serde_json::to_vec_pretty(&info).expect("info serialises");
@@ -153,10 +187,88 @@ impl ModelStore {
         })
     }
 
-    /// Loads a model by id, checking that its bytes still hash to it.
-    pub fn load(&self, id: &ModelId) -> Result<StoredModel, ModelError> {
+    /// Stores a canonical model file fetched by its id (`origin` says from where). Bytes
+    /// that do not hash to `id`, or do not decode, are refused and nothing is written.
+    pub fn add_canonical(
+        &self,
+        id: &ModelId,
+        canonical: &[u8],
+        name: &str,
+        origin: &str,
+    ) -> Result<StoredModel, ModelError> {
+        if ModelId::of(canonical) != *id {
+            return Err(ModelError::Store(format!(
+                "the model's bytes hash to {}, not to its id {id}",
+                ModelId::of(canonical)
+            )));
+        }
+        let model = codec::decode(canonical)?;
+        let name = if name.is_empty() || name.contains('/') || name.len() > 64 {
+            id.to_hex()[..16].to_string()
+        } else {
+            name.to_string()
+        };
+        let info = ModelInfo::describe(&model, &name, String::new(), 0, Vec::new());
         let dir = self.dir.join(id.to_hex());
-        let path = dir.join(MODEL_FILE);
+        std::fs::create_dir_all(dir.join(KEYS_DIR)).map_err(io(&dir))?;
+        let info_json = serde_json::to_vec_pretty(&info).expect("info serialises");
+        let fetched = serde_json::to_vec_pretty(&serde_json::json!({ "from": origin }))
+            .expect("json serialises");
+        // The model file last: a folder without it is not a model, whatever else it holds.
+        for (file, bytes) in [
+            (FETCHED_FILE, &fetched[..]),
+            (INFO_FILE, &info_json[..]),
+            (MODEL_FILE, canonical),
+        ] {
+            let path = dir.join(file);
+            write_atomic(&path, bytes, 0o644).map_err(io(&path))?;
+        }
+        Ok(StoredModel {
+            id: *id,
+            model,
+            info,
+            dir,
+        })
+    }
+
+    /// Removes a model fetched by id (with its keys); imported models are never removed.
+    pub fn remove_fetched(&self, id: &ModelId) -> Result<(), ModelError> {
+        let dir = self.dir.join(id.to_hex());
+        if !dir.join(FETCHED_FILE).exists() {
+            return Err(ModelError::Store(format!(
+                "{} was imported, not fetched",
+                id
+            )));
+        }
+        // The model file first, so that a folder half removed is no longer a model.
+        let model = dir.join(MODEL_FILE);
+        std::fs::remove_file(&model).map_err(io(&model))?;
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))
+    }
+
+    /// The models fetched by id, with the bytes each takes on disk (its keys included)
+    /// and when it was stored or last used (its folder's modification time).
+    pub fn fetched(&self) -> Vec<(ModelId, u64, std::time::SystemTime)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let id = ModelId::from_hex(entry.file_name().to_str()?)?;
+                let dir = entry.path();
+                dir.join(FETCHED_FILE).exists().then_some(())?;
+                let used = std::fs::metadata(dir.join(FETCHED_FILE))
+                    .and_then(|m| m.modified())
+                    .ok()?;
+                Some((id, dir_bytes(&dir), used))
+            })
+            .collect()
+    }
+
+    /// The canonical bytes of a stored model, checked against its id.
+    pub fn canonical(&self, id: &ModelId) -> Result<Vec<u8>, ModelError> {
+        let path = self.dir.join(id.to_hex()).join(MODEL_FILE);
         let canonical = std::fs::read(&path).map_err(io(&path))?;
         if ModelId::of(&canonical) != *id {
             return Err(ModelError::Store(format!(
@@ -164,6 +276,13 @@ impl ModelStore {
                 path.display()
             )));
         }
+        Ok(canonical)
+    }
+
+    /// Loads a model by id, checking that its bytes still hash to it.
+    pub fn load(&self, id: &ModelId) -> Result<StoredModel, ModelError> {
+        let dir = self.dir.join(id.to_hex());
+        let canonical = self.canonical(id)?;
         let model = codec::decode(&canonical)?;
         let info_path = dir.join(INFO_FILE);
         let info_bytes = std::fs::read(&info_path).map_err(io(&info_path))?;

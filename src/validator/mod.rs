@@ -77,6 +77,10 @@ struct ModelEntry {
     verifier: Box<dyn Verifier>,
     proving_key_hash: String,
     proving_key_path: PathBuf,
+    /// The verifying key's fingerprint (the SHA-256 of its file).
+    verifying_key_hash: String,
+    /// The canonical model file, read on its first download like the proving key.
+    canonical: tokio::sync::OnceCell<Bytes>,
     /// The proving key's bytes, read on the first download and shared by every later one:
     /// a key server's memory does not grow with its readers.
     proving_key: tokio::sync::OnceCell<Bytes>,
@@ -185,6 +189,8 @@ impl Validator {
                 .with_context(|| format!("cannot read {}", proving_key_path.display()))?;
             tracing::info!(model = %stored.info.name, fingerprint = %key_files::fingerprint(&verifying), "model ready");
             models.push(ModelEntry {
+                verifying_key_hash: key_files::fingerprint(&verifying),
+                canonical: tokio::sync::OnceCell::new(),
                 proving_key_hash,
                 proving_key_path,
                 proving_key: tokio::sync::OnceCell::new(),
@@ -572,8 +578,10 @@ impl Validator {
         session.request(request).await
     }
 
-    /// Binds `address`; the returned future serves `/metrics`, `/health` and
-    /// `/keys/<sha256>` until `shutdown`. Once this returns, miners can fetch keys.
+    /// Binds `address`; the returned future serves `/metrics`, `/health`,
+    /// `/keys/<sha256>` (proving keys), `/models` (what this validator asks for) and
+    /// `/models/<id>` (canonical model files) until `shutdown`. Once this returns, miners
+    /// can fetch keys and models.
     pub async fn listen_http(
         self: Arc<Self>,
         address: SocketAddr,
@@ -616,6 +624,54 @@ impl Validator {
                 Err(error) => {
                     tracing::error!(error = %format!("{error:#}"), "cannot serve a proving key");
                     text_response(500, "text/plain", "cannot read the key\n")
+                }
+            };
+        }
+        if path == "/models" {
+            let models: Vec<serde_json::Value> = self
+                .models
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "id": m.stored.id.to_hex(),
+                        "name": m.stored.info.name,
+                        "inputs": m.stored.info.inputs.iter().map(|i| &i.shape).collect::<Vec<_>>(),
+                        "input_len": m.stored.model.input_len(),
+                        "output_len": m.stored.model.output_len(),
+                        "verifying_key": m.verifying_key_hash,
+                        "proving_key": m.proving_key_hash,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({ "models": models });
+            return text_response(200, "application/json", body.to_string());
+        }
+        if let Some(id) = path.strip_prefix("/models/")
+            && let Some(entry) = self.models.iter().find(|m| m.stored.id.to_hex() == id)
+        {
+            let store = crate::model::ModelStore::new(
+                entry
+                    .stored
+                    .dir
+                    .parent()
+                    .unwrap_or(std::path::Path::new(".")),
+            );
+            let id = entry.stored.id;
+            let read = entry
+                .canonical
+                .get_or_try_init(|| async move {
+                    tokio::task::spawn_blocking(move || store.canonical(&id))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .map(Bytes::from)
+                        .map_err(anyhow::Error::from)
+                })
+                .await;
+            return match read {
+                Ok(bytes) => text_response(200, "application/octet-stream", bytes.clone()),
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot serve a model");
+                    text_response(500, "text/plain", "cannot read the model\n")
                 }
             };
         }
