@@ -4,8 +4,7 @@
 //! tests), and for a table of epoch-schedule states sn2 picks the reveal round that
 //! `get_encrypted_commit_v2` picks.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
 use sn2::chain::epoch::{self, EpochSchedule};
 use sn2::chain::subtensor::calls;
@@ -15,22 +14,9 @@ use sn2::timelock::{self, TimelockError};
 const ROUND: u64 = 1000;
 const PULSE: &str = "b44679b9a59af2ec876b1a6b1ad52ea9b1615fc3982b19576350f93447cb1125e342b73a8dd2bacbe47e4b6b63ed5e39";
 
-/// Runs tests/py/drand.py with the real `bittensor-drand` package.
+/// Runs tests/py/drand.py with the real package.
 fn drand(args: &[&str]) -> serde_json::Value {
-    let python = std::env::var("SN2_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/drand.py");
-    let output = Command::new(&python)
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(
-        output.status.success(),
-        "drand.py {} failed (pip install -r tests/requirements.txt): {}",
-        args[0],
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("drand.py prints JSON")
+    common::python_json("drand.py", args)
 }
 
 fn hotkey() -> [u8; 32] {

@@ -1,26 +1,15 @@
 //! Hotkeys are compatible with the real Bittensor wallet: `bittensor-wallet` (PyPI) and sn2
 //! read each other's files, agree on addresses, and verify each other's signatures.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
 use sn2::keys::{PublicKey, Signature, WalletLocation};
 
-/// Runs tests/py/btwallet.py with the real `bittensor-wallet` package.
+/// Runs tests/py/btwallet.py with the real package.
 fn btwallet(args: &[&str]) -> serde_json::Value {
-    let python = std::env::var("SN2_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/btwallet.py");
-    let output = Command::new(&python)
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(
-        output.status.success(),
-        "btwallet.py {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("btwallet.py prints JSON")
+    common::python_json("btwallet.py", args)
 }
 
 fn text(value: &serde_json::Value) -> &str {

@@ -6,6 +6,7 @@ use sn2::model::QuantModel;
 use sn2::proof::{self, Binding, ProofError, Statement};
 
 /// Fresh keys for `model`, a proof of its output on `input`, and that proof's verification.
+#[allow(dead_code)] // not every test binary proves
 pub fn setup_prove_verify(
     model: QuantModel,
     input: &[i8],
@@ -25,4 +26,26 @@ pub fn setup_prove_verify(
     system
         .verifier(&model, &keys.verifying)?
         .verify(&statement, &proven.proof)
+}
+
+/// Runs `tests/py/<script>` with the test Python (`SN2_PYTHON`, else `python3`), which has
+/// the packages of tests/requirements.txt, and reads the JSON it prints.
+#[allow(dead_code)] // not every test binary runs Python
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let python = std::env::var("SN2_PYTHON").unwrap_or_else(|_| "python3".into());
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let output = std::process::Command::new(&python)
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed (pip install -r tests/requirements.txt): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON: {e}"))
 }
