@@ -456,6 +456,15 @@ async fn run_validator(
             .await?;
         tasks.push(tokio::spawn(server));
     }
+    if config.api.enabled {
+        let api = crate::validator::api::Api::new(
+            validator.clone(),
+            crate::validator::api::ApiOptions::from_config(&config.api),
+        );
+        tasks.push(tokio::spawn(
+            api.listen(config.api.listen.0, shutdown.clone()).await?,
+        ));
+    }
     // Miners fetch proving keys from the address this validator announced, and from
     // nowhere else; with the local backend the config's neurons say it.
     match (config.validator.key_server, config.chain.backend) {

@@ -98,6 +98,8 @@ pub struct Devnet {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     dir: tempfile::TempDir,
+    /// Where the validator's user API listens (open, on loopback).
+    pub api: SocketAddr,
 }
 
 /// A loopback port free for both TCP and UDP (QUIC and HTTP share it); the tests use it too.
@@ -245,13 +247,24 @@ impl Devnet {
                 )
                 .await?,
         );
+        // The user API, open (loopback only): what `curl` and `sn2 infer` talk to.
+        let api_address = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let api = crate::validator::api::Api::new(
+            validator.clone(),
+            crate::validator::api::ApiOptions::from_config(&crate::config::ApiConfig {
+                open: true,
+                ..Default::default()
+            }),
+        );
+        let api_task = tokio::spawn(api.listen(api_address, shutdown.clone()).await?);
         Ok(Self {
             validator,
             chain,
             miners,
             stop,
-            tasks: vec![http],
+            tasks: vec![http, api_task],
             dir,
+            api: api_address,
         })
     }
 

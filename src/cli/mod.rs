@@ -5,6 +5,7 @@
 mod bench_cmd;
 mod config_cmd;
 mod devnet_cmd;
+mod infer_cmd;
 mod keys_cmd;
 mod metagraph_cmd;
 mod model_cmd;
@@ -45,6 +46,8 @@ enum Command {
     Prove(proof_cmd::ProveArgs),
     /// Check a proof file.
     Verify(proof_cmd::VerifyArgs),
+    /// Ask a validator's user API for a proved answer, and verify the proof here.
+    Infer(infer_cmd::InferArgs),
     /// Measure circuit sizes, proving and verifying times, and memory on this machine.
     Bench(bench_cmd::BenchArgs),
     /// Run a validator and miners on loopback, without a chain, with a live table.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Model(command) => command.run(),
         Command::Prove(args) => args.run(),
         Command::Verify(args) => args.run(),
+        Command::Infer(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::Devnet(args) => args.run(),
         Command::Metagraph(args) => args.run(),

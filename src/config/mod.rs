@@ -34,8 +34,54 @@ pub struct Config {
     pub validator: ValidatorConfig,
     pub models: ModelsConfig,
     pub metrics: MetricsConfig,
+    pub api: ApiConfig,
     pub logging: LoggingConfig,
     pub update: UpdateConfig,
+}
+
+/// The validator's user API: verified inference for anyone it lets in.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    pub listen: ListenAddr,
+    /// Answer requests without an API key too, all of them sharing `open_requests_per_minute`.
+    pub open: bool,
+    pub open_requests_per_minute: Count,
+    /// API keys, each stored as the SHA-256 of the key.
+    pub keys: Vec<ApiKey>,
+    /// Inferences under way at once; past it the answer is 503 with `Retry-After`.
+    pub max_queue: Count,
+    /// The largest request body.
+    pub max_body_bytes: Count,
+    /// Miners tried, best scoring first, before the answer is 502.
+    pub attempts: Count,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// For logs and metrics.
+    pub name: String,
+    /// The SHA-256 of the key, in hex (`printf %s "$KEY" | sha256sum`).
+    #[serde(deserialize_with = "deserialize_sha256")]
+    pub sha256: String,
+    pub requests_per_minute: Count,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: ListenAddr(std::net::SocketAddr::from(([127, 0, 0, 1], 8092))),
+            open: false,
+            open_requests_per_minute: Count::new(60),
+            keys: Vec::new(),
+            max_queue: Count::new(8),
+            max_body_bytes: Count::new(1024 * 1024),
+            attempts: Count::new(3),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -390,6 +436,20 @@ fn check_nix_public_key(key: &str) -> Result<(), String> {
         return Err(bad());
     }
     Ok(())
+}
+
+fn deserialize_sha256<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    use serde::de::Error as _;
+    let text = String::deserialize(deserializer)?;
+    if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(D::Error::custom(format!(
+            "`{text}` is not a SHA-256 in hex; store the key's hash: printf %s \"$KEY\" | sha256sum"
+        )))
+    }
 }
 
 fn deserialize_model_ids<'de, D: serde::Deserializer<'de>>(

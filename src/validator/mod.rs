@@ -10,6 +10,7 @@
 //! and serves its proving keys to miners by hash, next to `/metrics` and `/health`, on a
 //! listener whose every connection has deadlines (see [`wire_http::Limits`]).
 
+pub mod api;
 pub mod score;
 
 use std::collections::{HashMap, HashSet};
@@ -124,6 +125,7 @@ pub struct Validator {
 enum Outcome {
     Verified {
         latency_ms: f64,
+        answer: Answer,
     },
     Failed {
         /// What happened, for metrics and logs: `timeout`, `connection_refused`, `reset`,
@@ -131,6 +133,39 @@ enum Outcome {
         status: &'static str,
         reason: String,
     },
+}
+
+/// A miner's verified answer to one query.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub input: Vec<i8>,
+    pub output: Vec<i32>,
+    /// The proof as the miner sent it (base64).
+    pub proof: String,
+    /// The nonce the proof is bound to, with the model and the miner (hex).
+    pub nonce: String,
+}
+
+/// A user's inference, answered and verified.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    pub answer: Answer,
+    pub model: crate::model::ModelId,
+    pub verifying_key: String,
+    pub miner: String,
+    pub latency_ms: f64,
+}
+
+/// A model this validator asks for, as its user API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelSummary {
+    pub id: String,
+    pub name: String,
+    pub input_shapes: Vec<Vec<usize>>,
+    pub input_len: usize,
+    pub output_len: usize,
+    /// The SHA-256 of the verifying key file.
+    pub verifying_key: String,
 }
 
 /// Marks a miner as answering a query; dropped when the query ends, however it ends.
@@ -319,7 +354,7 @@ impl Validator {
             let entry = stats.entry(hotkey.clone()).or_default();
             entry.requests += 1;
             match outcome {
-                Outcome::Verified { latency_ms } => {
+                Outcome::Verified { latency_ms, .. } => {
                     entry.verified += 1;
                     entry.latencies_ms.push(latency_ms);
                     if entry.latencies_ms.len() > 200 {
@@ -439,7 +474,101 @@ impl Validator {
         }
     }
 
+    /// The models this validator asks for.
+    pub fn model_summaries(&self) -> Vec<ModelSummary> {
+        self.models
+            .iter()
+            .map(|m| ModelSummary {
+                id: m.stored.id.to_hex(),
+                name: m.stored.info.name.clone(),
+                input_shapes: m
+                    .stored
+                    .info
+                    .inputs
+                    .iter()
+                    .map(|i| i.shape.clone())
+                    .collect(),
+                input_len: m.stored.model.input_len(),
+                output_len: m.stored.model.output_len(),
+                verifying_key: m.verifying_key_hash.clone(),
+            })
+            .collect()
+    }
+
+    /// The index of a model by id or name.
+    pub fn find_model(&self, reference: &str) -> Option<usize> {
+        self.models
+            .iter()
+            .position(|m| m.stored.id.to_hex() == reference || m.stored.info.name == reference)
+    }
+
+    /// The verifying key file of model `index`.
+    pub fn verifying_key(&self, index: usize) -> anyhow::Result<Vec<u8>> {
+        let system = proof::default_backend();
+        Ok(key_files::read(
+            &self.models[index].stored,
+            system.name(),
+            key_files::KeyKind::Verifying,
+        )?)
+    }
+
+    /// A user's input to model `index`, sent to the best scoring miners in turn (at most
+    /// `attempts`) until one answers with a proof that verifies. Each query is scored like
+    /// the validator's own. Never returns an unverified answer: without one, the reasons.
+    pub async fn infer(
+        &self,
+        index: usize,
+        input: Vec<i8>,
+        attempts: usize,
+    ) -> Result<Inference, Vec<String>> {
+        let Some(metagraph) = self.metagraph.borrow().metagraph.clone() else {
+            return Err(vec!["the validator has no metagraph yet".into()]);
+        };
+        let now = now_ms();
+        let mut miners: Vec<(f64, Neuron)> = {
+            let scores = self.scores.lock().expect("not poisoned");
+            metagraph
+                .miners(&self.hotkey.public())
+                .into_iter()
+                .map(|n| (scores.current(&n.hotkey.to_ss58(), now), n.clone()))
+                .collect()
+        };
+        miners.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut reasons = Vec::new();
+        for (_, miner) in miners.into_iter().take(attempts.max(1)) {
+            let outcome = self.query_with(&miner, index, input.clone()).await;
+            let verified = match &outcome {
+                Outcome::Verified { latency_ms, answer } => Some((*latency_ms, answer.clone())),
+                Outcome::Failed { status, reason } => {
+                    reasons.push(format!("{}: {status}: {reason}", miner.hotkey));
+                    None
+                }
+            };
+            self.record(&miner, index, outcome);
+            if let Some((latency_ms, answer)) = verified {
+                return Ok(Inference {
+                    answer,
+                    model: self.models[index].stored.id,
+                    verifying_key: self.models[index].verifying_key_hash.clone(),
+                    miner: miner.hotkey.to_ss58(),
+                    latency_ms,
+                });
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push("no miner serves an axon".into());
+        }
+        Err(reasons)
+    }
+
     async fn query(&self, miner: &Neuron, model: usize) -> Outcome {
+        let mut input = vec![0u8; self.models[model].stored.model.input_len()];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut input);
+        let input: Vec<i8> = input.into_iter().map(|b| b as i8).collect();
+        self.query_with(miner, model, input).await
+    }
+
+    async fn query_with(&self, miner: &Neuron, model: usize, input: Vec<i8>) -> Outcome {
         let entry = &self.models[model];
         let Some(address) = miner.axon else {
             return Outcome::Failed {
@@ -447,11 +576,8 @@ impl Validator {
                 reason: "the miner serves no axon".into(),
             };
         };
-        let mut input = vec![0u8; entry.stored.model.input_len()];
         let mut nonce = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut input);
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-        let input: Vec<i8> = input.into_iter().map(|b| b as i8).collect();
         let request = Request::Prove(ProveRequest {
             model: entry.stored.id.to_hex(),
             input: input.clone(),
@@ -491,8 +617,8 @@ impl Validator {
         };
         let proof = proof::file::decode_proof(&proved.proof);
         let statement = Statement {
-            input,
-            output: proved.output,
+            input: input.clone(),
+            output: proved.output.clone(),
             binding: Binding::new(&entry.stored.id, &miner.hotkey, &nonce),
         };
         let verified = proof.map_err(|e| e.to_string()).and_then(|proof| {
@@ -502,7 +628,15 @@ impl Validator {
                 .map_err(|e| e.to_string())
         });
         match verified {
-            Ok(()) => Outcome::Verified { latency_ms },
+            Ok(()) => Outcome::Verified {
+                latency_ms,
+                answer: Answer {
+                    input,
+                    output: proved.output,
+                    proof: proved.proof,
+                    nonce: hex::encode(nonce),
+                },
+            },
             Err(reason) => Outcome::Failed {
                 status: "invalid_proof",
                 reason,
@@ -647,28 +781,10 @@ impl Validator {
             return text_response(200, "application/json", body.to_string());
         }
         if let Some(id) = path.strip_prefix("/models/")
-            && let Some(entry) = self.models.iter().find(|m| m.stored.id.to_hex() == id)
+            && let Some(index) = self.models.iter().position(|m| m.stored.id.to_hex() == id)
         {
-            let store = crate::model::ModelStore::new(
-                entry
-                    .stored
-                    .dir
-                    .parent()
-                    .unwrap_or(std::path::Path::new(".")),
-            );
-            let id = entry.stored.id;
-            let read = entry
-                .canonical
-                .get_or_try_init(|| async move {
-                    tokio::task::spawn_blocking(move || store.canonical(&id))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                        .map(Bytes::from)
-                        .map_err(anyhow::Error::from)
-                })
-                .await;
-            return match read {
-                Ok(bytes) => text_response(200, "application/octet-stream", bytes.clone()),
+            return match self.canonical_model(index).await {
+                Ok(bytes) => text_response(200, "application/octet-stream", bytes),
                 Err(error) => {
                     tracing::error!(error = %format!("{error:#}"), "cannot serve a model");
                     text_response(500, "text/plain", "cannot read the model\n")
@@ -676,6 +792,31 @@ impl Validator {
             };
         }
         text_response(404, "text/plain", "not found\n")
+    }
+
+    /// A model's canonical file, read from disk (on a blocking thread) by its first reader,
+    /// checked against its id, and shared by all later ones.
+    pub async fn canonical_model(&self, index: usize) -> anyhow::Result<Bytes> {
+        let entry = &self.models[index];
+        let store = crate::model::ModelStore::new(
+            entry
+                .stored
+                .dir
+                .parent()
+                .unwrap_or(std::path::Path::new(".")),
+        );
+        let id = entry.stored.id;
+        entry
+            .canonical
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || store.canonical(&id))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .map(Bytes::from)
+                    .map_err(anyhow::Error::from)
+            })
+            .await
+            .cloned()
     }
 
     /// A model's proving key, read from disk (on a blocking thread) by its first reader

@@ -153,6 +153,11 @@ impl Scores {
         entry.verified += verified_score.is_some() as u64;
     }
 
+    /// A miner's score now (0 when it has none).
+    pub fn current(&self, hotkey: &str, now_ms: u64) -> f64 {
+        self.miners.get(hotkey).map_or(0.0, |m| decayed(m, now_ms))
+    }
+
     /// Forgets the hotkeys no longer registered; returns how many.
     pub fn prune(&mut self, metagraph: &Metagraph) -> usize {
         let registered = metagraph.hotkeys_ss58();

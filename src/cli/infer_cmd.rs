@@ -1,0 +1,198 @@
+//! `sn2 infer`: a proved answer from a validator's user API, checked here.
+//!
+//! The model file and the verifying key come from the same validator, each checked against
+//! its hash (the model's id; the key's SHA-256 as listed, or as pinned with `--vk-hash`);
+//! the proof is then verified locally. A verifying key made by that validator convinces only
+//! as far as its setup is trusted, and this command says so.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::Full;
+use sha2::{Digest, Sha256};
+
+use super::Outcome;
+use crate::keys::PublicKey;
+use crate::model::{ModelId, codec};
+use crate::proof::keys::{self, KeyKind};
+use crate::proof::{self, Binding, Statement};
+use crate::wire::http::HttpClient;
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// The validator's user API, e.g. http://127.0.0.1:8092.
+    #[arg(long, value_name = "URL")]
+    validator: String,
+    /// Model id or name.
+    #[arg(long)]
+    model: String,
+    /// The input, {"input_data": [[...]]} as for `sn2 prove`, in the model's units.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Accept only a verifying key with this SHA-256, instead of the one the validator lists.
+    #[arg(long, value_name = "HEX")]
+    vk_hash: Option<String>,
+    /// The environment variable that holds the API key, if the API needs one (a key on the
+    /// command line would show in the process list).
+    #[arg(long, value_name = "VAR", default_value = "SN2_API_KEY")]
+    api_key_env: String,
+}
+
+/// The largest answer read from the API (model files included).
+const MAX_RESPONSE: usize = 256 << 20;
+
+struct Api {
+    base: String,
+    key: Option<String>,
+    client: HttpClient,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Bytes> {
+        let url = format!("{}{path}", self.base);
+        let mut request = hyper::Request::builder().method(method).uri(&url);
+        if let Some(key) = &self.key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .with_context(|| format!("{url} is not a usable URL"))?;
+        let (status, bytes) = self
+            .client
+            .raw(request, MAX_RESPONSE)
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        if status != 200 {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            anyhow::bail!("{method} {url}: {status}: {message}");
+        }
+        Ok(bytes)
+    }
+}
+
+impl InferArgs {
+    pub fn run(self) -> anyhow::Result<Outcome> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(self.infer())
+    }
+
+    async fn infer(self) -> anyhow::Result<Outcome> {
+        anyhow::ensure!(
+            self.validator.starts_with("http://"),
+            "--validator takes an http:// URL (put TLS in front of the API with a reverse proxy, and reach it from here through a tunnel)"
+        );
+        let api = Api {
+            base: self.validator.trim_end_matches('/').to_string(),
+            key: std::env::var(&self.api_key_env)
+                .ok()
+                .filter(|k| !k.is_empty()),
+            client: HttpClient::default(),
+        };
+        let listing: serde_json::Value =
+            serde_json::from_slice(&api.call("GET", "/v1/models", None).await?)
+                .context("the validator's model list is not JSON")?;
+        let entry = listing["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["id"] == self.model.as_str() || m["name"] == self.model.as_str())
+            .with_context(|| format!("the validator serves no model {}", self.model))?;
+        let id = entry["id"]
+            .as_str()
+            .and_then(ModelId::from_hex)
+            .context("the validator listed a model without a usable id")?;
+        let listed_vk = entry["verifying_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let pinned = self.vk_hash.as_ref().map(|h| h.to_ascii_lowercase());
+        let expected_vk = pinned.clone().unwrap_or(listed_vk);
+
+        let canonical = api
+            .call("GET", &format!("/v1/models/{id}/model"), None)
+            .await?;
+        anyhow::ensure!(
+            ModelId::of(&canonical) == id,
+            "the validator served a model file whose SHA-256 is not the model's id {id}"
+        );
+        let model = codec::decode(&canonical).context("the validator's model file")?;
+        let verifying = api
+            .call("GET", &format!("/v1/models/{id}/vk"), None)
+            .await?;
+        let vk_hash = hex::encode(Sha256::digest(&verifying));
+        if vk_hash != expected_vk {
+            eprintln!(
+                "sn2: the verifying key's SHA-256 is {vk_hash}, not the {} {expected_vk}",
+                if pinned.is_some() { "pinned" } else { "listed" }
+            );
+            return Ok(Outcome::Failure);
+        }
+
+        let text = std::fs::read_to_string(&self.input)
+            .with_context(|| format!("cannot read {}", self.input.display()))?;
+        let values = crate::model::input::parse_input(&text)
+            .with_context(|| format!("{}", self.input.display()))?;
+        let input = model
+            .quantize_input(&values)
+            .with_context(|| format!("{}", self.input.display()))?;
+        let request = serde_json::json!({ "model": id.to_hex(), "input": input });
+        let answer: serde_json::Value = serde_json::from_slice(
+            &api.call(
+                "POST",
+                "/v1/inference",
+                Some(request.to_string().into_bytes()),
+            )
+            .await?,
+        )
+        .context("the validator's answer is not JSON")?;
+
+        let verdict = (|| -> anyhow::Result<(Vec<i32>, String)> {
+            let output: Vec<i32> = serde_json::from_value(answer["output"].clone())
+                .context("the answer has no output")?;
+            let miner = answer["miner"]
+                .as_str()
+                .context("the answer names no miner")?;
+            let miner_key = PublicKey::from_ss58(miner).context("the answer's miner")?;
+            let nonce: [u8; 32] = answer["nonce"]
+                .as_str()
+                .and_then(|n| hex::decode(n).ok())
+                .and_then(|b| b.try_into().ok())
+                .context("the answer has no 32-byte nonce")?;
+            let proof = proof::file::decode_proof(answer["proof"].as_str().unwrap_or_default())?;
+            let system = proof::default_backend();
+            let payload = keys::decode(&verifying, KeyKind::Verifying, system.name(), &id)?;
+            let verifier = system.verifier(&model, payload)?;
+            let statement = Statement {
+                input: input.clone(),
+                output: output.clone(),
+                binding: Binding::new(&id, &miner_key, &nonce),
+            };
+            verifier.verify(&statement, &proof)?;
+            Ok((output, miner.to_string()))
+        })();
+        match verdict {
+            Ok((output, miner)) => {
+                println!("output {:?}", model.dequantize_output(&output));
+                println!("proved by miner {miner}; verified here against verifying key {vk_hash}");
+                eprintln!(
+                    "note: that key was made by the validator, not here: the proof convinces as far as you trust its setup"
+                );
+                Ok(Outcome::Success)
+            }
+            Err(error) => {
+                eprintln!("sn2: proof rejected: {error:#}");
+                Ok(Outcome::Failure)
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The validator's user API (`[api]`): anyone it lets in gets a proved answer.
+//!
+//! - `POST /v1/inference {model, input}`: the input goes to the best scoring miners in
+//!   turn, each as a normal request with a fresh nonce; the first answer whose proof this
+//!   validator verifies is returned with the proof, the nonce, the miner and the verifying
+//!   key's hash. No unverified answer is ever returned: without one, 502 with the reasons.
+//!   These queries are scored like the validator's own.
+//! - `GET /v1/models`, `GET /v1/models/{id}/vk` (the verifying key file),
+//!   `GET /v1/models/{id}/model` (the canonical model file, whose SHA-256 is its id),
+//!   `GET /openapi.json`.
+//! - Access: `Authorization: Bearer <key>` for a key whose SHA-256 is in `[api] keys`, each
+//!   with its own rate; requests without a key only when `[api] open`, sharing one rate.
+//!   Over the rate: 429 with `Retry-After`. Inferences under way are bounded by
+//!   `[api] max_queue`; past it: 503 with `Retry-After`. Memory never grows with callers.
+//!
+//! Whom an answer convinces: the keys are this validator's own (a single-party setup), so a
+//! proof convinces whoever trusts this validator not to have kept the setup's secrets;
+//! every response says so in `provenance`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hyper::http::request::Parts;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::Validator;
+use crate::config::ApiConfig;
+use crate::shutdown::Shutdown;
+use crate::wire::http::{self as wire_http, Body, HttpResponse, json_response};
+
+/// The OpenAPI document of this API, committed beside this file.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What a proof from this API convinces, as responses and `sn2 infer` say it.
+pub const PROVENANCE: &str = "single-party setup: the verifying key was made by this validator, so the proof convinces whoever trusts this validator's setup";
+
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    pub open: bool,
+    pub open_requests_per_minute: u32,
+    /// (name, SHA-256 hex, requests per minute).
+    pub keys: Vec<(String, String, u32)>,
+    pub max_queue: usize,
+    pub max_body_bytes: usize,
+    pub attempts: usize,
+}
+
+impl ApiOptions {
+    pub fn from_config(config: &ApiConfig) -> Self {
+        Self {
+            open: config.open,
+            open_requests_per_minute: config.open_requests_per_minute.get() as u32,
+            keys: config
+                .keys
+                .iter()
+                .map(|k| {
+                    (
+                        k.name.clone(),
+                        k.sha256.clone(),
+                        k.requests_per_minute.get() as u32,
+                    )
+                })
+                .collect(),
+            max_queue: config.max_queue.get(),
+            max_body_bytes: config.max_body_bytes.get(),
+            attempts: config.attempts.get(),
+        }
+    }
+}
+
+pub struct Api {
+    validator: Arc<Validator>,
+    options: ApiOptions,
+    queue: Arc<Semaphore>,
+    /// A token bucket per caller (an API key's name, or the open API).
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    /// Takes one request from a bucket of `per_minute` (a minute's worth at most), or
+    /// says how long until one is there.
+    fn take(&mut self, per_minute: u32, now: Instant) -> Result<(), Duration> {
+        let rate = per_minute.max(1) as f64 / 60.0;
+        let capacity = per_minute.max(1) as f64;
+        let elapsed = now.duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferenceRequest {
+    model: String,
+    input: Vec<i64>,
+}
+
+fn error(status: u16, code: &str, message: impl Into<String>) -> HttpResponse {
+    let body = serde_json::json!({ "error": { "code": code, "message": message.into() } });
+    json_response(status, body.to_string().into_bytes(), &[])
+}
+
+fn retry_after(status: u16, code: &str, message: String, after: Duration) -> HttpResponse {
+    let mut response = error(status, code, message);
+    let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+    response
+        .headers_mut()
+        .insert("retry-after", hyper::header::HeaderValue::from(seconds));
+    response
+}
+
+impl Api {
+    pub fn new(validator: Arc<Validator>, options: ApiOptions) -> Arc<Self> {
+        Arc::new(Self {
+            validator,
+            queue: Arc::new(Semaphore::new(options.max_queue.max(1))),
+            options,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Binds `address`; the returned future serves the API until `shutdown`.
+    pub async fn listen(
+        self: Arc<Self>,
+        address: SocketAddr,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for the user API on tcp/{address}"))?;
+        tracing::info!(%address, "serving the user API");
+        let metrics = self.validator.metrics.clone();
+        Ok(wire_http::serve(
+            listener,
+            wire_http::Limits::new(self.options.max_body_bytes),
+            Arc::new(move |reason, peer| metrics.refused(reason, &peer)),
+            move |parts, body| {
+                let me = self.clone();
+                async move { me.handle(parts, body).await }
+            },
+            shutdown,
+        ))
+    }
+
+    async fn handle(&self, parts: Parts, body: Body) -> HttpResponse {
+        let path = parts.uri.path().to_string();
+        let method = parts.method.clone();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/openapi.json") => {
+                return json_response(200, OPENAPI.as_bytes().to_vec(), &[]);
+            }
+            ("POST", "/v1/inference") | ("GET", "/v1/models") => {}
+            ("GET", p)
+                if p.starts_with("/v1/models/")
+                    && (p.ends_with("/vk") || p.ends_with("/model")) => {}
+            (_, "/v1/inference" | "/v1/models" | "/openapi.json") => {
+                return error(
+                    405,
+                    "method_not_allowed",
+                    format!("{method} is not served at {path}"),
+                );
+            }
+            _ => {
+                return error(
+                    404,
+                    "not_found",
+                    format!("no {path} here; see /openapi.json"),
+                );
+            }
+        }
+        if let Err(response) = self.admit(&parts) {
+            return *response;
+        }
+        if path == "/v1/models" {
+            let body = serde_json::json!({ "models": self.validator.model_summaries() });
+            return json_response(200, body.to_string().into_bytes(), &[]);
+        }
+        if let Some(reference) = path
+            .strip_prefix("/v1/models/")
+            .and_then(|p| p.strip_suffix("/model"))
+        {
+            let Some(index) = self.validator.find_model(reference) else {
+                return error(
+                    404,
+                    "unknown_model",
+                    format!("no model {reference}; see /v1/models"),
+                );
+            };
+            return match self.validator.canonical_model(index).await {
+                Ok(bytes) => wire_http::text_response(200, "application/octet-stream", bytes),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot read a model");
+                    error(500, "internal", "cannot read the model file")
+                }
+            };
+        }
+        if let Some(reference) = path
+            .strip_prefix("/v1/models/")
+            .and_then(|p| p.strip_suffix("/vk"))
+        {
+            let Some(index) = self.validator.find_model(reference) else {
+                return error(
+                    404,
+                    "unknown_model",
+                    format!("no model {reference}; see /v1/models"),
+                );
+            };
+            return match self.validator.verifying_key(index) {
+                Ok(bytes) => wire_http::text_response(200, "application/octet-stream", bytes),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot read a verifying key");
+                    error(500, "internal", "cannot read the verifying key")
+                }
+            };
+        }
+        self.infer(body).await
+    }
+
+    /// Lets a caller in by its API key, or as the open API, within its rate.
+    fn admit(&self, parts: &Parts) -> Result<(), Box<HttpResponse>> {
+        let presented = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let (caller, rate) = match presented {
+            Some(key) => {
+                let hash = hex::encode(Sha256::digest(key.as_bytes()));
+                match self.options.keys.iter().find(|(_, h, _)| *h == hash) {
+                    Some((name, _, rate)) => (format!("key:{name}"), *rate),
+                    None => {
+                        return Err(Box::new(error(
+                            401,
+                            "bad_key",
+                            "this API key is not known here",
+                        )));
+                    }
+                }
+            }
+            None if self.options.open => {
+                ("open".to_string(), self.options.open_requests_per_minute)
+            }
+            None => {
+                return Err(Box::new(error(
+                    401,
+                    "key_required",
+                    "send an API key: Authorization: Bearer <key>",
+                )));
+            }
+        };
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("not poisoned");
+        let bucket = buckets.entry(caller).or_insert(Bucket {
+            tokens: rate.max(1) as f64,
+            updated: now,
+        });
+        bucket.take(rate, now).map_err(|after| {
+            Box::new(retry_after(
+                429,
+                "rate_limited",
+                format!("more than {rate} requests a minute"),
+                after,
+            ))
+        })
+    }
+
+    async fn infer(&self, body: Body) -> HttpResponse {
+        let bytes = match body.read().await {
+            Ok(bytes) => bytes,
+            Err(e) => return error(e.code.http_status(), e.code.as_str(), e.message),
+        };
+        let request: InferenceRequest = match serde_json::from_slice(&bytes) {
+            Ok(request) => request,
+            Err(e) => {
+                return error(
+                    400,
+                    "malformed_request",
+                    format!("not an inference request: {e}"),
+                );
+            }
+        };
+        let Some(index) = self.validator.find_model(&request.model) else {
+            return error(
+                404,
+                "unknown_model",
+                format!("no model {}; see /v1/models", request.model),
+            );
+        };
+        let expected = self.validator.model_summaries()[index].input_len;
+        if request.input.len() != expected {
+            return error(
+                400,
+                "bad_input",
+                format!(
+                    "the input has {} values; the model takes {expected}",
+                    request.input.len()
+                ),
+            );
+        }
+        let Ok(input) = request
+            .input
+            .iter()
+            .map(|v| i8::try_from(*v))
+            .collect::<Result<Vec<i8>, _>>()
+        else {
+            return error(
+                400,
+                "bad_input",
+                "input values are the model's int8 inputs: -128 to 127",
+            );
+        };
+        let Ok(_slot) = self.queue.clone().try_acquire_owned() else {
+            return retry_after(
+                503,
+                "busy",
+                format!(
+                    "{} inferences are under way; try again shortly",
+                    self.options.max_queue
+                ),
+                Duration::from_secs(1),
+            );
+        };
+        match self
+            .validator
+            .infer(index, input, self.options.attempts)
+            .await
+        {
+            Ok(inference) => {
+                let body = serde_json::json!({
+                    "model": inference.model.to_hex(),
+                    "output": inference.answer.output,
+                    "proof": inference.answer.proof,
+                    "nonce": inference.answer.nonce,
+                    "miner": inference.miner,
+                    "verifying_key": inference.verifying_key,
+                    "validator": self.validator.hotkey().ss58(),
+                    "latency_ms": inference.latency_ms,
+                    "provenance": PROVENANCE,
+                });
+                json_response(200, body.to_string().into_bytes(), &[])
+            }
+            Err(reasons) => error(
+                502,
+                "no_verified_answer",
+                format!(
+                    "no miner gave an answer that verifies: {}",
+                    reasons.join("; ")
+                ),
+            ),
+        }
+    }
+}

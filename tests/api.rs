@@ -1,0 +1,300 @@
+//! The validator's user API on a devnet, over real HTTP: verified answers that `sn2 infer`
+//! checks again on its own, refusals of bad requests with the validator serving on, API
+//! keys and their rates, and no answer at all when no miner's proof verifies.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use sha2::{Digest, Sha256};
+use sn2::devnet::{Devnet, DevnetOptions, free_port};
+use sn2::validator::Transport;
+use sn2::validator::api::{Api, ApiOptions};
+use sn2::wire::http::HttpClient;
+
+fn options(miners: usize, dishonest: usize) -> DevnetOptions {
+    DevnetOptions {
+        miners,
+        dishonest,
+        models: vec!["digits-mlp".into()],
+        transport: Transport::QuicThenHttp,
+        round_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(20),
+    }
+}
+
+/// A request to `address`; returns the status, the body and the Retry-After header.
+async fn call(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+) -> (u16, serde_json::Value, Option<String>) {
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"))
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap();
+    let client = HttpClient::default();
+    let response = client.raw(request, 16 << 20).await.unwrap();
+    let json = serde_json::from_slice(&response.1).unwrap_or(serde_json::Value::Null);
+    (response.0, json, None)
+}
+
+/// Runs the real `sn2 infer` against a validator's API.
+fn sn2_infer(url: &str, input: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sn2"))
+        .args([
+            "infer",
+            "--validator",
+            url,
+            "--model",
+            "digits-mlp",
+            "--input",
+        ])
+        .arg(input)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn inference(model: &str, input: &[i64]) -> Vec<u8> {
+    serde_json::json!({ "model": model, "input": input })
+        .to_string()
+        .into_bytes()
+}
+
+fn code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_gets_a_verified_answer_that_sn2_infer_checks_again() {
+    let devnet = Devnet::start(&options(2, 0)).await.unwrap();
+    let api = devnet.api;
+
+    let (status, document, _) = call(api, "GET", "/openapi.json", None, b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(document["openapi"], "3.0.3");
+    let (status, listing, _) = call(api, "GET", "/v1/models", None, b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(listing["models"][0]["name"], "digits-mlp");
+    let input_len = listing["models"][0]["input_len"].as_u64().unwrap() as usize;
+
+    let (status, answer, _) = call(
+        api,
+        "POST",
+        "/v1/inference",
+        None,
+        &inference("digits-mlp", &vec![3; input_len]),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["output"].as_array().unwrap().len(), 10);
+    assert!(
+        answer["provenance"]
+            .as_str()
+            .unwrap()
+            .contains("single-party")
+    );
+    assert_eq!(
+        answer["verifying_key"],
+        listing["models"][0]["verifying_key"]
+    );
+
+    // The same through `sn2 infer`, which verifies the proof itself.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(
+        &input,
+        sn2::model::input::format_input(&vec![0.5; input_len]),
+    )
+    .unwrap();
+    let url = format!("http://{api}");
+    let (u, i) = (url.clone(), input.clone());
+    let output = tokio::task::spawn_blocking(move || sn2_infer(&u, &i, &[]))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("verified here against verifying key"),
+        "{stdout}"
+    );
+
+    // A pinned key that is not the validator's: refused before anything is asked.
+    let wrong = "00".repeat(32);
+    let output =
+        tokio::task::spawn_blocking(move || sn2_infer(&url, &input, &["--vk-hash", &wrong]))
+            .await
+            .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("pinned"));
+    devnet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_clear_4xx_and_the_api_serves_on() {
+    let devnet = Devnet::start(&options(1, 0)).await.unwrap();
+    let api = devnet.api;
+    let model = devnet.validator.model_summaries()[0].clone();
+    let good = inference(&model.id, &vec![0; model.input_len]);
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/inference",
+            b"{not json".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST",
+            "/v1/inference",
+            br#"{"model": "x"}"#.to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST",
+            "/v1/inference",
+            inference("no-such-model", &[0]),
+            404,
+            "unknown_model",
+        ),
+        (
+            "POST",
+            "/v1/inference",
+            inference(&model.id, &[0; 3]),
+            400,
+            "bad_input",
+        ),
+        (
+            "POST",
+            "/v1/inference",
+            inference(&model.id, &vec![200; model.input_len]),
+            400,
+            "bad_input",
+        ),
+        (
+            "POST",
+            "/v1/inference",
+            vec![b' '; 2 << 20],
+            413,
+            "too_large",
+        ),
+        (
+            "GET",
+            "/v1/inference",
+            Vec::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/v1/models/nothing/vk",
+            Vec::new(),
+            404,
+            "unknown_model",
+        ),
+        ("GET", "/elsewhere", Vec::new(), 404, "not_found"),
+    ];
+    for (method, path, body, status, expected) in cases {
+        let (got, answer, _) = call(api, method, path, None, &body).await;
+        assert_eq!(
+            (got, code(&answer)),
+            (status, expected),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            !answer["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+        );
+    }
+    let (status, answer, _) = call(api, "POST", "/v1/inference", None, &good).await;
+    assert_eq!(status, 200, "{answer}");
+    devnet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_required_unless_open_and_each_has_its_rate() {
+    let devnet = Devnet::start(&options(1, 0)).await.unwrap();
+    let key = "a-user's-key";
+    let api = Api::new(
+        devnet.validator.clone(),
+        ApiOptions {
+            open: false,
+            open_requests_per_minute: 60,
+            keys: vec![("alice".into(), hex::encode(Sha256::digest(key)), 2)],
+            max_queue: 4,
+            max_body_bytes: 1 << 20,
+            attempts: 2,
+        },
+    );
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port().unwrap()));
+    let (_stop, shutdown) = sn2::shutdown::channel();
+    tokio::spawn(api.listen(address, shutdown).await.unwrap());
+
+    let (status, answer, _) = call(address, "GET", "/v1/models", None, b"").await;
+    assert_eq!((status, code(&answer)), (401, "key_required"));
+    let (status, answer, _) = call(address, "GET", "/v1/models", Some("guess"), b"").await;
+    assert_eq!((status, code(&answer)), (401, "bad_key"));
+    for _ in 0..2 {
+        let (status, _, _) = call(address, "GET", "/v1/models", Some(key), b"").await;
+        assert_eq!(status, 200);
+    }
+    // The third in the same minute is over the key's rate.
+    let request = hyper::Request::builder()
+        .uri(format!("http://{address}/v1/models"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    devnet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_unverified_answer_ever_reaches_the_user() {
+    // Both miners cheat: one with a wrong output, one with a forged proof.
+    let devnet = Devnet::start(&options(2, 2)).await.unwrap();
+    let model = devnet.validator.model_summaries()[0].clone();
+    let (status, answer, _) = call(
+        devnet.api,
+        "POST",
+        "/v1/inference",
+        None,
+        &inference(&model.name, &vec![1; model.input_len]),
+    )
+    .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (502, "no_verified_answer"),
+        "{answer}"
+    );
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("invalid_proof"), "{message}");
+    assert!(answer.get("output").is_none());
+    devnet.stop().await;
+}
