@@ -298,3 +298,45 @@ async fn no_unverified_answer_ever_reaches_the_user() {
     assert!(answer.get("output").is_none());
     devnet.stop().await;
 }
+
+/// Schemathesis (PyPI) generates requests from our own OpenAPI document, valid and not,
+/// and checks every answer: no 5xx, every response as the document says, undeclared
+/// methods answered 405 with `Allow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_against_the_openapi_document() {
+    let devnet = Devnet::start(&options(1, 0)).await.unwrap();
+    let api = Api::new(
+        devnet.validator.clone(),
+        ApiOptions {
+            open: true,
+            open_requests_per_minute: 1_000_000,
+            keys: Vec::new(),
+            max_queue: 4,
+            max_body_bytes: 1 << 20,
+            attempts: 1,
+        },
+    );
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port().unwrap()));
+    let (_stop, shutdown) = sn2::shutdown::channel();
+    tokio::spawn(api.listen(address, shutdown).await.unwrap());
+    let python = std::env::var("SN2_PYTHON").unwrap_or_else(|_| "python3".into());
+    let schema = format!("http://{address}/openapi.json");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .args(["-m", "schemathesis.cli", "run", &schema, "--checks", "all"])
+            .args(["--max-examples", "40", "--workers", "1", "--seed", "1"])
+            .args(["--generation-deterministic"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"))
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found failures (pip install -r tests/requirements.txt):\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    devnet.stop().await;
+}

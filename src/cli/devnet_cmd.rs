@@ -81,7 +81,7 @@ impl DevnetArgs {
             let model = &devnet.validator.model_summaries()[0];
             let zeros = vec!["0"; model.input_len].join(",");
             eprintln!(
-                "the validator's user API is at http://{api}; for a verified answer:\n  curl -s http://{api}/v1/inference -H 'content-type: application/json' -d '{{\"model\":\"{name}\",\"input\":[{zeros}]}}'\n  sn2 infer --validator http://{api} --model {name} --input input.json   # input.json: {{\"input\": [...]}}",
+                "the validator's user API is at http://{api}; for a verified answer:\n  curl -s http://{api}/v1/inference -H 'content-type: application/json' -d '{{\"model\":\"{name}\",\"input\":[{zeros}]}}'\n  sn2 infer --validator http://{api} --model {name} --input input.json   # input.json: {{\"input_data\": [[...]]}}",
                 api = devnet.api,
                 name = model.name,
             );

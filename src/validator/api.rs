@@ -161,20 +161,11 @@ impl Api {
     async fn handle(&self, parts: Parts, body: Body) -> HttpResponse {
         let path = parts.uri.path().to_string();
         let method = parts.method.clone();
-        match (method.as_str(), path.as_str()) {
-            ("GET", "/openapi.json") => {
-                return json_response(200, OPENAPI.as_bytes().to_vec(), &[]);
-            }
-            ("POST", "/v1/inference") | ("GET", "/v1/models") => {}
-            ("GET", p)
-                if p.starts_with("/v1/models/")
-                    && (p.ends_with("/vk") || p.ends_with("/model")) => {}
-            (_, "/v1/inference" | "/v1/models" | "/openapi.json") => {
-                return error(
-                    405,
-                    "method_not_allowed",
-                    format!("{method} is not served at {path}"),
-                );
+        let allowed = match path.as_str() {
+            "/v1/inference" => "POST",
+            "/openapi.json" | "/v1/models" => "GET",
+            p if p.starts_with("/v1/models/") && (p.ends_with("/vk") || p.ends_with("/model")) => {
+                "GET"
             }
             _ => {
                 return error(
@@ -183,6 +174,21 @@ impl Api {
                     format!("no {path} here; see /openapi.json"),
                 );
             }
+        };
+        if method.as_str() != allowed {
+            let mut response = error(
+                405,
+                "method_not_allowed",
+                format!("{path} takes {allowed}, not {method}"),
+            );
+            response.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(allowed),
+            );
+            return response;
+        }
+        if path == "/openapi.json" {
+            return json_response(200, OPENAPI.as_bytes().to_vec(), &[]);
         }
         if let Err(response) = self.admit(&parts) {
             return *response;
