@@ -233,12 +233,15 @@ async fn bad_requests_get_a_clear_4xx_and_the_api_serves_on() {
 async fn keys_are_required_unless_open_and_each_has_its_rate() {
     let devnet = Devnet::start(&options(1, 0)).await.unwrap();
     let key = "a-user's-key";
+    let signer = sn2::keys::Hotkey::from_seed(&[9; 32]);
     let api = Api::new(
         devnet.validator.clone(),
         ApiOptions {
             open: false,
             open_requests_per_minute: 60,
             keys: vec![("alice".into(), hex::encode(Sha256::digest(key)), 2)],
+            hotkeys: vec![signer.public()],
+            hotkey_requests_per_minute: 60,
             max_queue: 4,
             max_body_bytes: 1 << 20,
             attempts: 2,
@@ -272,6 +275,30 @@ async fn keys_are_required_unless_open_and_each_has_its_rate() {
         .parse()
         .unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
+
+    // Requests signed with Epistula by an allowed hotkey, for this validator, once each.
+    let validator = devnet.validator.hotkey().ss58();
+    let signed = |hotkey: &sn2::keys::Hotkey, signed_for: &str, uuid: &str| {
+        let mut request = hyper::Request::builder().uri(format!("http://{address}/v1/models"));
+        for (name, value) in sn2::wire::auth::epistula_headers(hotkey, b"", signed_for, uuid) {
+            request = request.header(name, value);
+        }
+        request.body(Full::new(Bytes::new())).unwrap()
+    };
+    let status = |request| {
+        let client = client.clone();
+        async move { client.request(request).await.unwrap().status().as_u16() }
+    };
+    let uuid = sn2::wire::auth::uuid_v4();
+    assert_eq!(status(signed(&signer, &validator, &uuid)).await, 200);
+    assert_eq!(status(signed(&signer, &validator, &uuid)).await, 409);
+    let stranger = sn2::keys::Hotkey::from_seed(&[10; 32]);
+    let fresh = sn2::wire::auth::uuid_v4;
+    assert_eq!(status(signed(&stranger, &validator, &fresh())).await, 403);
+    assert_eq!(
+        status(signed(&signer, &stranger.ss58(), &fresh())).await,
+        401
+    );
     devnet.stop().await;
 }
 
@@ -311,6 +338,8 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
             open: true,
             open_requests_per_minute: 1_000_000,
             keys: Vec::new(),
+            hotkeys: Vec::new(),
+            hotkey_requests_per_minute: 1,
             max_queue: 4,
             max_body_bytes: 1 << 20,
             attempts: 1,

@@ -50,6 +50,11 @@ pub struct ApiConfig {
     pub open_requests_per_minute: Count,
     /// API keys, each stored as the SHA-256 of the key.
     pub keys: Vec<ApiKey>,
+    /// Hotkeys (SS58) whose Epistula-signed requests are answered, each at
+    /// `hotkey_requests_per_minute`.
+    #[serde(deserialize_with = "deserialize_ss58s")]
+    pub hotkeys: Vec<String>,
+    pub hotkey_requests_per_minute: Count,
     /// Inferences under way at once; past it the answer is 503 with `Retry-After`.
     pub max_queue: Count,
     /// The largest request body.
@@ -77,6 +82,8 @@ impl Default for ApiConfig {
             open: false,
             open_requests_per_minute: Count::new(60),
             keys: Vec::new(),
+            hotkeys: Vec::new(),
+            hotkey_requests_per_minute: Count::new(60),
             max_queue: Count::new(8),
             max_body_bytes: Count::new(1024 * 1024),
             attempts: Count::new(3),
@@ -436,6 +443,19 @@ fn check_nix_public_key(key: &str) -> Result<(), String> {
         return Err(bad());
     }
     Ok(())
+}
+
+fn deserialize_ss58s<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error as _;
+    let addresses = Vec::<String>::deserialize(deserializer)?;
+    for address in &addresses {
+        crate::keys::PublicKey::from_ss58(address).map_err(|e| {
+            D::Error::custom(format!("`{address}` is not an SS58 hotkey address: {e}"))
+        })?;
+    }
+    Ok(addresses)
 }
 
 fn deserialize_sha256<'de, D: serde::Deserializer<'de>>(

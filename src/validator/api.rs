@@ -9,7 +9,9 @@
 //!   `GET /v1/models/{id}/model` (the canonical model file, whose SHA-256 is its id),
 //!   `GET /openapi.json`.
 //! - Access: `Authorization: Bearer <key>` for a key whose SHA-256 is in `[api] keys`, each
-//!   with its own rate; requests without a key only when `[api] open`, sharing one rate.
+//!   with its own rate; or a request signed with Epistula v2 by a hotkey of `[api] hotkeys`
+//!   (for this validator, fresh, never replayed); requests with neither only when
+//!   `[api] open`, sharing one rate.
 //!   Over the rate: 429 with `Retry-After`. Inferences under way are bounded by
 //!   `[api] max_queue`; past it: 503 with `Retry-After`. Memory never grows with callers.
 //!
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use hyper::http::request::Parts;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -31,6 +34,7 @@ use tokio::sync::Semaphore;
 use super::Validator;
 use crate::config::ApiConfig;
 use crate::shutdown::Shutdown;
+use crate::wire::WireError;
 use crate::wire::http::{self as wire_http, Body, HttpResponse, json_response};
 
 /// The OpenAPI document of this API, committed beside this file.
@@ -45,6 +49,9 @@ pub struct ApiOptions {
     pub open_requests_per_minute: u32,
     /// (name, SHA-256 hex, requests per minute).
     pub keys: Vec<(String, String, u32)>,
+    /// Hotkeys whose Epistula-signed requests are answered, and their rate.
+    pub hotkeys: Vec<crate::keys::PublicKey>,
+    pub hotkey_requests_per_minute: u32,
     pub max_queue: usize,
     pub max_body_bytes: usize,
     pub attempts: usize,
@@ -66,6 +73,12 @@ impl ApiOptions {
                     )
                 })
                 .collect(),
+            hotkeys: config
+                .hotkeys
+                .iter()
+                .filter_map(|a| crate::keys::PublicKey::from_ss58(a).ok())
+                .collect(),
+            hotkey_requests_per_minute: config.hotkey_requests_per_minute.get() as u32,
             max_queue: config.max_queue.get(),
             max_body_bytes: config.max_body_bytes.get(),
             attempts: config.attempts.get(),
@@ -77,8 +90,10 @@ pub struct Api {
     validator: Arc<Validator>,
     options: ApiOptions,
     queue: Arc<Semaphore>,
-    /// A token bucket per caller (an API key's name, or the open API).
+    /// A token bucket per caller (an API key's name, a hotkey, or the open API).
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Epistula uuids seen, so that a signed request is answered once.
+    replay: crate::wire::auth::ReplayCache,
 }
 
 struct Bucket {
@@ -132,6 +147,7 @@ impl Api {
             queue: Arc::new(Semaphore::new(options.max_queue.max(1))),
             options,
             buckets: Mutex::new(HashMap::new()),
+            replay: Default::default(),
         })
     }
 
@@ -190,9 +206,10 @@ impl Api {
         if path == "/openapi.json" {
             return json_response(200, OPENAPI.as_bytes().to_vec(), &[]);
         }
-        if let Err(response) = self.admit(&parts) {
-            return *response;
-        }
+        let body = match self.admit(&parts, body).await {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
         if path == "/v1/models" {
             let body = serde_json::json!({ "models": self.validator.model_summaries() });
             return json_response(200, body.to_string().into_bytes(), &[]);
@@ -235,41 +252,58 @@ impl Api {
                 }
             };
         }
-        self.infer(body).await
+        self.infer(&body).await
     }
 
-    /// Lets a caller in by its API key, or as the open API, within its rate.
-    fn admit(&self, parts: &Parts) -> Result<(), Box<HttpResponse>> {
-        let presented = parts
-            .headers
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let (caller, rate) = match presented {
-            Some(key) => {
-                let hash = hex::encode(Sha256::digest(key.as_bytes()));
-                match self.options.keys.iter().find(|(_, h, _)| *h == hash) {
-                    Some((name, _, rate)) => (format!("key:{name}"), *rate),
-                    None => {
-                        return Err(Box::new(error(
-                            401,
-                            "bad_key",
-                            "this API key is not known here",
-                        )));
-                    }
-                }
+    /// Lets a caller in, by its Epistula signature, its API key or as the open API, within
+    /// its rate, and reads its body. A stranger costs no body read: keys and signers are
+    /// checked on the headers first.
+    async fn admit(&self, parts: &Parts, body: Body) -> Result<Bytes, Box<HttpResponse>> {
+        let refuse =
+            |status: u16, e: WireError| Box::new(error(status, e.code.as_str(), e.message));
+        let signed = if parts.headers.contains_key("epistula-signed-by") {
+            let me = self.validator.hotkey().ss58();
+            let signed = wire_http::epistula_headers(parts)
+                .check(&me)
+                .map_err(|e| refuse(401, e))?;
+            if !self.options.hotkeys.contains(&signed.signer) {
+                return Err(Box::new(error(
+                    403,
+                    "unknown_hotkey",
+                    format!("hotkey {} may not use this API", signed.signer),
+                )));
             }
-            None if self.options.open => {
+            Some(signed)
+        } else {
+            None
+        };
+        let (caller, rate) = match (&signed, self.caller_by_key(parts)?) {
+            (Some(signed), _) => (
+                format!("hotkey:{}", signed.signer),
+                self.options.hotkey_requests_per_minute,
+            ),
+            (None, Some(named)) => named,
+            (None, None) if self.options.open => {
                 ("open".to_string(), self.options.open_requests_per_minute)
             }
-            None => {
+            (None, None) => {
                 return Err(Box::new(error(
                     401,
                     "key_required",
-                    "send an API key: Authorization: Bearer <key>",
+                    "send an API key (Authorization: Bearer <key>) or sign the request with Epistula",
                 )));
             }
         };
+        let body = body
+            .read()
+            .await
+            .map_err(|e| refuse(e.code.http_status(), e))?;
+        if let Some(signed) = &signed {
+            signed.verify(&body).map_err(|e| refuse(401, e))?;
+            self.replay
+                .check_and_insert(&format!("uuid:{}", signed.uuid))
+                .map_err(|e| refuse(409, e))?;
+        }
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("not poisoned");
         let bucket = buckets.entry(caller).or_insert(Bucket {
@@ -283,15 +317,33 @@ impl Api {
                 format!("more than {rate} requests a minute"),
                 after,
             ))
-        })
+        })?;
+        Ok(body)
     }
 
-    async fn infer(&self, body: Body) -> HttpResponse {
-        let bytes = match body.read().await {
-            Ok(bytes) => bytes,
-            Err(e) => return error(e.code.http_status(), e.code.as_str(), e.message),
+    /// The caller named by an API key, with its rate; none without a key.
+    fn caller_by_key(&self, parts: &Parts) -> Result<Option<(String, u32)>, Box<HttpResponse>> {
+        let Some(key) = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return Ok(None);
         };
-        let request: InferenceRequest = match serde_json::from_slice(&bytes) {
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        match self.options.keys.iter().find(|(_, h, _)| *h == hash) {
+            Some((name, _, rate)) => Ok(Some((format!("key:{name}"), *rate))),
+            None => Err(Box::new(error(
+                401,
+                "bad_key",
+                "this API key is not known here",
+            ))),
+        }
+    }
+
+    async fn infer(&self, body: &[u8]) -> HttpResponse {
+        let request: InferenceRequest = match serde_json::from_slice(body) {
             Ok(request) => request,
             Err(e) => {
                 return error(
