@@ -280,6 +280,23 @@ fn a_proof_verifies_and_every_tampering_is_rejected() {
     let proved = prove_mnist();
     let out = ok(verify(&proved, &proved.file, &[]));
     assert!(out.ends_with("OK\n"), "{out}");
+    // Whom it convinces: a key made here by a single-party setup; a key without that
+    // record is flagged.
+    let said = String::from_utf8(verify(&proved, &proved.file, &[]).stderr).unwrap();
+    assert!(said.contains("single-party setup"), "{said}");
+    let records: Vec<_> = walk(proved.dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".provenance.json"))
+        .collect();
+    assert_eq!(records.len(), 1);
+    let record = std::fs::read(&records[0]).unwrap();
+    std::fs::remove_file(&records[0]).unwrap();
+    let said = String::from_utf8(verify(&proved, &proved.file, &[]).stderr).unwrap();
+    assert!(
+        said.contains("no record that this verifying key was made here"),
+        "{said}"
+    );
+    std::fs::write(&records[0], record).unwrap();
     ok(verify(
         &proved,
         &proved.file,
@@ -437,4 +454,17 @@ fn proving_without_keys_says_how_to_make_them() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("the input has 3 values; the model takes 64")
     );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
 }

@@ -127,7 +127,7 @@ impl VerifyArgs {
         let stored = self.dir.open(&self.model)?;
         let text = std::fs::read_to_string(&self.proof)
             .with_context(|| format!("cannot read {}", self.proof.display()))?;
-        let verdict = (|| -> anyhow::Result<Vec<f64>> {
+        let verdict = (|| -> anyhow::Result<(Vec<f64>, String)> {
             let file = ProofFile::parse(&text)?;
             if file.model_id()? != stored.id {
                 anyhow::bail!(
@@ -153,12 +153,17 @@ impl VerifyArgs {
             let payload = keys::decode(&verifying, KeyKind::Verifying, system.name(), &stored.id)?;
             let verifier = system.verifier(&stored.model, payload)?;
             verifier.verify(&file.statement()?, &file.proof_bytes()?)?;
-            Ok(stored.model.dequantize_output(&file.output))
+            let record = keys::provenance(&stored, system.name(), &verifying);
+            Ok((
+                stored.model.dequantize_output(&file.output),
+                keys::whom_it_convinces(record.as_ref()),
+            ))
         })();
         match verdict {
-            Ok(values) => {
+            Ok((values, convinces)) => {
                 println!("output {values:?}");
                 println!("OK");
+                eprintln!("note: {convinces}");
                 Ok(Outcome::Success)
             }
             Err(error) => {

@@ -1,7 +1,10 @@
 //! Key files: a versioned header naming the kind of key, the backend and the model, then
 //! the backend's bytes. A key file's SHA-256 is its fingerprint; the verifying key's
 //! fingerprint is the model fingerprint shown to users, since it is what a proof is
-//! checked against. Keys live in the model's folder as `keys/<backend>.pk` and `.vk`.
+//! checked against. Keys live in the model's folder as `keys/<backend>.pk` and `.vk`, with
+//! `keys/<backend>.provenance.json` saying where they came from: a setup run here
+//! (single-party: whoever ran it could forge proofs its key accepts), which is all sn2
+//! makes today; keys without that record came from elsewhere.
 
 use std::path::PathBuf;
 
@@ -96,6 +99,38 @@ pub fn path(model: &StoredModel, backend: &str, kind: KeyKind) -> PathBuf {
         .join(format!("{backend}.{}", kind.extension()))
 }
 
+/// Where a model's keys came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    /// `setup`: made on this machine by `sn2 model setup` (or a validator's start).
+    pub origin: String,
+    /// How many parties' secrets the keys' soundness rests on (any one honest suffices).
+    pub parties: u32,
+    /// The verifying key this record is about.
+    pub verifying_key: String,
+    pub made_by: String,
+}
+
+fn provenance_path(model: &StoredModel, backend: &str) -> PathBuf {
+    model.keys_dir().join(format!("{backend}.provenance.json"))
+}
+
+/// The provenance of a model's verifying key, if recorded for exactly that key.
+pub fn provenance(model: &StoredModel, backend: &str, verifying: &[u8]) -> Option<Provenance> {
+    let bytes = std::fs::read(provenance_path(model, backend)).ok()?;
+    let record: Provenance = serde_json::from_slice(&bytes).ok()?;
+    (record.verifying_key == fingerprint(verifying)).then_some(record)
+}
+
+/// What a proof checked against this verifying key convinces, in one sentence.
+pub fn whom_it_convinces(record: Option<&Provenance>) -> String {
+    match record {
+        Some(p) if p.origin == "setup" && p.parties == 1 => "the verifying key was made here by a single-party setup: the proof convinces you, and others only as far as they trust this machine's setup".into(),
+        Some(p) => format!("the verifying key comes from {} with {} parties", p.origin, p.parties),
+        None => "no record that this verifying key was made here: the proof convinces only as far as you trust whoever made the key".into(),
+    }
+}
+
 /// What a setup produced.
 #[derive(Debug, Clone)]
 pub struct SetupSummary {
@@ -123,6 +158,15 @@ pub fn setup(model: &StoredModel, system: &dyn ProofSystem) -> Result<SetupSumma
         let path = path(model, system.name(), kind);
         write_atomic(&path, bytes, 0o644).map_err(|e| keys_io(&path, e))?;
     }
+    let record = Provenance {
+        origin: "setup".into(),
+        parties: 1,
+        verifying_key: fingerprint(&verifying),
+        made_by: format!("sn2 {}", env!("CARGO_PKG_VERSION")),
+    };
+    let path = provenance_path(model, system.name());
+    let json = serde_json::to_vec_pretty(&record).expect("provenance serialises");
+    write_atomic(&path, &json, 0o644).map_err(|e| keys_io(&path, e))?;
     Ok(SetupSummary {
         verifying_fingerprint: fingerprint(&verifying),
         proving_fingerprint: fingerprint(&proving),
