@@ -369,3 +369,115 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
     );
     devnet.stop().await;
 }
+
+/// The queue holds `max_queue` inferences; one more is answered 503 with `Retry-After` at
+/// once, and the slots free up as inferences end. The only miner here never answers, so
+/// each inference holds its slot until the request deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_queue_bound_the_answer_is_503_at_once() {
+    use sn2::chain::sync::MetagraphSync;
+    use sn2::chain::{LocalChain, StaticNeuron};
+    use sn2::validator::{Validator, ValidatorOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let validator_key = sn2::keys::Hotkey::from_seed(&[2; 32]);
+    let silent_tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = silent_tcp.local_addr().unwrap();
+    let _silent_udp = std::net::UdpSocket::bind(silent).unwrap();
+    let neuron = |uid, key: &sn2::keys::Hotkey, axon, permit| StaticNeuron {
+        uid,
+        hotkey: key.ss58(),
+        axon,
+        validator_permit: permit,
+        stake: 1000.0,
+    };
+    let neurons = [
+        neuron(0, &validator_key, None, true),
+        neuron(
+            1,
+            &sn2::keys::Hotkey::from_seed(&[20; 32]),
+            Some(silent),
+            false,
+        ),
+    ];
+    let chain = std::sync::Arc::new(LocalChain::new(2, &neurons).unwrap());
+    let sync = MetagraphSync::new(chain, Duration::from_secs(3600));
+    sync.sync_once().await;
+    let store = sn2::model::ModelStore::new(dir.path().join("validator"));
+    let (name, onnx, calibration) = sn2::devnet::REFERENCE_MODELS[0];
+    let stored = store
+        .import(
+            onnx,
+            name,
+            &sn2::model::input::DataSet::parse(calibration)
+                .unwrap()
+                .inputs,
+        )
+        .unwrap();
+    let state_dir = dir.path().join("state");
+    let validator = tokio::task::spawn_blocking(move || {
+        Validator::new(
+            validator_key,
+            &store,
+            &sync,
+            ValidatorOptions {
+                round_interval: Duration::from_secs(3600),
+                request_timeout: Duration::from_secs(4),
+                sample_size: 16,
+                state_dir,
+                models: Vec::new(),
+                transport: Transport::HttpOnly,
+                max_response_bytes: 1 << 20,
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let api = Api::new(
+        validator,
+        ApiOptions {
+            open: true,
+            open_requests_per_minute: 1000,
+            keys: Vec::new(),
+            hotkeys: Vec::new(),
+            hotkey_requests_per_minute: 1,
+            max_queue: 2,
+            max_body_bytes: 1 << 20,
+            attempts: 1,
+        },
+    );
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port().unwrap()));
+    let (_stop, shutdown) = sn2::shutdown::channel();
+    tokio::spawn(api.listen(address, shutdown).await.unwrap());
+    let body = inference(&stored.id.to_hex(), &vec![0; stored.model.input_len()]);
+
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let body = body.clone();
+            tokio::spawn(async move { call(address, "POST", "/v1/inference", None, &body).await })
+        })
+        .collect();
+    // Let the two take their slots before a third arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, answer) = loop {
+        let (status, answer, _) = call(address, "POST", "/v1/inference", None, &body).await;
+        if status == 503 || started.elapsed() > Duration::from_secs(3) {
+            break (status, answer);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((status, code(&answer)), (503, "busy"), "{answer}");
+    for request in held {
+        let (status, answer, _) = request.await.unwrap();
+        assert_eq!(
+            (status, code(&answer)),
+            (502, "no_verified_answer"),
+            "{answer}"
+        );
+    }
+    // The slots are free again: the next inference is tried (and fails at the miner).
+    let (status, _, _) = call(address, "POST", "/v1/inference", None, &body).await;
+    assert_eq!(status, 502);
+}
