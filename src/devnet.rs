@@ -253,6 +253,8 @@ impl Devnet {
             validator.clone(),
             crate::validator::api::ApiOptions::from_config(&crate::config::ApiConfig {
                 open: true,
+                // Loopback only: the rate limit would only get in the way of trying it.
+                open_requests_per_minute: crate::config::Count::new(100_000),
                 ..Default::default()
             }),
         );

@@ -2,7 +2,7 @@
 //! with one and with two threads, verify, proof and key sizes, peak memory; what the
 //! transports cost (`wire`); what an outsider's connections cost a miner (`attack`); what
 //! a validator daemon costs with many miners (`validator`); what a timelocked weight
-//! commit costs (`timelock`).
+//! commit costs (`timelock`); what the validator's user API adds (`api`).
 //! Measurements, not tests: each prints a table and asserts nothing.
 
 use std::path::{Path, PathBuf};
@@ -16,11 +16,13 @@ use crate::model::ModelStore;
 use crate::model::input::{DataSet, pseudo_random_samples};
 use crate::proof::{self, Binding, Statement};
 
+mod api;
 mod attack;
 mod timelock;
 mod validator;
 mod wire;
 
+pub use api::{ApiBench, api_table, bench_api};
 pub use attack::{AttackBench, attack_table, bench_attack};
 pub use timelock::{TimelockBench, bench_timelock, timelock_table};
 pub use validator::{ValidatorBench, bench_validator, validator_table};

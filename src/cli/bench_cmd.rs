@@ -35,13 +35,26 @@ pub struct BenchArgs {
     /// schedule, payload, drand encryption) and its size against the chain's limit.
     #[arg(long, value_name = "UIDS", conflicts_with_all = ["wire", "attack", "validator"])]
     timelock: Option<usize>,
-    /// How long `--validator` runs.
+    /// Measure the validator's user API instead: its overhead beyond the miners' work, and
+    /// requests per second, on a devnet of three miners.
+    #[arg(long, conflicts_with_all = ["wire", "attack", "validator", "timelock"])]
+    api: bool,
+    /// How long `--validator` (and `--api`'s load) runs.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
 }
 
 impl BenchArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
+        if self.api {
+            let result = bench::bench_api(self.runs.max(1) * 40, self.seconds.min(600))?;
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                print!("{}", bench::api_table(&result));
+            }
+            return Ok(Outcome::Success);
+        }
         if let Some(uids) = self.timelock {
             anyhow::ensure!(
                 (1..=65536).contains(&uids),
