@@ -499,12 +499,7 @@ impl Miner {
 
     /// Counts a fetched model's bytes against the cache and evicts the least recently used.
     fn account(&self, stored: &StoredModel) {
-        if !self
-            .store
-            .fetched()
-            .iter()
-            .any(|(id, _, _)| *id == stored.id)
-        {
+        if !self.store.is_fetched(&stored.id) {
             return;
         }
         let bytes = crate::model::store::dir_bytes(&stored.dir);

@@ -231,10 +231,15 @@ impl ModelStore {
         })
     }
 
+    /// Whether `id` was fetched by id rather than imported.
+    pub fn is_fetched(&self, id: &ModelId) -> bool {
+        self.dir.join(id.to_hex()).join(FETCHED_FILE).exists()
+    }
+
     /// Removes a model fetched by id (with its keys); imported models are never removed.
     pub fn remove_fetched(&self, id: &ModelId) -> Result<(), ModelError> {
         let dir = self.dir.join(id.to_hex());
-        if !dir.join(FETCHED_FILE).exists() {
+        if !self.is_fetched(id) {
             return Err(ModelError::Store(format!(
                 "{} was imported, not fetched",
                 id

@@ -214,45 +214,43 @@ impl Api {
             let body = serde_json::json!({ "models": self.validator.model_summaries() });
             return json_response(200, body.to_string().into_bytes(), &[]);
         }
-        if let Some(reference) = path
-            .strip_prefix("/v1/models/")
-            .and_then(|p| p.strip_suffix("/model"))
-        {
-            let Some(index) = self.validator.find_model(reference) else {
-                return error(
-                    404,
-                    "unknown_model",
-                    format!("no model {reference}; see /v1/models"),
-                );
-            };
-            return match self.validator.canonical_model(index).await {
-                Ok(bytes) => wire_http::text_response(200, "application/octet-stream", bytes),
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot read a model");
-                    error(500, "internal", "cannot read the model file")
-                }
-            };
-        }
-        if let Some(reference) = path
-            .strip_prefix("/v1/models/")
-            .and_then(|p| p.strip_suffix("/vk"))
-        {
-            let Some(index) = self.validator.find_model(reference) else {
-                return error(
-                    404,
-                    "unknown_model",
-                    format!("no model {reference}; see /v1/models"),
-                );
-            };
-            return match self.validator.verifying_key(index) {
-                Ok(bytes) => wire_http::text_response(200, "application/octet-stream", bytes),
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot read a verifying key");
-                    error(500, "internal", "cannot read the verifying key")
-                }
-            };
+        if let Some(rest) = path.strip_prefix("/v1/models/") {
+            return self.model_file(rest).await;
         }
         self.infer(&body).await
+    }
+
+    /// `<model>/model` (the canonical file) or `<model>/vk` (the verifying key file).
+    async fn model_file(&self, rest: &str) -> HttpResponse {
+        let (reference, is_model) = match (rest.strip_suffix("/model"), rest.strip_suffix("/vk")) {
+            (Some(reference), _) => (reference, true),
+            (None, Some(reference)) => (reference, false),
+            (None, None) => return error(404, "not_found", format!("no /v1/models/{rest} here")),
+        };
+        let Some(index) = self.validator.find_model(reference) else {
+            return error(
+                404,
+                "unknown_model",
+                format!("no model {reference}; see /v1/models"),
+            );
+        };
+        let what = if is_model {
+            "model file"
+        } else {
+            "verifying key"
+        };
+        let read = if is_model {
+            self.validator.canonical_model(index).await.map(Vec::from)
+        } else {
+            self.validator.verifying_key(index)
+        };
+        match read {
+            Ok(bytes) => wire_http::text_response(200, "application/octet-stream", bytes),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot read a {what}");
+                error(500, "internal", format!("cannot read the {what}"))
+            }
+        }
     }
 
     /// Lets a caller in, by its Epistula signature, its API key or as the open API, within
