@@ -115,13 +115,37 @@ pub trait ProofSystem: Send + Sync {
     fn circuit_costs(&self, model: &QuantModel) -> Result<Vec<(String, usize)>, ProofError>;
 }
 
+/// The time each stage of one proof took, in order.
+pub type Stages = Vec<(&'static str, std::time::Duration)>;
+
 pub trait Prover: Send + Sync {
     /// Runs the model on `input` and proves the result, bound to `binding`.
     fn prove(&self, input: &[i8], binding: &Binding) -> Result<Proven, ProofError>;
+
+    /// [`Prover::prove`], with the time each stage took (for `sn2 bench`).
+    fn prove_profiled(
+        &self,
+        input: &[i8],
+        binding: &Binding,
+    ) -> Result<(Proven, Stages), ProofError> {
+        let started = std::time::Instant::now();
+        let proven = self.prove(input, binding)?;
+        Ok((proven, vec![("prove", started.elapsed())]))
+    }
 }
 
 pub trait Verifier: Send + Sync {
     fn verify(&self, statement: &Statement, proof: &[u8]) -> Result<(), ProofError>;
+
+    /// Checks several proofs of one model: one result per claim, in order, each as
+    /// [`Verifier::verify`] would give it. A backend that checks a batch more cheaply than
+    /// one by one overrides this; it must still name every false proof.
+    fn verify_batch(&self, claims: &[(&Statement, &[u8])]) -> Vec<Result<(), ProofError>> {
+        claims
+            .iter()
+            .map(|(statement, proof)| self.verify(statement, proof))
+            .collect()
+    }
 }
 
 /// The backends this build offers, by name.

@@ -3,20 +3,22 @@
 
 use std::sync::Arc;
 
-use ark_bn254::{Bn254, Fr, G1Projective};
-use ark_ec::{AffineRepr, VariableBaseMSM};
+use ark_bn254::{Bn254, Fr};
 use ark_ff::{One, PrimeField, UniformRand};
-use ark_groth16::{
-    Groth16, PreparedVerifyingKey, Proof, ProvingKey, VerifyingKey, prepare_verifying_key,
-};
+use ark_groth16::{Groth16, ProvingKey, VerifyingKey, prepare_verifying_key};
 use ark_relations::gr1cs::{
-    ConstraintSynthesizer, ConstraintSystemRef, LinearCombination, Matrix, SynthesisError, Variable,
+    ConstraintSynthesizer, ConstraintSystemRef, LinearCombination, SynthesisError, Variable,
 };
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use rand_core::OsRng;
 
-use super::circuit::{encode_input, encode_output, synthesize};
-use super::{Binding, KeyPair, ProofError, ProofSystem, Proven, Prover, Statement, Verifier};
+mod prover;
+#[cfg(test)]
+mod tests;
+mod verifier;
+
+use super::circuit::synthesize;
+use super::{Binding, KeyPair, ProofError, ProofSystem, Proven, Prover, Verifier};
 use crate::circuit::r1cs::{Lc, Mode, R1cs, Var};
 use crate::model::QuantModel;
 
@@ -109,8 +111,11 @@ impl ProofSystem for Groth16Bn254 {
                 "the proving key is for another model".into(),
             ));
         }
-        let shape = CircuitShape::of(&model);
-        Ok(Box::new(Groth16Prover { model, key, shape }))
+        let shape = prover::CircuitShape::of(&constraint_system(&model))?;
+        Ok(Box::new(Groth16Prover {
+            model,
+            keyed: prover::KeyedShape::new(key, shape),
+        }))
     }
 
     fn verifier(
@@ -129,7 +134,7 @@ impl ProofSystem for Groth16Bn254 {
                 expected - 1
             )));
         }
-        Ok(Box::new(Groth16Verifier {
+        Ok(Box::new(verifier::Groth16Verifier {
             key: prepare_verifying_key(&key),
             input_len: model.input_len(),
             output_len: model.output_len(),
@@ -144,36 +149,63 @@ impl ProofSystem for Groth16Bn254 {
     }
 }
 
-/// The constraint matrices of a model's circuit, computed once per prover so that each
-/// proof only computes the witness.
-struct CircuitShape {
-    matrices: Vec<Matrix<Fr>>,
+/// ark-groth16's own prover on the same circuit and key, with the circuit's matrices made
+/// once as this crate's prover makes them: what the tests hold this crate's prover
+/// against, and what `sn2 bench` compares it with.
+pub struct ReferenceProver {
+    model: Arc<QuantModel>,
+    key: ProvingKey<Bn254>,
+    /// A, B and C.
+    matrices: Vec<ark_relations::gr1cs::Matrix<Fr>>,
     instance_variables: usize,
-    witness_variables: usize,
-    constraints: usize,
 }
 
-impl CircuitShape {
-    fn of(model: &QuantModel) -> Self {
-        let system = constraint_system(model);
-        let m = system.matrices();
-        Self {
-            constraints: m.a.len(),
-            matrices: vec![m.a, m.b, m.c],
+impl ReferenceProver {
+    pub fn new(model: Arc<QuantModel>, proving_key: &[u8]) -> Result<Self, ProofError> {
+        let key = ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(proving_key)
+            .map_err(|e| ProofError::MalformedKey(e.to_string()))?;
+        let m = constraint_system(&model).matrices();
+        Ok(Self {
+            model,
+            key,
             instance_variables: m.instance_variables,
-            witness_variables: m.witness_variables,
-        }
+            matrices: vec![m.a, m.b, m.c],
+        })
+    }
+
+    pub fn prove(&self, input: &[i8], binding: &Binding) -> Result<Vec<u8>, ProofError> {
+        let (cs, _) = synthesize(&self.model, input, binding_element(binding), Mode::Witness);
+        let (r, s) = (Fr::rand(&mut OsRng), Fr::rand(&mut OsRng));
+        let proof = Groth16::<Bn254>::create_proof_with_reduction_and_matrices(
+            &self.key,
+            r,
+            s,
+            &self.matrices,
+            self.instance_variables,
+            self.matrices[0].len(),
+            &cs.assignment(),
+        )
+        .map_err(|e| ProofError::Synthesis(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(PROOF_BYTES);
+        proof
+            .serialize_compressed(&mut bytes)
+            .expect("serialising to memory cannot fail");
+        Ok(bytes)
     }
 }
 
 struct Groth16Prover {
     model: Arc<QuantModel>,
-    key: ProvingKey<Bn254>,
-    shape: CircuitShape,
+    keyed: prover::KeyedShape,
 }
 
-impl Prover for Groth16Prover {
-    fn prove(&self, input: &[i8], binding: &Binding) -> Result<Proven, ProofError> {
+impl Groth16Prover {
+    /// Runs the model on `input` and proves the result; with where the time went.
+    fn prove_timed(
+        &self,
+        input: &[i8],
+        binding: &Binding,
+    ) -> Result<(Proven, prover::Timings), ProofError> {
         if input.len() != self.model.input_len() {
             return Err(ProofError::Model(crate::model::ModelError::InputLength {
                 expected: self.model.input_len(),
@@ -181,12 +213,14 @@ impl Prover for Groth16Prover {
             }));
         }
         // Values only: the matrices are cached.
+        let started = std::time::Instant::now();
         let (cs, output) = synthesize(&self.model, input, binding_element(binding), Mode::Witness);
         if let Some(failure) = cs.failure() {
             return Err(ProofError::Synthesis(failure.to_string()));
         }
-        if cs.instance_count() != self.shape.instance_variables
-            || cs.witness_count() != self.shape.witness_variables
+        let shape = &self.keyed.shape;
+        if cs.instance_count() != shape.instance_variables
+            || cs.witness_count() != shape.witness_variables
         {
             return Err(ProofError::Synthesis(
                 "the witness does not fit the circuit".into(),
@@ -194,72 +228,44 @@ impl Prover for Groth16Prover {
         }
         let assignment = cs.assignment();
         debug_assert!(assignment[0].is_one());
+        let witness = started.elapsed();
         let (r, s) = (Fr::rand(&mut OsRng), Fr::rand(&mut OsRng));
-        let proof = Groth16::<Bn254>::create_proof_with_reduction_and_matrices(
-            &self.key,
-            r,
-            s,
-            &self.shape.matrices,
-            self.shape.instance_variables,
-            self.shape.constraints,
-            &assignment,
-        )
-        .map_err(|e| ProofError::Synthesis(e.to_string()))?;
+        let (proof, mut timings) = prover::prove(&self.keyed, &assignment, r, s);
+        timings.witness = witness;
         let mut bytes = Vec::with_capacity(PROOF_BYTES);
         proof
             .serialize_compressed(&mut bytes)
             .expect("serialising to memory cannot fail");
-        Ok(Proven {
-            output: output.into_iter().map(|v| v as i32).collect(),
-            proof: bytes,
-        })
+        Ok((
+            Proven {
+                output: output.into_iter().map(|v| v as i32).collect(),
+                proof: bytes,
+            },
+            timings,
+        ))
     }
 }
 
-struct Groth16Verifier {
-    key: PreparedVerifyingKey<Bn254>,
-    input_len: usize,
-    output_len: usize,
-}
+impl Prover for Groth16Prover {
+    fn prove(&self, input: &[i8], binding: &Binding) -> Result<Proven, ProofError> {
+        self.prove_timed(input, binding).map(|(proven, _)| proven)
+    }
 
-impl Verifier for Groth16Verifier {
-    fn verify(&self, statement: &Statement, proof: &[u8]) -> Result<(), ProofError> {
-        if statement.input.len() != self.input_len || statement.output.len() != self.output_len {
-            return Err(ProofError::Statement(format!(
-                "{} inputs and {} outputs; the model has {} and {}",
-                statement.input.len(),
-                statement.output.len(),
-                self.input_len,
-                self.output_len
-            )));
-        }
-        if proof.len() != PROOF_BYTES {
-            return Err(ProofError::MalformedProof(format!(
-                "{} bytes; a proof has {PROOF_BYTES}",
-                proof.len()
-            )));
-        }
-        // Checked deserialisation: points on the curve and in the right subgroup.
-        let proof = Proof::<Bn254>::deserialize_compressed(proof)
-            .map_err(|e| ProofError::MalformedProof(e.to_string()))?;
-        // Σ public_i · IC_i, with the small public values summed by byte- and word-sized
-        // multi-scalar multiplication: several times faster than one full-width scalar
-        // multiplication per input, which is what dominates verification here.
-        let ic = &self.key.vk.gamma_abc_g1;
-        let (inputs, rest) = ic[1..].split_at(self.input_len);
-        let (binding_base, outputs) = rest
-            .split_first()
-            .expect("the key was checked to fit the model");
-        let input_scalars: Vec<u8> = statement.input.iter().map(|&x| encode_input(x)).collect();
-        let output_scalars: Vec<u32> = statement.output.iter().map(|&y| encode_output(y)).collect();
-        let prepared = ic[0].into_group()
-            + G1Projective::msm_u8(inputs, &input_scalars)
-            + *binding_base * binding_element(&statement.binding)
-            + G1Projective::msm_u32(outputs, &output_scalars);
-        match Groth16::<Bn254>::verify_proof_with_prepared_inputs(&self.key, &proof, &prepared) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ProofError::Rejected),
-            Err(e) => Err(ProofError::MalformedProof(e.to_string())),
-        }
+    fn prove_profiled(
+        &self,
+        input: &[i8],
+        binding: &Binding,
+    ) -> Result<(Proven, super::Stages), ProofError> {
+        let (proven, t) = self.prove_timed(input, binding)?;
+        let stages = vec![
+            ("witness", t.witness),
+            ("quotient", t.quotient),
+            ("A", t.a),
+            ("B in G1", t.b_g1),
+            ("B in G2", t.b_g2),
+            ("H", t.h),
+            ("C", t.c),
+        ];
+        Ok((proven, stages))
     }
 }

@@ -1,0 +1,218 @@
+//! This crate's prover against ark-groth16's, batches, and damaged keys.
+
+use std::sync::Arc;
+
+use ark_bn254::{Bn254, Fr};
+use ark_ff::UniformRand;
+use ark_groth16::{Groth16, Proof, ProvingKey, VerifyingKey, prepare_verifying_key};
+use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
+use rand_core::OsRng;
+
+use super::*;
+use crate::circuit::r1cs::{Change, Tamper};
+use crate::model::testing::{Numbers, every_operator_model};
+use crate::proof::circuit::{public_inputs, synthesize_into};
+use crate::proof::{Statement, Verifier};
+
+/// A random input without −128, whose public value is 0: a damaged key's point for that
+/// input would not change the verdict, which is right but not what the tests look for.
+fn random_input(model: &QuantModel, seed: u64) -> Vec<i8> {
+    let mut numbers = Numbers::new(seed);
+    (0..model.input_len())
+        .map(|_| numbers.int8().max(-127))
+        .collect()
+}
+
+struct Fixture {
+    model: Arc<QuantModel>,
+    keys: KeyPair,
+    verifier: Box<dyn Verifier>,
+}
+
+fn fixture() -> Fixture {
+    let model = Arc::new(every_operator_model());
+    let keys = Groth16Bn254.setup(&model).unwrap();
+    let verifier = Groth16Bn254.verifier(&model, &keys.verifying).unwrap();
+    Fixture {
+        model,
+        keys,
+        verifier,
+    }
+}
+
+fn proven(f: &Fixture, seed: u64, binding: Binding) -> (Statement, Vec<u8>) {
+    let prover = Groth16Bn254
+        .prover(f.model.clone(), &f.keys.proving)
+        .unwrap();
+    let input = random_input(&f.model, seed);
+    let proven = prover.prove(&input, &binding).unwrap();
+    let statement = Statement {
+        input,
+        output: proven.output,
+        binding,
+    };
+    (statement, proven.proof)
+}
+
+#[test]
+fn proofs_cross_between_this_prover_and_ark_groth16() {
+    let f = fixture();
+    let binding = Binding([5; 31]);
+    // Ours, checked by ark-groth16's own verifier with the plain public inputs.
+    let (statement, ours) = proven(&f, 1, binding);
+    let vk = VerifyingKey::<Bn254>::deserialize_compressed(f.keys.verifying.as_slice()).unwrap();
+    let pvk = prepare_verifying_key(&vk);
+    let public = public_inputs(
+        &statement.input,
+        binding_element(&binding),
+        &statement.output,
+    );
+    let proof = Proof::<Bn254>::deserialize_compressed(ours.as_slice()).unwrap();
+    assert!(Groth16::<Bn254>::verify_proof(&pvk, &proof, &public).unwrap());
+    // ark-groth16's prover, checked by ours (one by one and in a batch).
+    let theirs = ReferenceProver::new(f.model.clone(), &f.keys.proving)
+        .unwrap()
+        .prove(&statement.input, &binding)
+        .unwrap();
+    f.verifier.verify(&statement, &theirs).unwrap();
+    let results = f
+        .verifier
+        .verify_batch(&[(&statement, &theirs), (&statement, &ours)]);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+#[test]
+fn a_tampered_witness_gives_a_proof_that_is_refused() {
+    let f = fixture();
+    let key =
+        ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(f.keys.proving.as_slice()).unwrap();
+    let shape = prover::CircuitShape::of(&constraint_system(&f.model)).unwrap();
+    let keyed = prover::KeyedShape::new(key, shape);
+    let input = random_input(&f.model, 2);
+    let binding = Binding([6; 31]);
+    let honest_output = f.model.evaluate(&input).unwrap();
+    let total = synthesize(&f.model, &input, binding_element(&binding), Mode::Witness)
+        .0
+        .witness_count();
+    for index in [0, total / 7, total / 3, total / 2, total - 1] {
+        for change in [Change::Add(1), Change::Flip] {
+            let mut cs = R1cs::new(Mode::Witness);
+            cs.tamper = vec![Tamper { index, change }];
+            let (cs, claimed) = synthesize_into(cs, &f.model, &input, binding_element(&binding));
+            let (proof, _) = prover::prove(
+                &keyed,
+                &cs.assignment(),
+                Fr::rand(&mut OsRng),
+                Fr::rand(&mut OsRng),
+            );
+            let mut bytes = Vec::new();
+            proof.serialize_compressed(&mut bytes).unwrap();
+            // Whatever output the changed witness carries, honest or not, is refused.
+            let claimed: Vec<i32> = claimed.iter().map(|&v| v as i32).collect();
+            for output in [&claimed, &honest_output] {
+                let statement = Statement {
+                    input: input.clone(),
+                    output: output.clone(),
+                    binding,
+                };
+                assert!(
+                    f.verifier.verify(&statement, &bytes).is_err(),
+                    "witness {index} changed by {change:?} still proves"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batch_with_one_false_proof_fails_that_proof_only() {
+    let f = fixture();
+    let claims: Vec<(Statement, Vec<u8>)> = (0..5)
+        .map(|i| proven(&f, 10 + i, Binding([i as u8; 31])))
+        .collect();
+    let as_refs = |claims: &[(Statement, Vec<u8>)]| -> Vec<Result<(), crate::proof::ProofError>> {
+        let refs: Vec<(&Statement, &[u8])> =
+            claims.iter().map(|(s, p)| (s, p.as_slice())).collect();
+        f.verifier.verify_batch(&refs)
+    };
+    assert!(as_refs(&claims).iter().all(Result::is_ok));
+    assert!(as_refs(&[]).is_empty());
+
+    // A false output in the middle: only that claim fails, as Rejected.
+    let mut lying = claims.clone();
+    lying[2].0.output[0] += 1;
+    let results = as_refs(&lying);
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            2 => assert!(matches!(result, Err(ProofError::Rejected)), "{result:?}"),
+            _ => assert!(result.is_ok(), "claim {i}: {result:?}"),
+        }
+    }
+    // Another request's proof, garbage bytes and a short proof: each named for its own
+    // reason; the honest ones still pass.
+    let mut mixed = claims.clone();
+    mixed[0].1 = claims[1].1.clone();
+    mixed[3].1 = vec![0xff; PROOF_BYTES];
+    mixed[4].1.truncate(100);
+    let results = as_refs(&mixed);
+    assert!(matches!(results[0], Err(ProofError::Rejected)));
+    assert!(results[1].is_ok() && results[2].is_ok());
+    assert!(matches!(results[3], Err(ProofError::MalformedProof(_))));
+    assert!(matches!(results[4], Err(ProofError::MalformedProof(_))));
+    // A lone false proof in a batch of one.
+    let results = as_refs(&lying[2..3]);
+    assert!(matches!(results[0], Err(ProofError::Rejected)));
+}
+
+#[test]
+fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
+    let f = fixture();
+    let input = random_input(&f.model, 3);
+    let binding = Binding([9; 31]);
+    let pk = &f.keys.proving;
+    for len in [0, 1, 7, 64, pk.len() / 2, pk.len() - 1] {
+        assert!(
+            Groth16Bn254.prover(f.model.clone(), &pk[..len]).is_err(),
+            "a proving key cut to {len} bytes loaded"
+        );
+    }
+    let vk = &f.keys.verifying;
+    for len in [0, 1, 31, vk.len() / 2, vk.len() - 1] {
+        assert!(Groth16Bn254.verifier(&f.model, &vk[..len]).is_err());
+    }
+    for at in (0..vk.len()).step_by(vk.len() / 24) {
+        let mut bent = vk.clone();
+        bent[at] ^= 0x10;
+        // A verifying key is fully checked: a changed byte is refused or, where it lands
+        // on another valid point, the honest proof no longer verifies.
+        if let Ok(verifier) = Groth16Bn254.verifier(&f.model, &bent) {
+            let (statement, proof) = proven(&f, 4, binding);
+            assert!(verifier.verify(&statement, &proof).is_err(), "byte {at}");
+        }
+    }
+    // A proving key is trusted as the node's own artefact, without point checks: a
+    // changed byte may load, but what it proves does not verify.
+    for at in (0..pk.len()).step_by(pk.len() / 16) {
+        let mut bent = pk.clone();
+        bent[at] ^= 0x10;
+        let Ok(prover) = Groth16Bn254.prover(f.model.clone(), &bent) else {
+            continue;
+        };
+        if let Ok(proven) = prover.prove(&input, &binding) {
+            let statement = Statement {
+                input: input.clone(),
+                output: proven.output.clone(),
+                binding,
+            };
+            // Either refused, or (a byte the proof does not use, such as the key's copy
+            // of γ) an honest proof of the honest output.
+            if f.verifier.verify(&statement, &proven.proof).is_ok() {
+                assert_eq!(
+                    proven.output,
+                    f.model.evaluate(&input).unwrap(),
+                    "byte {at}"
+                );
+            }
+        }
+    }
+}
