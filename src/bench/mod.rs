@@ -38,6 +38,10 @@ pub struct ModelBench {
     pub prove_1_thread_ms: f64,
     pub prove_2_threads_ms: f64,
     pub verify_ms: f64,
+    /// Proofs per second checked in batches of [`BATCH`] (one multi-pairing per batch).
+    pub batch_verify_per_s: f64,
+    /// Where a proof's time goes, with two threads (median run), in ms.
+    pub prove_stages_ms: Vec<(String, f64)>,
     pub proof_bytes: usize,
     pub proving_key_bytes: usize,
     pub verifying_key_bytes: usize,
@@ -121,22 +125,41 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
     let mut proof = Vec::new();
     let mut output = Vec::new();
     let mut prove_ms = [0.0; 2];
+    let mut stages = Vec::new();
     for (slot, threads) in [(0, 1), (1, 2)] {
-        let times = in_pool(threads, || -> anyhow::Result<Vec<Duration>> {
+        let mut runs_with_stages = in_pool(threads, || -> anyhow::Result<Vec<_>> {
             (0..runs)
                 .map(|_| {
                     let start = Instant::now();
-                    let proven = prover.prove(&input, &binding)?;
+                    let (proven, stages) = prover.prove_profiled(&input, &binding)?;
                     let elapsed = start.elapsed();
                     proof = proven.proof;
                     output = proven.output;
-                    Ok(elapsed)
+                    Ok((elapsed, stages))
                 })
                 .collect()
         })??;
-        prove_ms[slot] = median(times);
+        runs_with_stages.sort_by_key(|(elapsed, _)| *elapsed);
+        stages = runs_with_stages[runs_with_stages.len() / 2].1.clone();
+        prove_ms[slot] = median(runs_with_stages.iter().map(|(t, _)| *t).collect());
     }
     let peak = peak_memory_mib();
+    // ark-groth16's prover on the same key, cached matrices and input, when the backend
+    // is Groth16.
+    if system.name() == proof::groth16::NAME {
+        let reference = proof::groth16::ReferenceProver::new(model.clone(), &keys.proving)?;
+        let mut times = in_pool(2, || -> anyhow::Result<Vec<Duration>> {
+            (0..runs)
+                .map(|_| {
+                    let start = Instant::now();
+                    reference.prove(&input, &binding)?;
+                    Ok(start.elapsed())
+                })
+                .collect()
+        })??;
+        times.sort();
+        stages.push(("ark-groth16 prover", times[times.len() / 2]));
+    }
     let statement = Statement {
         input,
         output,
@@ -150,6 +173,7 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
                 .map(|()| start.elapsed())
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let batch_verify_per_s = batch_throughput(verifier.as_ref(), &statement, &proof)?;
     let operators = system.circuit_costs(&model)?;
     Ok(ModelBench {
         model: name,
@@ -159,11 +183,72 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
         prove_1_thread_ms: prove_ms[0],
         prove_2_threads_ms: prove_ms[1],
         verify_ms: median(verify_times),
+        batch_verify_per_s,
+        prove_stages_ms: stages
+            .into_iter()
+            .map(|(stage, t)| (stage.to_string(), t.as_secs_f64() * 1000.0))
+            .collect(),
         proof_bytes: proof.len(),
         proving_key_bytes: keys.proving.len(),
         verifying_key_bytes: keys.verifying.len(),
         peak_memory_mib: peak,
     })
+}
+
+/// Proofs per batch in the batch-verification figure: about a round's answers for one
+/// model on a large subnet.
+pub const BATCH: usize = 256;
+
+/// Proofs per second verified in batches. One proof repeated stands for a batch of
+/// distinct ones: each copy is parsed, weighted and paired like any other.
+fn batch_throughput(
+    verifier: &dyn proof::Verifier,
+    statement: &Statement,
+    proof: &[u8],
+) -> anyhow::Result<f64> {
+    let claims: Vec<(&Statement, &[u8])> = vec![(statement, proof); BATCH];
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let results = verifier.verify_batch(&claims);
+        times.push(start.elapsed());
+        if let Some(Err(error)) = results.into_iter().find(|r| r.is_err()) {
+            anyhow::bail!("a batch of valid proofs was refused: {error}");
+        }
+    }
+    Ok(BATCH as f64 / (median(times) / 1000.0))
+}
+
+/// Where a proof's time goes, one column per stage.
+pub fn stages_table(results: &[ModelBench]) -> String {
+    let mut stages: Vec<&str> = Vec::new();
+    for r in results {
+        for (stage, _) in &r.prove_stages_ms {
+            if !stages.contains(&stage.as_str()) {
+                stages.push(stage);
+            }
+        }
+    }
+    let mut table = String::from("| model |");
+    for stage in &stages {
+        table.push_str(&format!(" {stage} |"));
+    }
+    table.push_str(" batch verify |\n| --- |");
+    table.push_str(&" ---: |".repeat(stages.len() + 1));
+    table.push('\n');
+    for r in results {
+        table.push_str(&format!("| {} |", r.model));
+        for stage in &stages {
+            let ms = r
+                .prove_stages_ms
+                .iter()
+                .find(|(s, _)| s == stage)
+                .map(|(_, t)| *t);
+            table.push_str(&ms.map_or(" |".to_string(), |t| format!(" {t:.1} ms |")));
+        }
+        table.push_str(&format!(" {:.0} proofs/s |\n", r.batch_verify_per_s));
+    }
+    table
 }
 
 /// The reference models, when run from the repository.

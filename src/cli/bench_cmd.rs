@@ -114,6 +114,8 @@ impl BenchArgs {
             print!("{}", bench::markdown_table(&results));
             println!();
             print!("{}", bench::operators_table(&results));
+            println!();
+            print!("{}", bench::stages_table(&results));
         }
         Ok(Outcome::Success)
     }
