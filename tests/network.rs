@@ -131,6 +131,54 @@ async fn a_restarted_validator_keeps_its_scores() {
     devnet.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_refuses_keys_that_are_not_its_own() {
+    let devnet = Devnet::start(&options(Transport::QuicThenHttp))
+        .await
+        .unwrap();
+    let store = ModelStore::new(devnet.dir().join("validator"));
+    let state_dir = devnet.dir().join("validator-state");
+    let sync = devnet.sync().await;
+    let start = |state_dir: std::path::PathBuf| {
+        Validator::new(
+            Hotkey::from_seed(&[9; 32]),
+            &store,
+            &sync,
+            ValidatorOptions {
+                round_interval: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(5),
+                sample_size: 3,
+                state_dir,
+                models: vec!["digits-mlp".into()],
+                transport: Transport::QuicThenHttp,
+                max_response_bytes: 1 << 20,
+            },
+        )
+        .map(|_| ())
+    };
+    start(state_dir.clone()).unwrap();
+    let model = store.open("digits-mlp").unwrap();
+    let system = sn2::proof::default_backend();
+    let kinds = [
+        sn2::proof::keys::KeyKind::Verifying,
+        sn2::proof::keys::KeyKind::Proving,
+    ];
+    let [vk_path, pk_path] = kinds.map(|kind| sn2::proof::keys::path(&model, system.name(), kind));
+    let first_vk = std::fs::read(&vk_path).unwrap();
+    // New keys on disk (another setup): the pinned fingerprints refuse them.
+    sn2::proof::keys::setup(&model, system.as_ref()).unwrap();
+    let error = start(state_dir.clone()).unwrap_err().to_string();
+    assert!(error.contains("is not the one this validator"), "{error}");
+    assert!(error.contains("key-pins.json"), "{error}");
+    // With no pins (a fresh state), a verifying key from one setup and a proving key
+    // from another are caught by the proof made at start.
+    std::fs::write(&vk_path, &first_vk).unwrap();
+    let error = format!("{:#}", start(devnet.dir().join("fresh-state")).unwrap_err());
+    assert!(error.contains("not one pair"), "{error}");
+    assert!(pk_path.exists());
+    devnet.stop().await;
+}
+
 /// One miner serving digits-mlp, with a metagraph of a permitted validator and an
 /// unpermitted hotkey.
 struct Lone {

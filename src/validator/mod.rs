@@ -2,15 +2,18 @@
 //!
 //! Each round it picks a model (in turn), draws a fresh random input and nonce per miner,
 //! and queries a sample of the metagraph's miners at once (QUIC first, HTTP when QUIC
-//! cannot connect). Each query has its own deadline and is scored when it ends (see
-//! [`score`]): a round never waits for its slowest miner, and a miner still answering an
-//! earlier query is left out of the next sample. Every proof is verified against the
-//! validator's own verifying key and the request's binding. At each round the scores are
+//! cannot connect). Each query has its own deadline; when the last one ends, the round's
+//! proofs are verified in one batch against the validator's own verifying key and each
+//! request's binding (a false proof is still named), and the queries are scored (see
+//! [`score`]). The next round does not wait for a slow one, and a miner still answering an
+//! earlier query is left out of the next sample. The keys are pinned in the validator's
+//! state and checked to be one pair at start ([`key_pins`]). At each round the scores are
 //! saved and weights set. The validator makes its own keys (setup belongs to the verifier)
 //! and serves its proving keys to miners by hash, next to `/metrics` and `/health`, on a
 //! listener whose every connection has deadlines (see [`wire_http::Limits`]).
 
 pub mod api;
+pub mod key_pins;
 pub mod score;
 
 use std::collections::{HashMap, HashSet};
@@ -34,6 +37,7 @@ use crate::wire::auth::sha256_hex;
 use crate::wire::http::{self as wire_http, HttpClient, HttpResponse, text_response};
 use crate::wire::quic::{self, Session};
 use crate::wire::{ClientError, ProveRequest, Request, Response, now_ms};
+use key_pins::KeyPins;
 use score::{Pace, Scores};
 
 /// Which transports a validator uses.
@@ -135,6 +139,30 @@ enum Outcome {
     },
 }
 
+/// A miner's answer to one query, before its proof is checked.
+struct Asked {
+    /// The proof's bytes, or why they could not be decoded.
+    proof: Result<Vec<u8>, String>,
+    statement: Statement,
+    latency_ms: f64,
+    answer: Answer,
+}
+
+impl Asked {
+    fn outcome(self, verified: Result<(), String>) -> Outcome {
+        match verified {
+            Ok(()) => Outcome::Verified {
+                latency_ms: self.latency_ms,
+                answer: self.answer,
+            },
+            Err(reason) => Outcome::Failed {
+                status: "invalid_proof",
+                reason,
+            },
+        }
+    }
+}
+
 /// A miner's verified answer to one query.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -203,10 +231,12 @@ impl Validator {
                 .collect::<Result<_, _>>()?
         };
         chosen.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        let mut pins = KeyPins::load(&options.state_dir)?;
         let mut models = Vec::new();
         for stored in chosen {
             let vk_path = key_files::path(&stored, system.name(), key_files::KeyKind::Verifying);
-            if !vk_path.exists() {
+            let made_here = !vk_path.exists();
+            if made_here {
                 tracing::info!(model = %stored.info.name, "no keys yet: running this validator's own setup");
                 key_files::setup(&stored, system.as_ref())?;
             }
@@ -222,6 +252,20 @@ impl Validator {
                 key_files::path(&stored, system.name(), key_files::KeyKind::Proving);
             let proving_key_hash = crate::fs::sha256_file(&proving_key_path)
                 .with_context(|| format!("cannot read {}", proving_key_path.display()))?;
+            let id = stored.id.to_hex();
+            let pinned = pins.check(
+                key_pins::Found {
+                    model: &stored.info.name,
+                    id: &id,
+                    verifying_key: &key_files::fingerprint(&verifying),
+                    proving_key: &proving_key_hash,
+                },
+                made_here,
+            )?;
+            if pinned == key_pins::Checked::Recorded(key_pins::Origin::FirstUse) {
+                tracing::warn!(model = %stored.info.name, "keys found on disk and trusted from now on: this validator did not make them, so make sure whoever did (`sn2 model setup`) is you");
+            }
+            check_keys_belong_together(&stored, system.as_ref(), verifier.as_ref(), &hotkey)?;
             tracing::info!(model = %stored.info.name, fingerprint = %key_files::fingerprint(&verifying), "model ready");
             models.push(ModelEntry {
                 verifying_key_hash: key_files::fingerprint(&verifying),
@@ -310,7 +354,8 @@ impl Validator {
     }
 
     /// Starts a round's queries on `queries`: a sample of the miners not answering an
-    /// earlier query, with one model. Each query scores itself when it ends.
+    /// earlier query, with one model. The round's task scores them when the last one ends
+    /// (each by its deadline), after checking their proofs in one batch.
     fn start_round(self: &Arc<Self>, round: u64, queries: &mut tokio::task::JoinSet<()>) {
         let Some(metagraph) = self.metagraph.borrow().metagraph.clone() else {
             tracing::warn!("no metagraph yet; skipping the round");
@@ -328,22 +373,24 @@ impl Validator {
         shuffle(&mut miners);
         miners.truncate(self.options.sample_size);
         let model = (round as usize) % self.models.len();
-        for miner in miners {
-            let me = self.clone();
-            let hotkey = miner.hotkey.to_ss58();
-            me.pending
-                .lock()
-                .expect("not poisoned")
-                .insert(hotkey.clone());
-            queries.spawn(async move {
-                let _pending = PendingQuery {
-                    pending: &me.pending,
-                    hotkey,
-                };
-                let outcome = me.query(&miner, model).await;
-                me.record(&miner, model, outcome);
-            });
+        {
+            let mut pending = self.pending.lock().expect("not poisoned");
+            for miner in &miners {
+                pending.insert(miner.hotkey.to_ss58());
+            }
         }
+        let me = self.clone();
+        queries.spawn(async move {
+            // If the round is aborted (shutdown), its miners are not left marked busy.
+            let _pending: Vec<PendingQuery<'_>> = miners
+                .iter()
+                .map(|miner| PendingQuery {
+                    pending: &me.pending,
+                    hotkey: miner.hotkey.to_ss58(),
+                })
+                .collect();
+            me.clone().query_sample(miners.clone(), model).await;
+        });
     }
 
     /// Scores one query as it ends, and keeps its figures for the metrics and the devnet.
@@ -561,20 +608,33 @@ impl Validator {
         Err(reasons)
     }
 
-    async fn query(&self, miner: &Neuron, model: usize) -> Outcome {
-        let mut input = vec![0u8; self.models[model].stored.model.input_len()];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut input);
-        let input: Vec<i8> = input.into_iter().map(|b| b as i8).collect();
-        self.query_with(miner, model, input).await
+    async fn query_with(&self, miner: &Neuron, model: usize, input: Vec<i8>) -> Outcome {
+        match self.ask(miner, model, input).await {
+            Ok(asked) => {
+                let verified = asked
+                    .proof
+                    .as_ref()
+                    .map_err(|e| e.clone())
+                    .and_then(|proof| {
+                        self.models[model]
+                            .verifier
+                            .verify(&asked.statement, proof)
+                            .map_err(|e| e.to_string())
+                    });
+                asked.outcome(verified)
+            }
+            Err(failed) => failed,
+        }
     }
 
-    async fn query_with(&self, miner: &Neuron, model: usize, input: Vec<i8>) -> Outcome {
+    /// Sends one query and takes its answer, not yet verified.
+    async fn ask(&self, miner: &Neuron, model: usize, input: Vec<i8>) -> Result<Asked, Outcome> {
         let entry = &self.models[model];
         let Some(address) = miner.axon else {
-            return Outcome::Failed {
+            return Err(Outcome::Failed {
                 status: "no_axon",
                 reason: "the miner serves no axon".into(),
-            };
+            });
         };
         let mut nonce = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
@@ -593,55 +653,119 @@ impl Validator {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let response = match answer {
             Err(_) => {
-                return Outcome::Failed {
+                return Err(Outcome::Failed {
                     status: "timeout",
                     reason: format!(
                         "no answer within {} s",
                         self.options.request_timeout.as_secs_f64()
                     ),
-                };
+                });
             }
             Ok(Err(error)) => {
-                return Outcome::Failed {
+                return Err(Outcome::Failed {
                     status: error.label(),
                     reason: error.to_string(),
-                };
+                });
             }
             Ok(Ok(response)) => response,
         };
         let Response::Proved(proved) = response else {
-            return Outcome::Failed {
+            return Err(Outcome::Failed {
                 status: "bad_response",
                 reason: "an answer that is not a proof".into(),
-            };
+            });
         };
-        let proof = proof::file::decode_proof(&proved.proof);
-        let statement = Statement {
-            input: input.clone(),
-            output: proved.output.clone(),
-            binding: Binding::new(&entry.stored.id, &miner.hotkey, &nonce),
-        };
-        let verified = proof.map_err(|e| e.to_string()).and_then(|proof| {
-            entry
-                .verifier
-                .verify(&statement, &proof)
-                .map_err(|e| e.to_string())
-        });
-        match verified {
-            Ok(()) => Outcome::Verified {
-                latency_ms,
-                answer: Answer {
-                    input,
-                    output: proved.output,
-                    proof: proved.proof,
-                    nonce: hex::encode(nonce),
-                },
+        Ok(Asked {
+            proof: proof::file::decode_proof(&proved.proof).map_err(|e| e.to_string()),
+            statement: Statement {
+                input: input.clone(),
+                output: proved.output.clone(),
+                binding: Binding::new(&entry.stored.id, &miner.hotkey, &nonce),
             },
-            Err(reason) => Outcome::Failed {
-                status: "invalid_proof",
-                reason,
+            latency_ms,
+            answer: Answer {
+                input,
+                output: proved.output,
+                proof: proved.proof,
+                nonce: hex::encode(nonce),
             },
+        })
+    }
+
+    /// Queries a round's sample for one model, verifies the answers' proofs in one batch,
+    /// and scores every query.
+    async fn query_sample(self: Arc<Self>, miners: Vec<Neuron>, model: usize) {
+        let mut asking = tokio::task::JoinSet::new();
+        for miner in miners {
+            let me = self.clone();
+            asking.spawn(async move {
+                let input = me.random_input(model);
+                let asked = me.ask(&miner, model, input).await;
+                (miner, asked)
+            });
         }
+        let mut answered = Vec::new();
+        let mut failed = Vec::new();
+        while let Some(joined) = asking.join_next().await {
+            match joined {
+                Ok((miner, Ok(asked))) => answered.push((miner, asked)),
+                Ok((miner, Err(outcome))) => failed.push((miner, outcome)),
+                Err(error) => tracing::error!(%error, "a query task failed"),
+            }
+        }
+        for (miner, outcome) in failed {
+            self.record(&miner, model, outcome);
+        }
+        // Verifying a batch is CPU work: off the runtime's threads.
+        let me = self.clone();
+        let verdicts = tokio::task::spawn_blocking(move || {
+            let verdicts = me.verify_answers(model, &answered);
+            (answered, verdicts)
+        })
+        .await;
+        match verdicts {
+            Ok((answered, verdicts)) => {
+                for ((miner, asked), verdict) in answered.into_iter().zip(verdicts) {
+                    self.record(&miner, model, asked.outcome(verdict));
+                }
+            }
+            Err(error) => tracing::error!(%error, "verifying a round's proofs failed"),
+        }
+    }
+
+    /// One verdict per answer: the decodable proofs are checked in one batch, which names
+    /// each false one.
+    fn verify_answers(
+        &self,
+        model: usize,
+        answered: &[(Neuron, Asked)],
+    ) -> Vec<Result<(), String>> {
+        let claims: Vec<(&Statement, &[u8])> = answered
+            .iter()
+            .filter_map(|(_, asked)| {
+                Some((&asked.statement, asked.proof.as_ref().ok()?.as_slice()))
+            })
+            .collect();
+        let mut batch = self.models[model]
+            .verifier
+            .verify_batch(&claims)
+            .into_iter();
+        answered
+            .iter()
+            .map(|(_, asked)| match &asked.proof {
+                Err(reason) => Err(reason.clone()),
+                Ok(_) => batch
+                    .next()
+                    .expect("one verdict per decodable proof")
+                    .map_err(|e| e.to_string()),
+            })
+            .collect()
+    }
+
+    fn random_input(&self, model: usize) -> Vec<i8> {
+        let mut input = vec![0u8; self.models[model].stored.model.input_len()];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut input);
+        input.into_iter().map(|b| b as i8).collect()
     }
 
     async fn send(
@@ -843,6 +967,48 @@ impl Validator {
 }
 
 /// Fisher–Yates with the OS's randomness: which miners are sampled must not be predictable.
+/// Proves one random input with the model's proving key and verifies the proof with its
+/// verifying key: a pair that does not belong together, or keys of another circuit (a
+/// model that differs by one weight), fail here, at start, instead of failing every miner.
+fn check_keys_belong_together(
+    stored: &StoredModel,
+    system: &dyn proof::ProofSystem,
+    verifier: &dyn Verifier,
+    hotkey: &Hotkey,
+) -> anyhow::Result<()> {
+    let name = &stored.info.name;
+    let proving = key_files::read(stored, system.name(), key_files::KeyKind::Proving)?;
+    let payload = key_files::decode(
+        &proving,
+        key_files::KeyKind::Proving,
+        system.name(),
+        &stored.id,
+    )?;
+    let prover = system.prover(Arc::new(stored.model.clone()), payload)?;
+    let mut bytes = vec![0u8; stored.model.input_len()];
+    let mut nonce = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let input: Vec<i8> = bytes.into_iter().map(|b| b as i8).collect();
+    let binding = Binding::new(&stored.id, &hotkey.public(), &nonce);
+    let proven = prover
+        .prove(&input, &binding)
+        .with_context(|| format!("model `{name}`: its proving key cannot prove its circuit"))?;
+    let statement = Statement {
+        input,
+        output: proven.output,
+        binding,
+    };
+    verifier.verify(&statement, &proven.proof).map_err(|error| {
+        anyhow::anyhow!(
+            "model `{name}` ({}): a proof made with its proving key does not verify with its verifying key ({error}); \
+             the two keys are not one pair for this model. Make new keys with `sn2 model setup {}`",
+            stored.id,
+            stored.id
+        )
+    })
+}
+
 fn shuffle<T>(items: &mut [T]) {
     for i in (1..items.len()).rev() {
         let j = (rand_core::RngCore::next_u64(&mut rand_core::OsRng) % (i as u64 + 1)) as usize;
