@@ -12,7 +12,7 @@ use super::model_cmd::ModelsDirArgs;
 use crate::keys::PublicKey;
 use crate::proof::file::{FORMAT, ProofFile};
 use crate::proof::keys::{self, KeyKind};
-use crate::proof::{self, Binding};
+use crate::proof::{self, Binding, Statement};
 
 #[derive(Debug, Args)]
 pub struct ProveArgs {
@@ -42,9 +42,10 @@ pub struct VerifyArgs {
     /// Model id, id prefix or name.
     #[arg(long)]
     model: String,
-    /// The proof file.
-    #[arg(long, value_name = "FILE")]
-    proof: PathBuf,
+    /// The proof file; several (`--proof A --proof B`, or `--proof A B`) are checked in
+    /// one batch, each named with its verdict.
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    proof: Vec<PathBuf>,
     /// Also require the proof to be bound to this miner (SS58).
     #[arg(long, value_name = "SS58")]
     miner: Option<String>,
@@ -125,51 +126,118 @@ impl ProveArgs {
 impl VerifyArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
         let stored = self.dir.open(&self.model)?;
-        let text = std::fs::read_to_string(&self.proof)
-            .with_context(|| format!("cannot read {}", self.proof.display()))?;
-        let verdict = (|| -> anyhow::Result<(Vec<f64>, String)> {
-            let file = ProofFile::parse(&text)?;
-            if file.model_id()? != stored.id {
-                anyhow::bail!(
-                    "the proof is for model {}, not {} ({})",
-                    file.model,
-                    stored.id,
-                    stored.info.name
-                );
-            }
-            if let Some(miner) = &self.miner
-                && PublicKey::from_ss58(miner).context("--miner")?.to_ss58() != file.miner
-            {
-                anyhow::bail!("the proof is bound to miner {}, not {miner}", file.miner);
-            }
-            if let Some(nonce) = &self.nonce
-                && parse_nonce(nonce)? != file.nonce_bytes()?
-            {
-                anyhow::bail!("the proof is bound to nonce {}, not {nonce}", file.nonce);
-            }
-            let system = proof::backend(&file.backend)
-                .with_context(|| format!("unknown proof backend `{}`", file.backend))?;
-            let verifying = keys::read(&stored, system.name(), KeyKind::Verifying)?;
-            let payload = keys::decode(&verifying, KeyKind::Verifying, system.name(), &stored.id)?;
-            let verifier = system.verifier(&stored.model, payload)?;
-            verifier.verify(&file.statement()?, &file.proof_bytes()?)?;
-            let record = keys::provenance(&stored, system.name(), &verifying);
-            Ok((
-                stored.model.dequantize_output(&file.output),
-                keys::whom_it_convinces(record.as_ref()),
-            ))
-        })();
-        match verdict {
-            Ok((values, convinces)) => {
-                println!("output {values:?}");
-                println!("OK");
-                eprintln!("note: {convinces}");
-                Ok(Outcome::Success)
-            }
-            Err(error) => {
-                eprintln!("sn2: proof rejected: {error:#}");
-                Ok(Outcome::Failure)
+        // Each file is read and checked against the flags on its own; the proofs that pass
+        // are verified together, per backend.
+        let mut verdicts: Vec<anyhow::Result<Vec<f64>>> = Vec::new();
+        let mut claims: Vec<(usize, ProofFile, Statement, Vec<u8>)> = Vec::new();
+        for (index, path) in self.proof.iter().enumerate() {
+            match self.claim(&stored, path) {
+                Ok((file, statement, proof)) => {
+                    claims.push((index, file, statement, proof));
+                    verdicts.push(Ok(Vec::new()));
+                }
+                Err(error) => verdicts.push(Err(error)),
             }
         }
+        let mut convinces = None;
+        let mut backends: Vec<String> = claims.iter().map(|c| c.1.backend.clone()).collect();
+        backends.sort();
+        backends.dedup();
+        for backend in backends {
+            let of_backend: Vec<_> = claims.iter().filter(|c| c.1.backend == backend).collect();
+            let checked = (|| -> anyhow::Result<Vec<Result<(), proof::ProofError>>> {
+                let system = proof::backend(&backend)
+                    .with_context(|| format!("unknown proof backend `{backend}`"))?;
+                let verifying = keys::read(&stored, system.name(), KeyKind::Verifying)?;
+                let payload =
+                    keys::decode(&verifying, KeyKind::Verifying, system.name(), &stored.id)?;
+                let verifier = system.verifier(&stored.model, payload)?;
+                let batch: Vec<(&Statement, &[u8])> = of_backend
+                    .iter()
+                    .map(|(_, _, statement, proof)| (statement, proof.as_slice()))
+                    .collect();
+                let results = verifier.verify_batch(&batch);
+                let record = keys::provenance(&stored, system.name(), &verifying);
+                convinces = Some(keys::whom_it_convinces(record.as_ref()));
+                Ok(results)
+            })();
+            match checked {
+                Ok(results) => {
+                    for ((index, file, _, _), result) in of_backend.iter().zip(results) {
+                        verdicts[*index] = result
+                            .map(|()| stored.model.dequantize_output(&file.output))
+                            .map_err(anyhow::Error::from);
+                    }
+                }
+                Err(error) => {
+                    for (index, ..) in &of_backend {
+                        verdicts[*index] = Err(anyhow::anyhow!("{error:#}"));
+                    }
+                }
+            }
+        }
+        let single = self.proof.len() == 1;
+        let mut all_hold = true;
+        for (path, verdict) in self.proof.iter().zip(verdicts) {
+            match (verdict, single) {
+                (Ok(values), true) => {
+                    println!("output {values:?}");
+                    println!("OK");
+                }
+                (Ok(values), false) => println!("{}: OK, output {values:?}", path.display()),
+                (Err(error), true) => {
+                    eprintln!("sn2: proof rejected: {error:#}");
+                    all_hold = false;
+                }
+                (Err(error), false) => {
+                    println!("{}: REJECTED", path.display());
+                    eprintln!("sn2: {}: proof rejected: {error:#}", path.display());
+                    all_hold = false;
+                }
+            }
+        }
+        if let Some(convinces) = convinces
+            && all_hold
+        {
+            eprintln!("note: {convinces}");
+        }
+        Ok(if all_hold {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        })
+    }
+
+    /// A proof file's statement and proof, after checking it is for this model (and the
+    /// miner and nonce the flags name).
+    fn claim(
+        &self,
+        stored: &crate::model::StoredModel,
+        path: &std::path::Path,
+    ) -> anyhow::Result<(ProofFile, Statement, Vec<u8>)> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file = ProofFile::parse(&text)?;
+        if file.model_id()? != stored.id {
+            anyhow::bail!(
+                "the proof is for model {}, not {} ({})",
+                file.model,
+                stored.id,
+                stored.info.name
+            );
+        }
+        if let Some(miner) = &self.miner
+            && PublicKey::from_ss58(miner).context("--miner")?.to_ss58() != file.miner
+        {
+            anyhow::bail!("the proof is bound to miner {}, not {miner}", file.miner);
+        }
+        if let Some(nonce) = &self.nonce
+            && parse_nonce(nonce)? != file.nonce_bytes()?
+        {
+            anyhow::bail!("the proof is bound to nonce {}, not {nonce}", file.nonce);
+        }
+        let statement = file.statement()?;
+        let proof = file.proof_bytes()?;
+        Ok((file, statement, proof))
     }
 }
