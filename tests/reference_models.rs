@@ -357,6 +357,40 @@ fn a_proof_verifies_and_every_tampering_is_rejected() {
     ]);
     assert!(rejected(out).contains("not a proof file"));
     assert!(proved.proof.exists());
+
+    // Several files in one batch: each named with its verdict, the false one rejected.
+    let lying = proved.dir.path().join("lying.json");
+    std::fs::write(&lying, serde_json::to_string(&output).unwrap()).unwrap();
+    let honest = proved.proof.to_str().unwrap();
+    let out = sn2(&[
+        "verify",
+        "--model",
+        "mnist-mlp",
+        "--proof",
+        honest,
+        lying.to_str().unwrap(),
+        honest,
+        garbage.to_str().unwrap(),
+        "--models-dir",
+        proved.dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8(out.stdout).unwrap();
+    let verdicts: Vec<&str> = said.lines().map(|l| l.split(": ").nth(1).unwrap()).collect();
+    assert_eq!(verdicts.len(), 4, "{said}");
+    assert!(verdicts[0].starts_with("OK") && verdicts[2].starts_with("OK"), "{said}");
+    assert_eq!((verdicts[1], verdicts[3]), ("REJECTED", "REJECTED"), "{said}");
+    let out = sn2(&[
+        "verify",
+        "--model",
+        "mnist-mlp",
+        "--proof",
+        honest,
+        honest,
+        "--models-dir",
+        proved.dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
