@@ -376,10 +376,20 @@ fn a_proof_verifies_and_every_tampering_is_rejected() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let said = String::from_utf8(out.stdout).unwrap();
-    let verdicts: Vec<&str> = said.lines().map(|l| l.split(": ").nth(1).unwrap()).collect();
+    let verdicts: Vec<&str> = said
+        .lines()
+        .map(|l| l.split(": ").nth(1).unwrap())
+        .collect();
     assert_eq!(verdicts.len(), 4, "{said}");
-    assert!(verdicts[0].starts_with("OK") && verdicts[2].starts_with("OK"), "{said}");
-    assert_eq!((verdicts[1], verdicts[3]), ("REJECTED", "REJECTED"), "{said}");
+    assert!(
+        verdicts[0].starts_with("OK") && verdicts[2].starts_with("OK"),
+        "{said}"
+    );
+    assert_eq!(
+        (verdicts[1], verdicts[3]),
+        ("REJECTED", "REJECTED"),
+        "{said}"
+    );
     let out = sn2(&[
         "verify",
         "--model",
