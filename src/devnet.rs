@@ -51,6 +51,8 @@ pub struct DevnetOptions {
     pub transport: Transport,
     pub round_interval: Duration,
     pub request_timeout: Duration,
+    /// Each miner's `[miner] prover_memory_bytes`.
+    pub prover_memory_bytes: u64,
 }
 
 impl Default for DevnetOptions {
@@ -62,6 +64,7 @@ impl Default for DevnetOptions {
             transport: Transport::QuicThenHttp,
             round_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
+            prover_memory_bytes: crate::miner::ModelFetch::default().prover_memory_bytes,
         }
     }
 }
@@ -201,7 +204,10 @@ impl Devnet {
                     limits: crate::wire::http::Limits::new(1 << 20),
                     min_validator_stake: 0.0,
                     behaviour,
-                    fetch: Default::default(),
+                    fetch: crate::miner::ModelFetch {
+                        prover_memory_bytes: options.prover_memory_bytes,
+                        ..Default::default()
+                    },
                 },
                 Arc::new(crate::metrics::Metrics::default()),
             );

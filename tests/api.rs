@@ -22,6 +22,7 @@ fn options(miners: usize, dishonest: usize) -> DevnetOptions {
         transport: Transport::QuicThenHttp,
         round_interval: Duration::from_millis(100),
         request_timeout: Duration::from_secs(20),
+        ..Default::default()
     }
 }
 

@@ -60,6 +60,7 @@ impl DevnetArgs {
             },
             round_interval: Duration::from_secs(self.round_interval.max(1)),
             request_timeout: Duration::from_secs(30),
+            ..Default::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -156,6 +156,10 @@ pub struct MinerConfig {
     /// Bytes of fetched models (with their proving keys) kept on disk; past it the least
     /// recently used are removed. Imported models do not count.
     pub model_cache_bytes: Count,
+    /// Bytes of proving keys whose provers are kept in memory (a prover takes about its
+    /// key's size); past it the least recently used is dropped and loaded again when asked
+    /// for.
+    pub prover_memory_bytes: Count,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -307,6 +311,7 @@ impl Default for MinerConfig {
             models: Vec::new(),
             max_model_bytes: Count::new(64 * 1024 * 1024),
             model_cache_bytes: Count::new(4 * 1024 * 1024 * 1024),
+            prover_memory_bytes: Count::new(4 * 1024 * 1024 * 1024),
         }
     }
 }

@@ -1,32 +1,39 @@
-//! Which models a miner fetched by id, the bytes each takes on disk (its proving keys
-//! included) and their order of last use: once the total passes the limit
-//! (`[miner] model_cache_bytes`), the least recently used go first. Models imported by hand
-//! are not counted and never evicted.
+//! What a miner keeps within a byte limit, least recently used out first: the models it
+//! fetched by id, with the bytes each takes on disk, its proving keys included
+//! (`[miner] model_cache_bytes`; models imported by hand are not counted and never
+//! evicted), and the provers it holds in memory, by proving-key hash
+//! (`[miner] prover_memory_bytes`).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::model::ModelId;
 
-pub struct FetchedModels {
+/// Entries with a size and an order of use, within a byte limit.
+pub struct ByteLru<K> {
     limit: u64,
-    state: Mutex<State>,
+    state: Mutex<State<K>>,
 }
 
-#[derive(Default)]
-struct State {
-    /// Bytes and the tick of last use, per model.
-    entries: HashMap<ModelId, (u64, u64)>,
+/// The fetched models on disk.
+pub type FetchedModels = ByteLru<ModelId>;
+
+struct State<K> {
+    /// Bytes and the tick of last use, per entry.
+    entries: HashMap<K, (u64, u64)>,
     tick: u64,
 }
 
-impl FetchedModels {
-    /// The cache as found on disk: `existing` with each model's bytes and when it was
-    /// last used.
-    pub fn new(limit: u64, mut existing: Vec<(ModelId, u64, SystemTime)>) -> Self {
+impl<K: Eq + Hash + Clone> ByteLru<K> {
+    /// The cache as found: `existing` with each entry's bytes and when it was last used.
+    pub fn new(limit: u64, mut existing: Vec<(K, u64, SystemTime)>) -> Self {
         existing.sort_by_key(|(_, _, used)| *used);
-        let mut state = State::default();
+        let mut state = State {
+            entries: HashMap::new(),
+            tick: 0,
+        };
         for (id, bytes, _) in existing {
             state.tick += 1;
             state.entries.insert(id, (bytes, state.tick));
@@ -37,8 +44,8 @@ impl FetchedModels {
         }
     }
 
-    /// Marks a use of `id`, if it is a fetched model.
-    pub fn touch(&self, id: &ModelId) {
+    /// Marks a use of `id`, if it is in the cache.
+    pub fn touch(&self, id: &K) {
         let mut state = self.state.lock().expect("not poisoned");
         state.tick += 1;
         let tick = state.tick;
@@ -47,20 +54,20 @@ impl FetchedModels {
         }
     }
 
-    /// Records that `id` now takes `bytes` (and is in use), and returns the models to
+    /// Records that `id` now takes `bytes` (and is in use), and returns the entries to
     /// evict, least recently used first, to bring the total under the limit. `id` itself
     /// is never among them, even when it alone passes the limit.
-    pub fn record(&self, id: ModelId, bytes: u64) -> Vec<ModelId> {
+    pub fn record(&self, id: K, bytes: u64) -> Vec<K> {
         let mut state = self.state.lock().expect("not poisoned");
         state.tick += 1;
         let tick = state.tick;
-        state.entries.insert(id, (bytes, tick));
+        state.entries.insert(id.clone(), (bytes, tick));
         let mut total: u64 = state.entries.values().map(|(bytes, _)| bytes).sum();
-        let mut by_age: Vec<(ModelId, u64, u64)> = state
+        let mut by_age: Vec<(K, u64, u64)> = state
             .entries
             .iter()
             .filter(|(other, _)| **other != id)
-            .map(|(other, (bytes, used))| (*other, *bytes, *used))
+            .map(|(other, (bytes, used))| (other.clone(), *bytes, *used))
             .collect();
         by_age.sort_by_key(|(_, _, used)| *used);
         let mut victims = Vec::new();
@@ -73,6 +80,11 @@ impl FetchedModels {
             victims.push(victim);
         }
         victims
+    }
+
+    /// Drops `id` from the count (it was removed some other way).
+    pub fn forget(&self, id: &K) {
+        self.state.lock().expect("not poisoned").entries.remove(id);
     }
 
     #[cfg(test)]
@@ -102,6 +114,15 @@ mod tests {
         // One model over the limit alone evicts everything else but stays.
         assert_eq!(cache.record(id(4), 500).len(), 2);
         assert_eq!(cache.total_bytes(), 500);
+    }
+
+    #[test]
+    fn a_forgotten_entry_no_longer_counts() {
+        let cache = ByteLru::<String>::new(100, Vec::new());
+        assert!(cache.record("a".into(), 60).is_empty());
+        cache.forget(&"a".to_string());
+        assert!(cache.record("b".into(), 60).is_empty());
+        assert_eq!(cache.record("c".into(), 60), vec!["b".to_string()]);
     }
 
     #[test]

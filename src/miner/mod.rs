@@ -61,7 +61,7 @@ pub struct MinerOptions {
     pub fetch: ModelFetch,
 }
 
-/// How a miner gets models it lacks.
+/// How a miner gets models it lacks, and how much of them it keeps.
 #[derive(Debug, Clone)]
 pub struct ModelFetch {
     /// The largest canonical model file fetched.
@@ -70,6 +70,9 @@ pub struct ModelFetch {
     pub cache_bytes: u64,
     /// The only models served (and fetched); empty: any that a permitted validator asks for.
     pub allowed: Vec<ModelId>,
+    /// Bytes of proving keys whose provers are kept in memory; past it the least recently
+    /// used prover is dropped (and loaded from disk again when asked for).
+    pub prover_memory_bytes: u64,
 }
 
 impl Default for ModelFetch {
@@ -78,6 +81,7 @@ impl Default for ModelFetch {
             max_model_bytes: 64 << 20,
             cache_bytes: 4 << 30,
             allowed: Vec::new(),
+            prover_memory_bytes: 4 << 30,
         }
     }
 }
@@ -99,6 +103,7 @@ impl MinerOptions {
                     .iter()
                     .filter_map(|id| ModelId::from_hex(id))
                     .collect(),
+                prover_memory_bytes: config.prover_memory_bytes.get() as u64,
             },
         }
     }
@@ -123,6 +128,8 @@ pub struct Miner {
     fetching_models: flight::SingleFlight<ModelId, Arc<StoredModel>>,
     /// The models fetched by id, for the cache's byte limit.
     fetched: cache::FetchedModels,
+    /// The provers in memory, by proving-key hash, counted by their keys' bytes.
+    loaded: cache::ByteLru<String>,
     metrics: Arc<Metrics>,
     /// QUIC handshakes per source address in the current minute.
     handshakes: Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
@@ -154,6 +161,7 @@ impl Miner {
     ) -> Arc<Self> {
         let large_bodies_kib = (options.limits.max_body / 1024).max(1) * 4;
         let fetched = cache::FetchedModels::new(options.fetch.cache_bytes, store.fetched());
+        let loaded = cache::ByteLru::new(options.fetch.prover_memory_bytes, Vec::new());
         Arc::new(Self {
             ss58: hotkey.ss58(),
             hotkey,
@@ -168,6 +176,7 @@ impl Miner {
             fetching_keys: Default::default(),
             fetching_models: Default::default(),
             fetched,
+            loaded,
             metrics,
             handshakes: Mutex::new(HashMap::new()),
             large_bodies: Arc::new(Semaphore::new(large_bodies_kib)),
@@ -508,7 +517,13 @@ impl Miner {
             self.provers
                 .lock()
                 .expect("not poisoned")
-                .retain(|_, (model, _)| *model != victim);
+                .retain(|hash, (model, _)| {
+                    let keep = *model != victim;
+                    if !keep {
+                        self.loaded.forget(hash);
+                    }
+                    keep
+                });
             match self.store.remove_fetched(&victim) {
                 Ok(()) => tracing::info!(model = %victim, "evicted from the model cache"),
                 Err(error) => {
@@ -548,6 +563,7 @@ impl Miner {
             }
         };
         if let Some(found) = known(self) {
+            self.loaded.touch(&key_hash);
             return belongs(found);
         }
         let (me, model, validator, hash) =
@@ -558,11 +574,15 @@ impl Miner {
                 if let Some((_, prover)) = me.provers.lock().expect("not poisoned").get(&hash) {
                     return Ok(prover.clone());
                 }
-                let prover = me.load_or_fetch(&model, &hash, &validator).await?;
-                me.provers
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(hash, (model.id, prover.clone()));
+                let (prover, key_bytes) = me.load_or_fetch(&model, &hash, &validator).await?;
+                {
+                    let mut provers = me.provers.lock().expect("not poisoned");
+                    provers.insert(hash.clone(), (model.id, prover.clone()));
+                    for victim in me.loaded.record(hash, key_bytes) {
+                        provers.remove(&victim);
+                        tracing::info!(proving_key = %victim, "dropped a prover from memory (prover_memory_bytes)");
+                    }
+                }
                 me.account(&model);
                 Ok(prover)
             })
@@ -570,12 +590,14 @@ impl Miner {
             .and_then(|prover| belongs((stored.id, prover)))
     }
 
+    /// The prover of a proving key (by hash) from the disk cache, or fetched; with the key's
+    /// size, which is what it is counted as in memory.
     async fn load_or_fetch(
         &self,
         stored: &StoredModel,
         key_hash: &str,
         validator: &PublicKey,
-    ) -> FetchResult {
+    ) -> Result<(Arc<dyn Prover>, u64), WireError> {
         let cached = stored.keys_dir().join(format!("{key_hash}.pk"));
         let bytes = match std::fs::read(&cached) {
             Ok(bytes) if sha256_hex(&bytes) == key_hash => bytes,
@@ -602,6 +624,7 @@ impl Miner {
                 bytes
             }
         };
+        let key_bytes = bytes.len() as u64;
         let system = proof::default_backend();
         let model = Arc::new(stored.model.clone());
         let id = stored.id;
@@ -619,7 +642,7 @@ impl Miner {
                     format!("the proving key is unusable: {e}"),
                 )
             })?;
-        Ok(Arc::from(prover))
+        Ok((Arc::from(prover), key_bytes))
     }
 }
 
