@@ -200,7 +200,10 @@ impl ModelCommand {
                 let stored = dir.open(&model)?;
                 let system = proof::backend(&backend)
                     .with_context(|| format!("unknown proof backend `{backend}`"))?;
-                let summary = keys::setup(&stored, system.as_ref())?;
+                eprintln!("setting up keys for `{}` ...", stored.info.name);
+                let summary = keys::setup_reporting(&stored, system.as_ref(), &mut |step| {
+                    eprintln!("  {step}")
+                })?;
                 println!(
                     "keys for `{}` ({backend}) in {}",
                     stored.info.name,

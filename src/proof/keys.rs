@@ -142,7 +142,16 @@ pub struct SetupSummary {
 
 /// Makes fresh keys for a stored model and writes them (atomically) into its folder.
 pub fn setup(model: &StoredModel, system: &dyn ProofSystem) -> Result<SetupSummary, ProofError> {
-    let pair = system.setup(&model.model)?;
+    setup_reporting(model, system, &mut |_| {})
+}
+
+/// [`setup`], telling `report` each step as it ends.
+pub fn setup_reporting(
+    model: &StoredModel,
+    system: &dyn ProofSystem,
+    report: &mut dyn FnMut(&str),
+) -> Result<SetupSummary, ProofError> {
+    let pair = system.setup_reporting(&model.model, report)?;
     let proving = encode(KeyKind::Proving, system.name(), &model.id, &pair.proving);
     let verifying = encode(
         KeyKind::Verifying,

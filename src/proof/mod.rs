@@ -92,7 +92,17 @@ pub trait ProofSystem: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Makes fresh keys for `model`, with randomness from the operating system.
-    fn setup(&self, model: &QuantModel) -> Result<KeyPair, ProofError>;
+    fn setup(&self, model: &QuantModel) -> Result<KeyPair, ProofError> {
+        self.setup_reporting(model, &mut |_| {})
+    }
+
+    /// [`ProofSystem::setup`], telling `report` each step as it ends (a large circuit's
+    /// setup takes minutes).
+    fn setup_reporting(
+        &self,
+        model: &QuantModel,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<KeyPair, ProofError>;
 
     fn prover(
         &self,

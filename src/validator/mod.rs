@@ -238,7 +238,12 @@ impl Validator {
             let made_here = !vk_path.exists();
             if made_here {
                 tracing::info!(model = %stored.info.name, "no keys yet: running this validator's own setup");
-                key_files::setup(&stored, system.as_ref())?;
+                let name = stored.info.name.clone();
+                key_files::setup_reporting(
+                    &stored,
+                    system.as_ref(),
+                    &mut |step| tracing::info!(model = %name, "setup: {step}"),
+                )?;
             }
             let verifying = key_files::read(&stored, system.name(), key_files::KeyKind::Verifying)?;
             let payload = key_files::decode(

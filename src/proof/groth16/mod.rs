@@ -13,6 +13,7 @@ use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use rand_core::OsRng;
 
 mod prover;
+mod setup;
 #[cfg(test)]
 mod tests;
 mod verifier;
@@ -77,13 +78,13 @@ impl ProofSystem for Groth16Bn254 {
         NAME
     }
 
-    fn setup(&self, model: &QuantModel) -> Result<KeyPair, ProofError> {
+    fn setup_reporting(
+        &self,
+        model: &QuantModel,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<KeyPair, ProofError> {
         let system = constraint_system(model);
-        let proving_key = Groth16::<Bn254>::generate_random_parameters_with_reduction(
-            Replay(&system),
-            &mut OsRng,
-        )
-        .map_err(|e| ProofError::Synthesis(e.to_string()))?;
+        let proving_key = setup::generate(&system, report)?;
         let mut proving = Vec::new();
         proving_key
             .serialize_uncompressed(&mut proving)
