@@ -565,19 +565,19 @@ async fn slow_readers_of_a_large_key_leave_the_validators_memory_flat() {
         "[[chain.neurons]]\nuid = 0\nhotkey = \"{}\"\nvalidator_permit = true\nstake = 1.0\naxon = \"127.0.0.1:{port}\"\n",
         validator.ss58()
     ));
-    // digits-mlp with its keys, the proving key swapped for 64 MiB: the validator only
-    // hashes and serves that file.
+    // digits-mlp with its keys, the proving key padded to 64 MiB: the prover the
+    // validator checks its keys with at start reads only the key, and the validator
+    // hashes and serves the whole file.
     let (_, stored) = import_digits(&dir.path().join("models"));
     let system = proof::default_backend();
     key_files::setup(&stored, system.as_ref()).unwrap();
-    let mut large = vec![0u8; 64 << 20];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut large);
+    let pk_path = key_files::path(&stored, system.name(), key_files::KeyKind::Proving);
+    let mut large = std::fs::read(&pk_path).unwrap();
+    let key_len = large.len();
+    large.resize(64 << 20, 0);
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut large[key_len..]);
     let hash = auth::sha256_hex(&large);
-    std::fs::write(
-        key_files::path(&stored, system.name(), key_files::KeyKind::Proving),
-        &large,
-    )
-    .unwrap();
+    std::fs::write(&pk_path, &large).unwrap();
     drop(large);
     let daemon = Daemon::start(env!("CARGO_BIN_EXE_sn2-validator"), &config);
     let pid = daemon.0.id();

@@ -2,11 +2,11 @@
 //!
 //! Each round it picks a model (in turn), draws a fresh random input and nonce per miner,
 //! and queries a sample of the metagraph's miners at once (QUIC first, HTTP when QUIC
-//! cannot connect). Each query has its own deadline; when the last one ends, the round's
-//! proofs are verified in one batch against the validator's own verifying key and each
-//! request's binding (a false proof is still named), and the queries are scored (see
-//! [`score`]). The next round does not wait for a slow one, and a miner still answering an
-//! earlier query is left out of the next sample. The keys are pinned in the validator's
+//! cannot connect). Each query has its own deadline and is scored when it ends (see
+//! [`score`]): proofs are verified against the validator's own verifying key and each
+//! request's binding, in batches of the answers that arrived while the previous batch was
+//! checked (a false proof is still named). A round never waits for its slowest miner, and a
+//! miner still answering an earlier query is left out of the next sample. The keys are pinned in the validator's
 //! state and checked to be one pair at start ([`key_pins`]). At each round the scores are
 //! saved and weights set. The validator makes its own keys (setup belongs to the verifier)
 //! and serves its proving keys to miners by hash, next to `/metrics` and `/health`, on a
@@ -359,8 +359,8 @@ impl Validator {
     }
 
     /// Starts a round's queries on `queries`: a sample of the miners not answering an
-    /// earlier query, with one model. The round's task scores them when the last one ends
-    /// (each by its deadline), after checking their proofs in one batch.
+    /// earlier query, with one model. Each query is scored when its answer is verified (in
+    /// a batch with the answers that came meanwhile) or when it fails.
     fn start_round(self: &Arc<Self>, round: u64, queries: &mut tokio::task::JoinSet<()>) {
         let Some(metagraph) = self.metagraph.borrow().metagraph.clone() else {
             tracing::warn!("no metagraph yet; skipping the round");
@@ -697,8 +697,9 @@ impl Validator {
         })
     }
 
-    /// Queries a round's sample for one model, verifies the answers' proofs in one batch,
-    /// and scores every query.
+    /// Queries a round's sample for one model and scores each query as its answer comes:
+    /// the answers that arrive while a batch is being verified are verified together next,
+    /// so a busy round verifies in batches and a silent miner holds up no one.
     async fn query_sample(self: Arc<Self>, miners: Vec<Neuron>, model: usize) {
         let mut asking = tokio::task::JoinSet::new();
         for miner in miners {
@@ -709,32 +710,37 @@ impl Validator {
                 (miner, asked)
             });
         }
-        let mut answered = Vec::new();
-        let mut failed = Vec::new();
-        while let Some(joined) = asking.join_next().await {
-            match joined {
-                Ok((miner, Ok(asked))) => answered.push((miner, asked)),
-                Ok((miner, Err(outcome))) => failed.push((miner, outcome)),
-                Err(error) => tracing::error!(%error, "a query task failed"),
+        while let Some(first) = asking.join_next().await {
+            let mut ready = vec![first];
+            while let Some(more) = asking.try_join_next() {
+                ready.push(more);
             }
-        }
-        for (miner, outcome) in failed {
-            self.record(&miner, model, outcome);
-        }
-        // Verifying a batch is CPU work: off the runtime's threads.
-        let me = self.clone();
-        let verdicts = tokio::task::spawn_blocking(move || {
-            let verdicts = me.verify_answers(model, &answered);
-            (answered, verdicts)
-        })
-        .await;
-        match verdicts {
-            Ok((answered, verdicts)) => {
-                for ((miner, asked), verdict) in answered.into_iter().zip(verdicts) {
-                    self.record(&miner, model, asked.outcome(verdict));
+            let mut answered = Vec::new();
+            for joined in ready {
+                match joined {
+                    Ok((miner, Ok(asked))) => answered.push((miner, asked)),
+                    Ok((miner, Err(outcome))) => self.record(&miner, model, outcome),
+                    Err(error) => tracing::error!(%error, "a query task failed"),
                 }
             }
-            Err(error) => tracing::error!(%error, "verifying a round's proofs failed"),
+            if answered.is_empty() {
+                continue;
+            }
+            // Verifying is CPU work: off the runtime's threads.
+            let me = self.clone();
+            let verdicts = tokio::task::spawn_blocking(move || {
+                let verdicts = me.verify_answers(model, &answered);
+                (answered, verdicts)
+            })
+            .await;
+            match verdicts {
+                Ok((answered, verdicts)) => {
+                    for ((miner, asked), verdict) in answered.into_iter().zip(verdicts) {
+                        self.record(&miner, model, asked.outcome(verdict));
+                    }
+                }
+                Err(error) => tracing::error!(%error, "verifying a batch of proofs failed"),
+            }
         }
     }
 
