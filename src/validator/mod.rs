@@ -6,11 +6,12 @@
 //! [`score`]): proofs are verified against the validator's own verifying key and each
 //! request's binding, in batches of the answers that arrived while the previous batch was
 //! checked (a false proof is still named). A round never waits for its slowest miner, and a
-//! miner still answering an earlier query is left out of the next sample. The keys are pinned in the validator's
-//! state and checked to be one pair at start ([`key_pins`]). At each round the scores are
-//! saved and weights set. The validator makes its own keys (setup belongs to the verifier)
-//! and serves its proving keys to miners by hash, next to `/metrics` and `/health`, on a
-//! listener whose every connection has deadlines (see [`wire_http::Limits`]).
+//! miner still answering an earlier query is left out of the next sample. The keys are
+//! pinned in the validator's state and checked to be one pair at start ([`key_pins`]). At
+//! each round the scores are saved and weights set. The validator makes its own keys
+//! (setup belongs to the verifier) and serves its proving keys to miners by hash, next to
+//! `/metrics` and `/health`, on a listener whose every connection has deadlines (see
+//! [`wire_http::Limits`]).
 
 pub mod api;
 pub mod key_pins;
@@ -255,14 +256,17 @@ impl Validator {
             let verifier = system.verifier(&stored.model, payload)?;
             let proving_key_path =
                 key_files::path(&stored, system.name(), key_files::KeyKind::Proving);
-            let proving_key_hash = crate::fs::sha256_file(&proving_key_path)
+            // Read once: hashed for the pins and the miners, then proved with at start.
+            let proving = std::fs::read(&proving_key_path)
                 .with_context(|| format!("cannot read {}", proving_key_path.display()))?;
+            let proving_key_hash = sha256_hex(&proving);
+            let verifying_key_hash = key_files::fingerprint(&verifying);
             let id = stored.id.to_hex();
             let pinned = pins.check(
                 key_pins::Found {
                     model: &stored.info.name,
                     id: &id,
-                    verifying_key: &key_files::fingerprint(&verifying),
+                    verifying_key: &verifying_key_hash,
                     proving_key: &proving_key_hash,
                 },
                 made_here,
@@ -270,10 +274,17 @@ impl Validator {
             if pinned == key_pins::Checked::Recorded(key_pins::Origin::FirstUse) {
                 tracing::warn!(model = %stored.info.name, "keys found on disk and trusted from now on: this validator did not make them, so make sure whoever did (`sn2 model setup`) is you");
             }
-            check_keys_belong_together(&stored, system.as_ref(), verifier.as_ref(), &hotkey)?;
-            tracing::info!(model = %stored.info.name, fingerprint = %key_files::fingerprint(&verifying), "model ready");
+            check_keys_belong_together(
+                &stored,
+                system.as_ref(),
+                &proving,
+                verifier.as_ref(),
+                &hotkey,
+            )?;
+            drop(proving);
+            tracing::info!(model = %stored.info.name, fingerprint = %verifying_key_hash, "model ready");
             models.push(ModelEntry {
-                verifying_key_hash: key_files::fingerprint(&verifying),
+                verifying_key_hash,
                 canonical: tokio::sync::OnceCell::new(),
                 proving_key_hash,
                 proving_key_path,
@@ -984,13 +995,13 @@ impl Validator {
 fn check_keys_belong_together(
     stored: &StoredModel,
     system: &dyn proof::ProofSystem,
+    proving: &[u8],
     verifier: &dyn Verifier,
     hotkey: &Hotkey,
 ) -> anyhow::Result<()> {
     let name = &stored.info.name;
-    let proving = key_files::read(stored, system.name(), key_files::KeyKind::Proving)?;
     let payload = key_files::decode(
-        &proving,
+        proving,
         key_files::KeyKind::Proving,
         system.name(),
         &stored.id,
