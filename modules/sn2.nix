@@ -44,7 +44,7 @@ let
         preferLocalBuild = true;
       }
       ''
-        if ! sn2 config check ${rendered} > /dev/null; then
+        if ! sn2 config check --role ${role} ${rendered} > /dev/null; then
           echo "services.sn2.${role}.settings do not make a valid sn2 config (see above)" >&2
           exit 1
         fi

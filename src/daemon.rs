@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::chain::subtensor::{SubtensorChain, SubtensorOptions};
 use crate::chain::sync::{MetagraphSync, SyncState};
 use crate::chain::{Chain, ChainError, LocalChain, Metagraph, ServeOutcome};
+pub use crate::config::Role;
 use crate::config::{CONFIG_ENV, ChainBackend, Config, UpdateConfig};
 use crate::keys::Hotkey;
 use crate::metrics::Metrics;
@@ -32,22 +33,6 @@ pub struct DaemonArgs {
     pub config: PathBuf,
 }
 
-/// A daemon's role, for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Miner,
-    Validator,
-}
-
-impl Role {
-    pub fn binary_name(self) -> &'static str {
-        match self {
-            Role::Miner => "sn2-miner",
-            Role::Validator => "sn2-validator",
-        }
-    }
-}
-
 /// A daemon after start-up: its configuration and its hotkey.
 #[derive(Debug)]
 pub struct Started {
@@ -56,10 +41,11 @@ pub struct Started {
     pub hotkey: Hotkey,
 }
 
-/// Loads the config, installs logging and loads the hotkey. Errors carry the context an
-/// operator needs to fix them.
+/// Loads the config and checks it for `role` (as `sn2 config check --role` does),
+/// installs logging and loads the hotkey. Errors carry the context an operator needs to
+/// fix them.
 pub fn start(role: Role, args: &DaemonArgs) -> anyhow::Result<Started> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load_for(&args.config, role)?;
     crate::logging::init(&config.logging).context("cannot set up logging")?;
     raise_open_files_limit();
     let wallet = config.wallet_location();
@@ -468,11 +454,8 @@ async fn run_validator(
     // Miners fetch proving keys from the address this validator announced, and from
     // nowhere else; with the local backend the config's neurons say it.
     match (config.validator.key_server, config.chain.backend) {
+        // `Config::check_for` refused a key server without the metrics listener at start.
         (Some(key_server), ChainBackend::Subtensor) => {
-            anyhow::ensure!(
-                metrics_enabled,
-                "[validator] key_server is set but [metrics] enabled = false: the key server is the metrics listener; enable it or remove key_server"
-            );
             tokio::spawn(announce_axon(chain, key_server.0, shutdown.clone()));
         }
         (None, ChainBackend::Subtensor) => tracing::warn!(
@@ -557,7 +540,11 @@ pub fn main(role: Role) -> std::process::ExitCode {
             std::process::ExitCode::from(RESTART_EXIT_CODE)
         }
         Err(error) => {
-            eprintln!("{}: error: {error:#}", role.binary_name());
+            eprintln!(
+                "{}: error: {}",
+                role.binary_name(),
+                crate::logging::error_chain(&error)
+            );
             std::process::ExitCode::FAILURE
         }
     }

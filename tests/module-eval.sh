@@ -36,7 +36,7 @@ for section, keys in json.load(sys.stdin)["settings"][sys.argv[1]].items():
     for key, v in keys.items():
         print(f"{key} = {value(v)}")
 ' "$role" > "$work/$role.toml"
-  if target/debug/sn2 config check "$work/$role.toml" > /dev/null; then
+  if target/debug/sn2 config check --role "${role%-updating}" "$work/$role.toml" > /dev/null; then
     echo "ok   the module's $role settings are a valid sn2 config"
   else
     echo "FAIL the module's $role settings:" >&2

@@ -6,30 +6,53 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::Outcome;
-use crate::config::Config;
+use crate::config::{Config, Role};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Check a config file; print the resolved configuration, or the error (exit code 1).
+    ///
+    /// With `--role`, the file is refused for whatever that daemon would refuse at start
+    /// (two listeners on one port, a miner address the chain cannot announce). Without it,
+    /// what one daemon alone would refuse is a warning naming that daemon.
     Check {
         /// The config file.
         file: PathBuf,
+        /// The daemon the file is for.
+        #[arg(long, value_enum)]
+        role: Option<Role>,
     },
 }
 
 impl ConfigCommand {
     pub fn run(self) -> anyhow::Result<Outcome> {
         match self {
-            ConfigCommand::Check { file } => match Config::load(&file) {
-                Ok(config) => {
-                    print!("{}", config.to_redacted_toml());
-                    Ok(Outcome::Success)
+            ConfigCommand::Check { file, role } => {
+                let loaded = match role {
+                    Some(role) => Config::load_for(&file, role),
+                    None => Config::load(&file),
+                };
+                let config = match loaded {
+                    Ok(config) => config,
+                    Err(error) => {
+                        eprintln!("sn2: error: invalid config: {error}");
+                        return Ok(Outcome::Failure);
+                    }
+                };
+                if role.is_none() {
+                    for role in [Role::Miner, Role::Validator] {
+                        if let Err(error) = Config::load_for(&file, role) {
+                            eprintln!(
+                                "sn2: warning: {} would refuse this file: {error}\n(check a file for one daemon with --role {})",
+                                role.binary_name(),
+                                role.as_str()
+                            );
+                        }
+                    }
                 }
-                Err(error) => {
-                    eprintln!("sn2: error: invalid config: {error}");
-                    Ok(Outcome::Failure)
-                }
-            },
+                print!("{}", config.to_redacted_toml());
+                Ok(Outcome::Success)
+            }
         }
     }
 }

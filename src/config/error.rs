@@ -103,6 +103,24 @@ fn invalid(text: &str, origin: &Path, key: String, error: &toml::de::Error) -> C
     }))
 }
 
+/// A refusal of a value read without error, for a reason that spans keys (two listeners on
+/// one port); `span` is the value's place in `text` when it is there.
+pub(super) fn refused(
+    text: &str,
+    origin: &Path,
+    key: &str,
+    span: Option<std::ops::Range<usize>>,
+    message: String,
+) -> ConfigError {
+    ConfigError::Invalid(Box::new(InvalidConfig {
+        path: origin.to_path_buf(),
+        position: span.as_ref().map(|span| line_and_column(text, span.start)),
+        key: key.to_string(),
+        message,
+        snippet: span.map(|span| snippet(text, span)),
+    }))
+}
+
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;

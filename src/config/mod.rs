@@ -7,9 +7,11 @@
 //! in, so what [`Config::load`] returns is the configuration the daemon runs with.
 
 mod error;
+mod roles;
 mod values;
 
 pub use error::ConfigError;
+pub use roles::Role;
 pub use values::{Count, FileName, ListenAddr, Network, PublicAddr, Seconds, redact_url};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -103,6 +105,7 @@ pub struct ChainConfig {
     /// Time between two metagraph reads.
     pub sync_interval_secs: Seconds,
     /// The metagraph of the `local` backend.
+    #[serde(deserialize_with = "deserialize_neurons")]
     pub neurons: Vec<crate::chain::StaticNeuron>,
 }
 
@@ -492,25 +495,71 @@ fn deserialize_model_ids<'de, D: serde::Deserializer<'de>>(
         .collect()
 }
 
+/// The local metagraph's neurons, each as the daemons take it (an SS58 hotkey, a stake of
+/// at least 0), with no uid twice.
+fn deserialize_neurons<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<crate::chain::StaticNeuron>, D::Error> {
+    use serde::de::Error as _;
+    let neurons = Vec::<crate::chain::StaticNeuron>::deserialize(deserializer)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for neuron in &neurons {
+        neuron.to_neuron().map_err(D::Error::custom)?;
+        if !seen.insert(neuron.uid) {
+            return Err(D::Error::custom(format!(
+                "uid {} is given to two neurons: each neuron needs its own uid",
+                neuron.uid
+            )));
+        }
+    }
+    Ok(neurons)
+}
+
+/// The levels tracing knows; a bare word that is none of them would be taken as a target
+/// name, which filters out every log line, so it is refused.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
 fn deserialize_log_filter<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<String, D::Error> {
     use serde::de::Error as _;
     let text = String::deserialize(deserializer)?;
+    for directive in text.split(',').map(str::trim) {
+        if !directive.contains('=')
+            && !LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        {
+            return Err(D::Error::custom(format!(
+                "`{directive}` is not a log level: use one of {}, or directives such as `info,sn2::wire=debug`",
+                LOG_LEVELS.join(", ")
+            )));
+        }
+    }
     tracing_subscriber::EnvFilter::builder()
         .parse(&text)
         .map_err(|e| D::Error::custom(format!("`{text}` is not a log filter: {e}")))?;
     Ok(text)
 }
 
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 impl Config {
     /// Reads, checks and resolves a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read(path)?, path)
+    }
+
+    /// As [`Config::load`], and checks the file for one daemon: everything that daemon
+    /// would refuse at start is refused here, which `sn2 config check --role` relies on.
+    pub fn load_for(path: &Path, role: Role) -> Result<Self, ConfigError> {
+        let text = read(path)?;
+        let config = Self::parse(&text, path)?;
+        config.check_for(role, &text, path)?;
+        Ok(config)
     }
 
     /// Checks and resolves config text; `origin` names the file in errors, and relative

@@ -212,7 +212,47 @@ fn impossible_values_are_refused_with_their_place() {
         (
             "[validator]\nrequest_timeout_secs = 0\n",
             "validator.request_timeout_secs",
-            "at least 1 second",
+            "at least 1: give a whole number of seconds",
+        ),
+        (
+            "[validator]\nround_interval_secs = \"10\"\n",
+            "validator.round_interval_secs",
+            "expected a whole number of seconds, at least 1",
+        ),
+        (
+            "[validator]\nround_interval_secs = -5\n",
+            "validator.round_interval_secs",
+            "-5 is negative",
+        ),
+        (
+            "[miner]\nmax_request_bytes = 1.5\n",
+            "miner.max_request_bytes",
+            "expected a whole number, at least 1",
+        ),
+        (
+            "[miner]\nlisten = \"0.0.0.0:70000\"\n",
+            "miner.listen",
+            "port 70000 is out of range: a port is a number from 1 to 65535",
+        ),
+        (
+            "[logging]\nlevel = \"verbose\"\n",
+            "logging.level",
+            "`verbose` is not a log level: use one of trace, debug, info, warn, error, off",
+        ),
+        (
+            "[logging]\nlevel = \"info,chatty\"\n",
+            "logging.level",
+            "`chatty` is not a log level",
+        ),
+        (
+            "[[chain.neurons]]\nuid = 1\nhotkey = \"miner-one\"\n",
+            "chain.neurons",
+            "uid 1: ",
+        ),
+        (
+            "[[chain.neurons]]\nuid = 1\nhotkey = \"5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY\"\n[[chain.neurons]]\nuid = 1\nhotkey = \"5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty\"\n",
+            "chain.neurons",
+            "uid 1 is given to two neurons",
         ),
         (
             "[chain]\nnetwork = \"mainnet\"\n",
@@ -259,6 +299,80 @@ fn impossible_values_are_refused_with_their_place() {
 }
 
 #[test]
+fn log_levels_and_directives_are_accepted() {
+    for level in ["info", "WARN", "off", "info,sn2::wire=debug", "sn2=trace"] {
+        let text = format!("[logging]\nlevel = \"{level}\"\n");
+        assert!(parse(&text).is_ok(), "{level}");
+    }
+}
+
+/// Each case is refused for one daemon, with the key and words given, and accepted or not
+/// by the other as given (a validator does not care where a miner listens); the fixed
+/// file is accepted.
+#[test]
+fn what_a_daemon_refuses_at_start_is_refused_for_its_role() {
+    use super::Role;
+    let origin = Path::new("/etc/sn2/sn2.toml");
+    let check = |text: &str, role| {
+        let config = Config::parse(text, origin).expect("valid values");
+        config.check_for(role, text, origin)
+    };
+    let cases = [
+        (
+            "[chain]\nbackend = \"subtensor\"\n[miner]\nlisten = \"0.0.0.0:8091\"\n",
+            Role::Miner,
+            true,
+            "miner.listen",
+            "set `[miner] external_ip`",
+            "[chain]\nbackend = \"subtensor\"\n[miner]\nlisten = \"0.0.0.0:8091\"\nexternal_ip = \"203.0.113.7\"\n",
+        ),
+        (
+            "[chain]\nbackend = \"local\"\n[miner]\nlisten = \"0.0.0.0:9090\"\n[metrics]\nlisten = \"127.0.0.1:9090\"\n",
+            Role::Miner,
+            true,
+            "metrics.listen",
+            "takes TCP port 9090 of `[miner] listen`",
+            "[chain]\nbackend = \"local\"\n[miner]\nlisten = \"0.0.0.0:9090\"\n[metrics]\nlisten = \"127.0.0.1:9091\"\n",
+        ),
+        (
+            "[chain]\nbackend = \"subtensor\"\n[validator]\nkey_server = \"203.0.113.7:9090\"\n[metrics]\nenabled = false\n",
+            Role::Validator,
+            false,
+            "validator.key_server",
+            "the key server is the metrics listener",
+            "[chain]\nbackend = \"subtensor\"\n[validator]\nkey_server = \"203.0.113.7:9090\"\n",
+        ),
+        (
+            "[chain]\nbackend = \"local\"\n[api]\nenabled = true\nlisten = \"0.0.0.0:9090\"\n",
+            Role::Validator,
+            true,
+            "api.listen",
+            "takes TCP port 9090 of `[metrics] listen`",
+            "[chain]\nbackend = \"local\"\n[api]\nenabled = true\nlisten = \"0.0.0.0:8092\"\n",
+        ),
+    ];
+    for (text, role, other_accepts, expected_key, expected_words, fixed) in cases {
+        let error = check(text, role).expect_err(text);
+        let invalid = error.invalid().expect("an invalid-config error");
+        assert_eq!(invalid.key, expected_key, "{text}");
+        assert!(invalid.message.contains(expected_words), "{text}: {error}");
+        let other = match role {
+            Role::Miner => Role::Validator,
+            Role::Validator => Role::Miner,
+        };
+        assert_eq!(
+            check(text, other).is_ok(),
+            other_accepts,
+            "{text} for {other:?}"
+        );
+        assert!(check(fixed, role).is_ok(), "{fixed}");
+    }
+    // The place of a plainly written value is shown.
+    let error = check(cases[1].0, Role::Miner).unwrap_err();
+    assert_eq!(error.invalid().unwrap().position, Some((6, 10)));
+}
+
+#[test]
 fn syntax_errors_name_the_place() {
     let error = parse("[chain\n").unwrap_err();
     let shown = error.to_string();
@@ -271,7 +385,7 @@ fn errors_show_the_line_with_a_caret() {
     let error = parse("[validator]\nsample_size = 0\n").unwrap_err();
     assert_eq!(
         error.to_string(),
-        "/etc/sn2/sn2.toml:2:15: `validator.sample_size`: must be at least 1\n  |\n2 | sample_size = 0\n  |               ^"
+        "/etc/sn2/sn2.toml:2:15: `validator.sample_size`: must be at least 1: give a whole number\n  |\n2 | sample_size = 0\n  |               ^"
     );
 }
 

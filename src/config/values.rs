@@ -114,11 +114,9 @@ pub struct ListenAddr(pub SocketAddr);
 impl<'de> Deserialize<'de> for ListenAddr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let addr: SocketAddr = text.parse().map_err(|_| {
-            D::Error::custom(format!(
-                "`{text}` is not an address with a port, like `0.0.0.0:8091` or `[::]:8091`"
-            ))
-        })?;
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|_| D::Error::custom(bad_address(&text)))?;
         if addr.port() == 0 {
             return Err(D::Error::custom(
                 "port 0 is not allowed: choose a fixed port",
@@ -137,6 +135,47 @@ impl Serialize for ListenAddr {
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// Why `text` is not `IP:port`, naming the part that is wrong where it can tell.
+fn bad_address(text: &str) -> String {
+    let port = text.rsplit_once(':').map(|(_, port)| port);
+    match port.map(str::parse::<u64>) {
+        Some(Ok(port)) if port > u64::from(u16::MAX) => {
+            format!("port {port} is out of range: a port is a number from 1 to 65535")
+        }
+        _ => format!("`{text}` is not an address with a port, like `0.0.0.0:8091` or `[::]:8091`"),
+    }
+}
+
+/// A whole number of at least 1, read with messages that say so (`expected usize` says
+/// nothing to an operator) and what the number counts.
+struct AtLeastOne(&'static str);
+
+impl serde::de::Visitor<'_> for AtLeastOne {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, at least 1", self.0)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+        if value == 0 {
+            Err(E::custom(format!("must be at least 1: give {}", self.0)))
+        } else {
+            Ok(value)
+        }
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+        match u64::try_from(value) {
+            Ok(value) => self.visit_u64(value),
+            Err(_) => Err(E::custom(format!(
+                "{value} is negative: give {}, at least 1",
+                self.0
+            ))),
+        }
     }
 }
 
@@ -187,10 +226,10 @@ impl Seconds {
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = u64::deserialize(deserializer)?;
-        NonZeroU64::new(value)
-            .map(Self)
-            .ok_or_else(|| D::Error::custom("must be at least 1 second"))
+        let value = deserializer.deserialize_u64(AtLeastOne("a whole number of seconds"))?;
+        Ok(Self(
+            NonZeroU64::new(value).expect("checked by the visitor"),
+        ))
     }
 }
 
@@ -219,10 +258,12 @@ impl Count {
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = usize::deserialize(deserializer)?;
-        NonZeroUsize::new(value)
+        let value = deserializer.deserialize_u64(AtLeastOne("a whole number"))?;
+        usize::try_from(value)
+            .ok()
+            .and_then(NonZeroUsize::new)
             .map(Self)
-            .ok_or_else(|| D::Error::custom("must be at least 1"))
+            .ok_or_else(|| D::Error::custom(format!("{value} is too large")))
     }
 }
 
