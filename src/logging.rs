@@ -37,3 +37,38 @@ pub fn init(config: &LoggingConfig) -> Result<(), LoggingError> {
     };
     installed.map_err(|_| LoggingError::AlreadyInstalled)
 }
+
+/// An error with its causes, joined by `: ` as anyhow's `{:#}` does, but a cause whose
+/// words its parent already ends with is said once (a typed error that shows its source,
+/// such as "cannot read FILE: os error", under a context that repeats it).
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.ends_with(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn causes_are_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let error = anyhow::Error::new(crate::model::ModelError::Io {
+            path: "/models/x".into(),
+            source: io,
+        })
+        .context("cannot open the model");
+        assert_eq!(
+            super::error_chain(&error),
+            "cannot open the model: /models/x: No such file"
+        );
+    }
+}

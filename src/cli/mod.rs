@@ -102,7 +102,7 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("sn2: error: {error:#}");
+            eprintln!("sn2: error: {}", crate::logging::error_chain(&error));
             ExitCode::FAILURE
         }
     }
