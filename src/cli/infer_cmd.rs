@@ -5,8 +5,6 @@
 //! the proof is then verified locally. A verifying key made by that validator convinces only
 //! as far as its setup is trusted, and this command says so.
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Args;
@@ -28,9 +26,8 @@ pub struct InferArgs {
     /// Model id or name.
     #[arg(long)]
     model: String,
-    /// The input, {"input_data": [[...]]} as for `sn2 prove`, in the model's units.
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
+    #[command(flatten)]
+    input: super::proof_cmd::InputArgs,
     /// Accept only a verifying key with this SHA-256, instead of the one the validator lists.
     #[arg(long, value_name = "HEX")]
     vk_hash: Option<String>,
@@ -138,13 +135,7 @@ impl InferArgs {
             return Ok(Outcome::Failure);
         }
 
-        let text = std::fs::read_to_string(&self.input)
-            .with_context(|| format!("cannot read {}", self.input.display()))?;
-        let values = crate::model::input::parse_input(&text)
-            .with_context(|| format!("{}", self.input.display()))?;
-        let input = model
-            .quantize_input(&values)
-            .with_context(|| format!("{}", self.input.display()))?;
+        let input = self.input.read(&model)?;
         let request = serde_json::json!({ "model": id.to_hex(), "input": input });
         let answer: serde_json::Value = serde_json::from_slice(
             &api.call(

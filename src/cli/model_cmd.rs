@@ -1,4 +1,5 @@
-//! `sn2 model import|list|info|eval|setup`: the models directory from the command line.
+//! `sn2 model import|list|remove|info|eval|setup`: the models directory from the command
+//! line.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,35 @@ impl ModelsDirArgs {
     pub fn open(&self, reference: &str) -> anyhow::Result<StoredModel> {
         Ok(self.store()?.open(reference)?)
     }
+
+    /// `sn2 model SUBCOMMAND MODEL` with the flags that chose this models directory, so
+    /// that a command suggested to the user works as printed.
+    pub fn command(&self, subcommand: &str, model: &str) -> String {
+        let mut command = format!("sn2 model {subcommand} {model}");
+        if let Some(dir) = &self.models_dir {
+            command.push_str(&format!(" --models-dir {}", dir.display()));
+        }
+        if let Some(config) = &self.config.config {
+            command.push_str(&format!(" --config {}", config.display()));
+        }
+        command
+    }
+
+    /// A model's key; a missing one is reported with the command that makes it.
+    pub fn read_key(
+        &self,
+        stored: &StoredModel,
+        backend: &str,
+        kind: keys::KeyKind,
+    ) -> anyhow::Result<Vec<u8>> {
+        keys::read(stored, backend, kind).map_err(|error| match error {
+            proof::ProofError::MissingKey { name, id, backend } => anyhow::anyhow!(
+                "model `{name}` has no {backend} keys yet: make them with `{}`",
+                self.command("setup", &id)
+            ),
+            other => other.into(),
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +85,17 @@ pub enum ModelCommand {
         /// inputs uniform in [0, 1)].
         #[arg(long, value_name = "FILE")]
         calibration: Option<PathBuf>,
+        /// Replace a different model of the same name (a new version), with its keys;
+        /// without it a name already taken is refused.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// Remove a model with its keys.
+    Remove {
+        /// Model id, id prefix (at least 8 hex digits) or name.
+        model: String,
         #[command(flatten)]
         dir: ModelsDirArgs,
     },
@@ -65,14 +106,14 @@ pub enum ModelCommand {
     },
     /// Describe a model: shapes, scales, layers, circuit size, key fingerprints.
     Info {
-        /// Model id, id prefix or name.
+        /// Model id, id prefix (at least 8 hex digits) or name.
         model: String,
         #[command(flatten)]
         dir: ModelsDirArgs,
     },
     /// Compare the quantised model with the float ONNX model (and labels, if any).
     Eval {
-        /// Model id, id prefix or name.
+        /// Model id, id prefix (at least 8 hex digits) or name.
         model: String,
         /// Data, {"inputs": [...], "labels"?: [...]} [default: 64 fixed pseudo-random inputs
         /// uniform in [0, 1)].
@@ -86,11 +127,15 @@ pub enum ModelCommand {
     },
     /// Make this node's own proving and verifying keys for a model.
     Setup {
-        /// Model id, id prefix or name.
+        /// Model id, id prefix (at least 8 hex digits) or name.
         model: String,
         /// The proof backend.
         #[arg(long, default_value = proof::groth16::NAME)]
         backend: String,
+        /// Replace the model's keys if it has some: proofs made with the old keys no longer
+        /// verify here, and miners must fetch the new proving key.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         dir: ModelsDirArgs,
     },
@@ -121,6 +166,7 @@ impl ModelCommand {
                 file,
                 name,
                 calibration,
+                replace,
                 dir,
             } => {
                 let bytes = std::fs::read(&file)
@@ -133,9 +179,12 @@ impl ModelCommand {
                     None => crate::model::input::pseudo_random_samples(64, float.input_len()),
                 };
                 let store = dir.store()?;
-                let stored = store
-                    .import(&bytes, &name, &samples)
-                    .with_context(|| format!("cannot import {}", file.display()))?;
+                let stored = if replace {
+                    store.import_replacing(&bytes, &name, &samples)
+                } else {
+                    store.import(&bytes, &name, &samples)
+                }
+                .with_context(|| format!("cannot import {}", file.display()))?;
                 println!(
                     "imported `{}` into {}",
                     stored.info.name,
@@ -162,9 +211,21 @@ impl ModelCommand {
                 }
                 Ok(Outcome::Success)
             }
+            ModelCommand::Remove { model, dir } => {
+                let store = dir.store()?;
+                let stored = store.open(&model)?;
+                store.remove(&stored.id)?;
+                println!(
+                    "removed `{}` ({}) and its keys from {}",
+                    stored.info.name,
+                    stored.id,
+                    store.dir().display()
+                );
+                Ok(Outcome::Success)
+            }
             ModelCommand::Info { model, dir } => {
                 let stored = dir.open(&model)?;
-                print_info(&stored)?;
+                print_info(&stored, &dir)?;
                 Ok(Outcome::Success)
             }
             ModelCommand::Eval {
@@ -195,11 +256,23 @@ impl ModelCommand {
             ModelCommand::Setup {
                 model,
                 backend,
+                force,
                 dir,
             } => {
                 let stored = dir.open(&model)?;
                 let system = proof::backend(&backend)
                     .with_context(|| format!("unknown proof backend `{backend}`"))?;
+                if !force
+                    && let Ok(verifying) =
+                        keys::read(&stored, system.name(), keys::KeyKind::Verifying)
+                {
+                    anyhow::bail!(
+                        "model `{}` already has {backend} keys (verifying key {}): new keys would make proofs made with these fail, and miners would need the new proving key; to replace them anyway: {} --force",
+                        stored.info.name,
+                        keys::fingerprint(&verifying),
+                        dir.command("setup", &stored.id.to_hex())
+                    );
+                }
                 eprintln!("setting up keys for `{}` ...", stored.info.name);
                 let summary = keys::setup_reporting(&stored, system.as_ref(), &mut |step| {
                     eprintln!("  {step}")
@@ -224,7 +297,7 @@ impl ModelCommand {
     }
 }
 
-fn print_info(stored: &StoredModel) -> anyhow::Result<()> {
+fn print_info(stored: &StoredModel, dir: &ModelsDirArgs) -> anyhow::Result<()> {
     let info = &stored.info;
     println!("model        {}", info.name);
     println!("id           {}", stored.id);
@@ -262,7 +335,10 @@ fn print_info(stored: &StoredModel) -> anyhow::Result<()> {
     }
     match keys::read(stored, system.name(), keys::KeyKind::Verifying) {
         Ok(bytes) => println!("fingerprint  {} (verifying key)", keys::fingerprint(&bytes)),
-        Err(_) => println!("fingerprint  none yet: run `sn2 model setup {}`", stored.id),
+        Err(_) => println!(
+            "fingerprint  none yet: run `{}`",
+            dir.command("setup", &stored.id.to_hex())
+        ),
     }
     Ok(())
 }

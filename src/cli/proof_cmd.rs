@@ -12,16 +12,15 @@ use super::model_cmd::ModelsDirArgs;
 use crate::keys::PublicKey;
 use crate::proof::file::{FORMAT, ProofFile};
 use crate::proof::keys::{self, KeyKind};
-use crate::proof::{self, Binding, Statement};
+use crate::proof::{self, Binding, ProofError, Statement};
 
 #[derive(Debug, Args)]
 pub struct ProveArgs {
-    /// Model id, id prefix or name.
+    /// Model id, id prefix (at least 8 hex digits) or name.
     #[arg(long)]
     model: String,
-    /// The input, {"input_data": [[...]]} (flattened or nested).
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
+    #[command(flatten)]
+    input: InputArgs,
     /// Where to write the proof file.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -39,7 +38,7 @@ pub struct ProveArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Model id, id prefix or name.
+    /// Model id, id prefix (at least 8 hex digits) or name.
     #[arg(long)]
     model: String,
     /// The proof file; several (`--proof A --proof B`, or `--proof A B`) are checked in
@@ -56,6 +55,91 @@ pub struct VerifyArgs {
     dir: ModelsDirArgs,
 }
 
+/// The input of a proof, as `sn2 prove` and `sn2 infer` take it.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// The input, {"input_data": [[...]]} (flattened or nested, in the model's units), or
+    /// a data set {"inputs": [[...], ...]} such as a model's test.json, of which
+    /// `--sample` picks one.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Which input of a data set file to take (0 is the first).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    sample: usize,
+    /// Take inputs far outside the range the model was calibrated on (more than twice its
+    /// bound), clamped to that range; without it they are refused.
+    #[arg(long)]
+    clamp: bool,
+}
+
+impl InputArgs {
+    /// Reads the input and quantises it for `model`. Values the input integers cannot
+    /// hold are clamped, and the user told; values more than twice the range's bound are
+    /// refused unless `--clamp`, since the proof would be of an input other than the one
+    /// given.
+    pub fn read(&self, model: &crate::model::QuantModel) -> anyhow::Result<Vec<i8>> {
+        let path = &self.input;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let values = match crate::model::input::parse_input(&text) {
+            Ok(values) => values,
+            Err(error) => match crate::model::input::DataSet::parse(&text) {
+                Ok(mut data) => {
+                    let count = data.inputs.len();
+                    anyhow::ensure!(
+                        self.sample < count,
+                        "{}: --sample {} is past the data set's {count} inputs",
+                        path.display(),
+                        self.sample
+                    );
+                    if count > 1 {
+                        eprintln!(
+                            "{} holds {count} inputs; taking input {} (--sample picks another)",
+                            path.display(),
+                            self.sample
+                        );
+                    }
+                    data.inputs.swap_remove(self.sample)
+                }
+                Err(_) => return Err(error).with_context(|| format!("{}", path.display())),
+            },
+        };
+        let input = model
+            .quantize_input(&values)
+            .with_context(|| format!("{}", path.display()))?;
+        let outside = model.inputs_out_of_range(&values);
+        if let Some(far) = outside.iter().find(|o| o.excess() > 2.0)
+            && !self.clamp
+        {
+            anyhow::bail!(
+                "{}: input value {} (index {}) lies far outside the range the model was calibrated on, [{:.4}, {:.4}]; it would be taken as {}: give the input in the model's units, or pass --clamp to take it clamped",
+                path.display(),
+                far.value,
+                far.index,
+                far.lo,
+                far.hi,
+                if (far.value as f64) < far.lo {
+                    far.lo
+                } else {
+                    far.hi
+                }
+            );
+        }
+        if let Some(first) = outside.first() {
+            eprintln!(
+                "warning: {} of {} input values lie outside [{:.4}, {:.4}], the range the model was calibrated on, and were clamped to it (the first: {} at index {})",
+                outside.len(),
+                values.len(),
+                first.lo,
+                first.hi,
+                first.value,
+                first.index
+            );
+        }
+        Ok(input)
+    }
+}
+
 fn parse_nonce(text: &str) -> anyhow::Result<[u8; 32]> {
     hex::decode(text)
         .ok()
@@ -67,14 +151,7 @@ impl ProveArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
         let config = self.dir.config.load()?;
         let stored = self.dir.store_with(config.as_ref())?.open(&self.model)?;
-        let text = std::fs::read_to_string(&self.input)
-            .with_context(|| format!("cannot read {}", self.input.display()))?;
-        let values = crate::model::input::parse_input(&text)
-            .with_context(|| format!("{}", self.input.display()))?;
-        let input = stored
-            .model
-            .quantize_input(&values)
-            .with_context(|| format!("{}", self.input.display()))?;
+        let input = self.input.read(&stored.model)?;
         let miner = match &self.miner {
             Some(address) => PublicKey::from_ss58(address).context("--miner")?,
             None => self
@@ -93,8 +170,12 @@ impl ProveArgs {
             }
         };
         let system = proof::default_backend();
-        let proving = keys::read(&stored, system.name(), KeyKind::Proving)?;
-        let verifying = keys::read(&stored, system.name(), KeyKind::Verifying)?;
+        let proving = self
+            .dir
+            .read_key(&stored, system.name(), KeyKind::Proving)?;
+        let verifying = self
+            .dir
+            .read_key(&stored, system.name(), KeyKind::Verifying)?;
         let payload = keys::decode(&proving, KeyKind::Proving, system.name(), &stored.id)?;
         let prover = system.prover(Arc::new(stored.model.clone()), payload)?;
         let proven = prover.prove(&input, &Binding::new(&stored.id, &miner, &nonce))?;
@@ -145,10 +226,12 @@ impl VerifyArgs {
         backends.dedup();
         for backend in backends {
             let of_backend: Vec<_> = claims.iter().filter(|c| c.1.backend == backend).collect();
-            let checked = (|| -> anyhow::Result<Vec<Result<(), proof::ProofError>>> {
+            let checked = (|| -> anyhow::Result<Vec<Result<(), ProofError>>> {
                 let system = proof::backend(&backend)
                     .with_context(|| format!("unknown proof backend `{backend}`"))?;
-                let verifying = keys::read(&stored, system.name(), KeyKind::Verifying)?;
+                let verifying = self
+                    .dir
+                    .read_key(&stored, system.name(), KeyKind::Verifying)?;
                 let payload =
                     keys::decode(&verifying, KeyKind::Verifying, system.name(), &stored.id)?;
                 let verifier = system.verifier(&stored.model, payload)?;
@@ -156,7 +239,24 @@ impl VerifyArgs {
                     .iter()
                     .map(|(_, _, statement, proof)| (statement, proof.as_slice()))
                     .collect();
-                let results = verifier.verify_batch(&batch);
+                let ours = keys::fingerprint(&verifying);
+                // A file that names another key is refused whatever the proof says: what
+                // it states of itself must be what was checked.
+                let results = verifier
+                    .verify_batch(&batch)
+                    .into_iter()
+                    .zip(&of_backend)
+                    .map(|(result, (_, file, _, _))| {
+                        if file.verifying_key != ours {
+                            Err(ProofError::OtherKey {
+                                named: file.verifying_key.clone(),
+                                ours: ours.clone(),
+                            })
+                        } else {
+                            result
+                        }
+                    })
+                    .collect();
                 let record = keys::provenance(&stored, system.name(), &verifying);
                 convinces = Some(keys::whom_it_convinces(record.as_ref()));
                 Ok(results)
@@ -235,6 +335,18 @@ impl VerifyArgs {
             && parse_nonce(nonce)? != file.nonce_bytes()?
         {
             anyhow::bail!("the proof is bound to nonce {}, not {nonce}", file.nonce);
+        }
+        let proven_values = stored.model.dequantize_output(&file.output);
+        let stated_values_match = file.output_values.len() == proven_values.len()
+            && file
+                .output_values
+                .iter()
+                .zip(&proven_values)
+                .all(|(stated, proven)| (stated - proven).abs() <= 1e-9 * proven.abs().max(1.0));
+        if !stated_values_match {
+            anyhow::bail!(
+                "the file's `output_values` are not its proven `output` times the model's output scale: the file was edited after it was proved, so none of it is trusted"
+            );
         }
         let statement = file.statement()?;
         let proof = file.proof_bytes()?;

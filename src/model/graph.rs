@@ -188,6 +188,25 @@ impl PartialEq for QuantModel {
     }
 }
 
+/// An input value the input integers cannot represent (see
+/// [`QuantModel::inputs_out_of_range`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutOfRange {
+    pub index: usize,
+    pub value: f32,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl OutOfRange {
+    /// How many times the range's half-width the value lies from its centre: above 2,
+    /// the value is far outside what the model was calibrated on.
+    pub fn excess(&self) -> f64 {
+        let bound = self.lo.abs().max(self.hi.abs());
+        (self.value as f64).abs() / bound
+    }
+}
+
 impl QuantModel {
     pub fn new(
         inputs: Vec<QuantInput>,
@@ -363,6 +382,32 @@ impl QuantModel {
             at += len;
         }
         Ok(out)
+    }
+
+    /// The input values that lie outside what the input integers can represent, each with
+    /// its index and the range of its input (`[lo, hi]` in real numbers): quantising
+    /// clamps them to that range, so a caller should say so.
+    pub fn inputs_out_of_range(&self, input: &[f32]) -> Vec<OutOfRange> {
+        let mut found = Vec::new();
+        let mut at = 0;
+        for spec in &self.inputs {
+            let len = tensor::len(&spec.shape);
+            let scale = spec.scale as f64;
+            let (lo, hi) = (INPUT_RANGE.lo as f64 * scale, INPUT_RANGE.hi as f64 * scale);
+            for (index, &value) in input.iter().enumerate().skip(at).take(len) {
+                let rounded = (value as f64 / scale).round() * scale;
+                if rounded < lo || rounded > hi {
+                    found.push(OutOfRange {
+                        index,
+                        value,
+                        lo,
+                        hi,
+                    });
+                }
+            }
+            at += len;
+        }
+        found
     }
 
     /// The real values of the output integers.

@@ -25,7 +25,7 @@ pub mod tensor;
 pub(crate) mod testing;
 
 pub use codec::ModelId;
-pub use graph::{FloatModel, QuantModel};
+pub use graph::{FloatModel, OutOfRange, QuantModel};
 pub use store::{ModelStore, StoredModel};
 
 #[derive(Debug, thiserror::Error)]

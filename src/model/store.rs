@@ -145,12 +145,34 @@ impl ModelStore {
     }
 
     /// Imports ONNX bytes: parse, quantise with `calibration`, store. Importing the same
-    /// model twice gives the same id and leaves one copy.
+    /// model twice gives the same id and leaves one copy. A name must name one model: a
+    /// different model under a name already taken is refused.
     pub fn import(
         &self,
         onnx_bytes: &[u8],
         name: &str,
         calibration: &[Vec<f32>],
+    ) -> Result<StoredModel, ModelError> {
+        self.import_with(onnx_bytes, name, calibration, false)
+    }
+
+    /// As [`ModelStore::import`], but a different model under the same name is replaced:
+    /// removed, with its keys, once the new one is stored (a new version of a model).
+    pub fn import_replacing(
+        &self,
+        onnx_bytes: &[u8],
+        name: &str,
+        calibration: &[Vec<f32>],
+    ) -> Result<StoredModel, ModelError> {
+        self.import_with(onnx_bytes, name, calibration, true)
+    }
+
+    fn import_with(
+        &self,
+        onnx_bytes: &[u8],
+        name: &str,
+        calibration: &[Vec<f32>],
+        replace: bool,
     ) -> Result<StoredModel, ModelError> {
         if name.is_empty() || name.contains('/') || name.len() > 64 {
             return Err(ModelError::Store(format!(
@@ -161,6 +183,18 @@ impl ModelStore {
         let (model, nodes) = quantize::quantize(&float, calibration)?;
         let canonical = codec::encode(&model);
         let id = ModelId::of(&canonical);
+        let namesakes: Vec<ModelId> = self
+            .list()?
+            .into_iter()
+            .filter(|other| other.info.name == name && other.id != id)
+            .map(|other| other.id)
+            .collect();
+        if let (Some(other), false) = (namesakes.first(), replace) {
+            return Err(ModelError::Store(format!(
+                "a different model named `{name}` is already in {} (id {other}): give this one another name with --name, replace that one with --replace, or remove it first with `sn2 model remove {other}`",
+                self.dir.display()
+            )));
+        }
         let info = ModelInfo::describe(
             &model,
             name,
@@ -178,6 +212,9 @@ impl ModelStore {
         ] {
             let path = dir.join(file);
             write_atomic(&path, bytes, 0o644).map_err(io(&path))?;
+        }
+        for other in namesakes {
+            self.remove(&other)?;
         }
         Ok(StoredModel {
             id,
@@ -236,15 +273,21 @@ impl ModelStore {
         self.dir.join(id.to_hex()).join(FETCHED_FILE).exists()
     }
 
-    /// Removes a model fetched by id (with its keys); imported models are never removed.
+    /// Removes a model fetched by id (with its keys); imported models are never removed
+    /// this way, only by [`ModelStore::remove`].
     pub fn remove_fetched(&self, id: &ModelId) -> Result<(), ModelError> {
-        let dir = self.dir.join(id.to_hex());
         if !self.is_fetched(id) {
             return Err(ModelError::Store(format!(
                 "{} was imported, not fetched",
                 id
             )));
         }
+        self.remove(id)
+    }
+
+    /// Removes a model with its keys.
+    pub fn remove(&self, id: &ModelId) -> Result<(), ModelError> {
+        let dir = self.dir.join(id.to_hex());
         // The model file first, so that a folder half removed is no longer a model.
         let model = dir.join(MODEL_FILE);
         std::fs::remove_file(&model).map_err(io(&model))?;
@@ -287,6 +330,12 @@ impl ModelStore {
     /// Loads a model by id, checking that its bytes still hash to it.
     pub fn load(&self, id: &ModelId) -> Result<StoredModel, ModelError> {
         let dir = self.dir.join(id.to_hex());
+        if !dir.join(MODEL_FILE).exists() {
+            return Err(ModelError::Store(format!(
+                "no model {id} in {} (`sn2 model list` shows what is there; `sn2 model import` adds one)",
+                self.dir.display()
+            )));
+        }
         let canonical = self.canonical(id)?;
         let model = codec::decode(&canonical)?;
         let info_path = dir.join(INFO_FILE);
@@ -328,8 +377,8 @@ impl ModelStore {
             return Ok(id);
         }
         let models = self.list()?;
-        let is_prefix =
-            reference.len() >= MIN_PREFIX && reference.chars().all(|c| c.is_ascii_hexdigit());
+        let hex = !reference.is_empty() && reference.chars().all(|c| c.is_ascii_hexdigit());
+        let is_prefix = hex && reference.len() >= MIN_PREFIX;
         let matches: Vec<&StoredModel> = models
             .iter()
             .filter(|m| {
@@ -339,6 +388,9 @@ impl ModelStore {
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.id),
+            [] if hex && !is_prefix => Err(ModelError::Store(format!(
+                "`{reference}` is too short for an id prefix: give at least {MIN_PREFIX} hex digits of the id, or the model's name (`sn2 model list` shows both)"
+            ))),
             [] => Err(ModelError::Store(format!(
                 "no model `{reference}` in {} (import one with `sn2 model import`)",
                 self.dir.display()

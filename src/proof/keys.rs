@@ -195,10 +195,11 @@ fn keys_io(path: &std::path::Path, error: std::io::Error) -> ProofError {
 pub fn read(model: &StoredModel, backend: &str, kind: KeyKind) -> Result<Vec<u8>, ProofError> {
     let path = path(model, backend, kind);
     std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ProofError::MalformedKey(format!(
-            "model `{}` has no {backend} keys yet: run `sn2 model setup {}`",
-            model.info.name, model.id
-        )),
+        std::io::ErrorKind::NotFound => ProofError::MissingKey {
+            name: model.info.name.clone(),
+            id: model.id.to_hex(),
+            backend: backend.to_string(),
+        },
         _ => keys_io(&path, e),
     })
 }

@@ -77,8 +77,18 @@ pub enum ProofError {
     Rejected,
     #[error("malformed proof: {0}")]
     MalformedProof(String),
+    #[error(
+        "the proof names verifying key {named}, but this model's key is {ours}: it was made with other keys (a node that made its own with `sn2 model setup`, or keys made again since); verify it where key {named} is, or prove again with this node's keys"
+    )]
+    OtherKey { named: String, ours: String },
     #[error("malformed key: {0}")]
     MalformedKey(String),
+    #[error("model `{name}` has no {backend} keys yet: make them with `sn2 model setup {id}`")]
+    MissingKey {
+        name: String,
+        id: String,
+        backend: String,
+    },
     #[error("the statement does not fit the model: {0}")]
     Statement(String),
     #[error("cannot synthesise the circuit: {0}")]
