@@ -79,8 +79,11 @@ pub struct MinerReport {
     pub verified: u64,
     pub p50_ms: Option<f64>,
     pub score: f64,
-    /// Normalised weight, 0 to 1 (the u16 value / 65535).
+    /// Normalised weight, 0 to 1 (the u16 value / 65535): the best miner has 1.
     pub weight: f64,
+    /// Queries that did not verify, by what went wrong (`wrong_output`, `invalid_proof`,
+    /// `timeout`, ...).
+    pub failures: std::collections::BTreeMap<&'static str, u64>,
 }
 
 struct MinerNode {
@@ -364,21 +367,29 @@ impl Reporter {
                     p50_ms: stat.p50_ms(),
                     score: scores.miners.get(hotkey).map_or(0.0, |m| m.score),
                     weight,
+                    failures: stat.failures,
                 }
             })
             .collect()
     }
 }
 
-/// The live table.
+/// The live table, with what went wrong for each miner's failed queries and what the
+/// weights mean.
 pub fn table(reports: &[MinerReport]) -> String {
     let mut out = format!(
-        "{:>4}  {:<48}  {:>9}  {:>8}  {:>8}  {:>9}  {:>6}  {:>6}\n",
-        "uid", "hotkey", "honest", "requests", "verified", "p50 ms", "score", "weight"
+        "{:>4}  {:<48}  {:>6}  {:>8}  {:>8}  {:>7}  {:>6}  {:>6}  {}\n",
+        "uid", "hotkey", "honest", "requests", "verified", "p50 ms", "score", "weight", "failed"
     );
     for r in reports {
+        let failed = r
+            .failures
+            .iter()
+            .map(|(status, count)| format!("{} {count}", status.replace('_', " ")))
+            .collect::<Vec<_>>()
+            .join(", ");
         out.push_str(&format!(
-            "{:>4}  {:<48}  {:>9}  {:>8}  {:>8}  {:>9}  {:>6.3}  {:>6.3}\n",
+            "{:>4}  {:<48}  {:>6}  {:>8}  {:>8}  {:>7}  {:>6.3}  {:>6.3}  {}\n",
             r.uid,
             r.hotkey,
             if r.dishonest { "no" } else { "yes" },
@@ -386,8 +397,12 @@ pub fn table(reports: &[MinerReport]) -> String {
             r.verified,
             r.p50_ms.map_or("-".into(), |p| format!("{p:.1}")),
             r.score,
-            r.weight
+            r.weight,
+            if failed.is_empty() { "-" } else { &failed }
         ));
     }
+    out.push_str(
+        "score: validity, speed and proof size of the recent queries; weight: the scores scaled so that the best miner has 1, as set on chain\n",
+    );
     out
 }

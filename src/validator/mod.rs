@@ -99,6 +99,8 @@ pub struct MinerStats {
     pub verified: u64,
     pub latencies_ms: Vec<f64>,
     pub last_error: Option<String>,
+    /// Failed queries by what went wrong (`wrong_output`, `invalid_proof`, `timeout`, ...).
+    pub failures: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl MinerStats {
@@ -150,16 +152,28 @@ struct Asked {
 }
 
 impl Asked {
-    fn outcome(self, verified: Result<(), String>) -> Outcome {
+    /// The query's outcome once its proof was checked. A refused proof whose output is not
+    /// the model's on the input is told apart as a wrong output (evaluating the model is
+    /// cheap next to a proof), so that an operator sees which of the two a miner got wrong.
+    fn outcome(self, verified: Result<(), String>, model: &crate::model::QuantModel) -> Outcome {
         match verified {
             Ok(()) => Outcome::Verified {
                 latency_ms: self.latency_ms,
                 answer: self.answer,
             },
-            Err(reason) => Outcome::Failed {
-                status: "invalid_proof",
-                reason,
-            },
+            Err(reason) => {
+                let wrong_output = model
+                    .evaluate(&self.statement.input)
+                    .is_ok_and(|output| output != self.statement.output);
+                Outcome::Failed {
+                    status: if wrong_output {
+                        "wrong_output"
+                    } else {
+                        "invalid_proof"
+                    },
+                    reason,
+                }
+            }
         }
     }
 }
@@ -437,8 +451,9 @@ impl Validator {
                 Outcome::Failed { status, reason } => {
                     tracing::info!(miner = %hotkey, uid = miner.uid, status, %reason, "query failed");
                     entry.last_error = Some(format!("{status}: {reason}"));
+                    *entry.failures.entry(status).or_default() += 1;
                     self.metrics.response(status, None);
-                    if status == "invalid_proof" {
+                    if status == "invalid_proof" || status == "wrong_output" {
                         self.metrics.proof(false);
                     }
                     None
@@ -637,7 +652,7 @@ impl Validator {
                             .verify(&asked.statement, proof)
                             .map_err(|e| e.to_string())
                     });
-                asked.outcome(verified)
+                asked.outcome(verified, &self.models[model].stored.model)
             }
             Err(failed) => failed,
         }
@@ -747,7 +762,8 @@ impl Validator {
             match verdicts {
                 Ok((answered, verdicts)) => {
                     for ((miner, asked), verdict) in answered.into_iter().zip(verdicts) {
-                        self.record(&miner, model, asked.outcome(verdict));
+                        let outcome = asked.outcome(verdict, &self.models[model].stored.model);
+                        self.record(&miner, model, outcome);
                     }
                 }
                 Err(error) => tracing::error!(%error, "verifying a batch of proofs failed"),
