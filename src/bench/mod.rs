@@ -257,8 +257,20 @@ pub fn stages_table(results: &[ModelBench]) -> String {
 }
 
 /// The reference models, when run from the repository.
-pub fn default_folders() -> Vec<PathBuf> {
-    [
+/// The reference models' folders: in `models/` of the working directory (a checkout),
+/// else in `share/sn2/models` beside the installed binary (the package's copy).
+pub fn default_folders() -> anyhow::Result<Vec<PathBuf>> {
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/sn2/models")));
+    let root = [Some(PathBuf::from("models")), installed]
+        .into_iter()
+        .flatten()
+        .find(|dir| dir.join("digits-mlp/model.onnx").exists())
+        .with_context(|| {
+            "the reference models are neither in ./models nor in share/sn2/models beside this binary: run `sn2 bench` from the repository's root, or name model folders (each with model.onnx and calibration.json)"
+        })?;
+    Ok([
         "digits-mlp",
         "mnist-mlp",
         "cnn-small",
@@ -268,8 +280,9 @@ pub fn default_folders() -> Vec<PathBuf> {
         "digits-transformer",
     ]
     .iter()
-    .map(|name| Path::new("models").join(name))
-    .collect()
+    .map(|name| root.join(name))
+    .filter(|folder| folder.join("model.onnx").exists())
+    .collect())
 }
 
 pub fn markdown_table(results: &[ModelBench]) -> String {

@@ -11,7 +11,8 @@ use crate::model::ModelStore;
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Model folders, each with model.onnx and optionally calibration.json
-    /// [default: the reference models in models/].
+    /// [default: the reference models in ./models, else in share/sn2/models beside the
+    /// installed binary].
     folders: Vec<PathBuf>,
     /// Proofs timed per thread count (the median is reported).
     #[arg(long, default_value_t = 5)]
@@ -96,7 +97,7 @@ impl BenchArgs {
             return Ok(Outcome::Success);
         }
         let folders = if self.folders.is_empty() {
-            bench::default_folders()
+            bench::default_folders()?
         } else {
             self.folders
         };
