@@ -2,6 +2,8 @@
 //! checks again on its own, refusals of bad requests with the validator serving on, API
 //! keys and their rates, and no answer at all when no miner's proof verifies.
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
@@ -359,7 +361,7 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port().unwrap()));
     let (_stop, shutdown) = sn2::shutdown::channel();
     tokio::spawn(api.listen(address, shutdown).await.unwrap());
-    let python = std::env::var("SN2_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = common::test_python();
     let schema = format!("http://{address}/openapi.json");
     let output = tokio::task::spawn_blocking(move || {
         Command::new(&python)
@@ -375,7 +377,7 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "schemathesis found failures (pip install -r tests/requirements.txt):\n{report}\n{}",
+        "schemathesis found failures (tests/setup.sh installs its packages):\n{report}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     devnet.stop().await;

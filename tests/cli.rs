@@ -835,3 +835,241 @@ fn a_daemon_reads_the_manifest_over_https_from_a_trusted_server_only() {
     distrusting.signal("TERM");
     assert!(distrusting.finish().0.success());
 }
+
+#[test]
+fn config_check_for_a_role_refuses_what_that_daemon_refuses() {
+    let example = example();
+    // The example's defaults: a miner on 0.0.0.0 on subtensor with no external_ip.
+    let miner = sn2(&[
+        "config",
+        "check",
+        "--role",
+        "miner",
+        example.to_str().unwrap(),
+    ]);
+    assert_eq!(miner.status.code(), Some(1));
+    assert!(
+        stderr(&miner).contains("`miner.listen`: the miner listens on 0.0.0.0:8091"),
+        "{}",
+        stderr(&miner)
+    );
+    assert!(stderr(&miner).contains("set `[miner] external_ip`"));
+    let validator = sn2(&[
+        "config",
+        "check",
+        "--role",
+        "validator",
+        example.to_str().unwrap(),
+    ]);
+    assert!(validator.status.success(), "{}", stderr(&validator));
+    // Without a role, what one daemon alone refuses is a warning naming it.
+    let any = sn2(&["config", "check", example.to_str().unwrap()]);
+    assert!(any.status.success());
+    assert!(
+        stderr(&any).contains("warning: sn2-miner would refuse this file"),
+        "{}",
+        stderr(&any)
+    );
+    assert!(!stderr(&any).contains("sn2-validator would refuse"));
+}
+
+#[test]
+fn a_daemon_refuses_at_start_what_config_check_refuses_for_its_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // The metrics on the miner's own port.
+    let miner_port = text
+        .split("[miner]\nlisten = \"127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let clashing = text.replace(
+        "[metrics]\nlisten = \"127.0.0.1:",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{miner_port}\"\n# was \"127.0.0.1:"),
+    );
+    std::fs::write(&config, &clashing).unwrap();
+    let check = sn2(&[
+        "config",
+        "check",
+        "--role",
+        "miner",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stderr(&check).contains("`metrics.listen`"),
+        "{}",
+        stderr(&check)
+    );
+    let started = Command::new(env!("CARGO_BIN_EXE_sn2-miner"))
+        .env("SN2_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(started.status.code(), Some(1));
+    assert!(
+        stderr(&started).contains(&format!("takes TCP port {miner_port} of `[miner] listen`")),
+        "{}",
+        stderr(&started)
+    );
+    // The validator does not serve the miner's port: the same file is fine for it.
+    let check = sn2(&[
+        "config",
+        "check",
+        "--role",
+        "validator",
+        config.to_str().unwrap(),
+    ]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+#[test]
+fn model_names_are_unique_and_models_can_be_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    let config = config.to_str().unwrap();
+    import_digits(Path::new(config));
+    let list = |expect: &str| {
+        let listed = sn2(&["model", "list", "--config", config]);
+        assert!(listed.status.success());
+        let shown = stdout(&listed);
+        assert_eq!(shown.lines().count(), 1, "{shown}");
+        assert!(shown.contains(expect), "{shown}");
+        shown.split_whitespace().next().unwrap().to_string()
+    };
+    let digits_id = list("digits-mlp");
+    // Importing the same model again changes nothing.
+    import_digits(Path::new(config));
+    assert_eq!(list("digits-mlp"), digits_id);
+
+    // Another model under the same name is refused, naming the ways out.
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mnist-mlp/model.onnx");
+    let import_mnist = |extra: &[&str]| {
+        let mut args = vec![
+            "model",
+            "import",
+            mnist.to_str().unwrap(),
+            "--name",
+            "digits-mlp",
+            "--config",
+            config,
+        ];
+        args.extend_from_slice(extra);
+        sn2(&args)
+    };
+    let refused = import_mnist(&[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = stderr(&refused);
+    assert!(
+        said.contains("a different model named `digits-mlp`"),
+        "{said}"
+    );
+    assert!(
+        said.contains("--replace") && said.contains("sn2 model remove"),
+        "{said}"
+    );
+    assert_eq!(list("digits-mlp"), digits_id);
+    // --replace puts the new model in the old one's place.
+    let replaced = import_mnist(&["--replace"]);
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+    let mnist_id = list("digits-mlp");
+    assert_ne!(mnist_id, digits_id);
+
+    // An id prefix needs 8 hex digits; a shorter one is told so.
+    let short = sn2(&["model", "info", &mnist_id[..5], "--config", config]);
+    assert_eq!(short.status.code(), Some(1));
+    assert!(
+        stderr(&short).contains("too short for an id prefix: give at least 8 hex digits"),
+        "{}",
+        stderr(&short)
+    );
+    let help = sn2(&["model", "info", "--help"]);
+    assert!(stdout(&help).contains("at least 8 hex digits"));
+
+    let removed = sn2(&["model", "remove", &mnist_id[..8], "--config", config]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(stdout(&removed).contains("removed `digits-mlp`"));
+    let listed = sn2(&["model", "list", "--config", config]);
+    assert!(
+        stdout(&listed).starts_with("no models"),
+        "{}",
+        stdout(&listed)
+    );
+    let again = sn2(&["model", "remove", "digits-mlp", "--config", config]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("no model `digits-mlp`"),
+        "{}",
+        stderr(&again)
+    );
+    // A full id of a model that is not there is said plainly, once.
+    let gone = sn2(&["model", "info", &mnist_id, "--config", config]);
+    assert_eq!(gone.status.code(), Some(1));
+    let said = stderr(&gone);
+    assert!(said.contains(&format!("no model {mnist_id}")), "{said}");
+    assert!(!said.contains("os error"), "{said}");
+}
+
+#[test]
+fn inputs_come_from_data_sets_and_far_values_are_refused_unless_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_wallet(dir.path(), "text");
+    let config = config.to_str().unwrap();
+    import_digits(Path::new(config));
+    let setup = sn2(&["model", "setup", "digits-mlp", "--config", config]);
+    assert!(setup.status.success(), "{}", stderr(&setup));
+    let prove = |input: &Path, extra: &[&str]| {
+        let out = dir.path().join("proof.json");
+        let mut args = vec![
+            "prove",
+            "--model",
+            "digits-mlp",
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            config,
+        ];
+        args.extend_from_slice(extra);
+        sn2(&args)
+    };
+    // The model's own test.json, a data set: --sample picks an input.
+    let test = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp/test.json");
+    let proved = prove(&test, &["--sample", "2"]);
+    assert!(proved.status.success(), "{}", stderr(&proved));
+    assert!(
+        stderr(&proved).contains("taking input 2"),
+        "{}",
+        stderr(&proved)
+    );
+    let past = prove(&test, &["--sample", "100000"]);
+    assert_eq!(past.status.code(), Some(1));
+    assert!(stderr(&past).contains("is past the data set's"));
+
+    // digits-mlp takes pixels from 0 to 16: 1e9 is far outside.
+    let mut values = vec![1.0f64; 64];
+    values[5] = 1e9;
+    let far = dir.path().join("far.json");
+    std::fs::write(
+        &far,
+        serde_json::json!({ "input_data": [values] }).to_string(),
+    )
+    .unwrap();
+    let refused = prove(&far, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = stderr(&refused);
+    assert!(
+        said.contains("input value 1000000000 (index 5) lies far outside"),
+        "{said}"
+    );
+    assert!(said.contains("--clamp"), "{said}");
+    let clamped = prove(&far, &["--clamp"]);
+    assert!(clamped.status.success(), "{}", stderr(&clamped));
+    assert!(
+        stderr(&clamped).contains("warning: 1 of 64 input values lie outside"),
+        "{}",
+        stderr(&clamped)
+    );
+}

@@ -12,6 +12,8 @@
 //! Each family's test also names the cases that must pass, so that support cannot
 //! silently shrink.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,7 +44,7 @@ fn cases() -> &'static (PathBuf, Vec<Case>) {
     static CASES: OnceLock<(PathBuf, Vec<Case>)> = OnceLock::new();
     CASES.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("onnx-cases");
-        let python = std::env::var("SN2_PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = common::test_python();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/onnx_cases.py");
         let output = Command::new(&python)
             .arg(script)
@@ -51,7 +53,7 @@ fn cases() -> &'static (PathBuf, Vec<Case>) {
             .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
         assert!(
             output.status.success(),
-            "tests/py/onnx_cases.py failed (pip install -r tests/requirements.txt): {}",
+            "tests/py/onnx_cases.py failed (tests/setup.sh installs its packages): {}",
             String::from_utf8_lossy(&output.stderr)
         );
         let manifest: Manifest =

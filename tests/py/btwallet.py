@@ -13,7 +13,7 @@ import sys
 try:
     from bittensor_wallet import Keypair, Wallet
 except ImportError:
-    sys.exit("the PyPI package bittensor-wallet is needed: pip install bittensor-wallet")
+    sys.exit("the PyPI package bittensor-wallet is needed: tests/setup.sh installs it into .venv")
 
 
 def wallet(path, name, hotkey):
