@@ -52,7 +52,8 @@ let
       '';
 
   # Imports `services.sn2.models` into the role's models directory before each start;
-  # importing a model that is already there changes nothing.
+  # importing a model that is already there changes nothing, and a new file under the same
+  # name replaces the old model (`--replace`; its keys are made again).
   importModels =
     role:
     pkgs.writeShellScript "${unit role}-import-models" (
@@ -63,7 +64,7 @@ let
             ${lib.optionalString (
               model.calibration != null
             ) "--calibration ${lib.escapeShellArg model.calibration}"} \
-            --config ${configFile role} > /dev/null
+            --replace --config ${configFile role} > /dev/null
         '') cfg.models
       )
     );
