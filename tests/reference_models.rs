@@ -308,8 +308,14 @@ fn a_proof_verifies_and_every_tampering_is_rejected() {
         ],
     ));
 
+    // A false output, with its real values edited to match, as a cheat would.
     let mut output = proved.file.clone();
     output.output[3] += 1;
+    output.output_values = ModelStore::new(proved.dir.path())
+        .open("mnist-mlp")
+        .unwrap()
+        .model
+        .dequantize_output(&output.output);
     assert!(rejected(verify(&proved, &output, &[])).contains("does not verify"));
 
     let mut input = proved.file.clone();
@@ -489,7 +495,7 @@ fn proving_without_keys_says_how_to_make_them() {
     let out = prove();
     assert_eq!(out.status.code(), Some(1));
     let said = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(said.contains("has no groth16 keys yet"), "{said}");
+    assert!(said.contains("has no groth16-bn254 keys yet"), "{said}");
     // The command in the message works as printed, flags included.
     let command = said
         .split("make them with `")
@@ -507,7 +513,7 @@ fn proving_without_keys_says_how_to_make_them() {
     let again = sn2(&words[1..]);
     assert_eq!(again.status.code(), Some(1));
     let said = String::from_utf8_lossy(&again.stderr).to_string();
-    assert!(said.contains("already has groth16 keys"), "{said}");
+    assert!(said.contains("already has groth16-bn254 keys"), "{said}");
     assert!(said.contains("--force"), "{said}");
 
     std::fs::write(&input, "{\"input_data\": [[1, 2, 3]]}").unwrap();

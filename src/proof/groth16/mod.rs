@@ -104,8 +104,9 @@ impl ProofSystem for Groth16Bn254 {
     ) -> Result<Box<dyn Prover>, ProofError> {
         // The proving key comes from this node's own disk or its validator; checking every
         // point would cost seconds and protect only the prover from itself.
-        let key = ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(proving_key)
-            .map_err(|e| ProofError::MalformedKey(e.to_string()))?;
+        let key = whole_key(proving_key, |bytes| {
+            ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
+        })?;
         let expected_inputs = model.input_len() + 1 + model.output_len() + 1;
         if key.vk.gamma_abc_g1.len() != expected_inputs {
             return Err(ProofError::MalformedKey(
@@ -124,8 +125,9 @@ impl ProofSystem for Groth16Bn254 {
         model: &QuantModel,
         verifying_key: &[u8],
     ) -> Result<Box<dyn Verifier>, ProofError> {
-        let key = VerifyingKey::<Bn254>::deserialize_compressed(verifying_key)
-            .map_err(|e| ProofError::MalformedKey(e.to_string()))?;
+        let key = whole_key(verifying_key, |bytes| {
+            VerifyingKey::<Bn254>::deserialize_compressed(bytes)
+        })?;
         // One point per public input, plus one for the constant.
         let expected = model.input_len() + 1 + model.output_len() + 1;
         if key.gamma_abc_g1.len() != expected {
@@ -150,6 +152,24 @@ impl ProofSystem for Groth16Bn254 {
     }
 }
 
+/// A key read from `bytes` that must be all of them: bytes left over mean the file is not
+/// the key it claims to be (two keys run together, or a key with something appended).
+fn whole_key<T>(
+    bytes: &[u8],
+    read: impl FnOnce(&mut &[u8]) -> Result<T, ark_serialize::SerializationError>,
+) -> Result<T, ProofError> {
+    let mut rest = bytes;
+    let key = read(&mut rest).map_err(|e| ProofError::MalformedKey(e.to_string()))?;
+    if !rest.is_empty() {
+        let count = rest.len();
+        return Err(ProofError::MalformedKey(format!(
+            "the file goes on for {count} {} after the key: it holds more than one key, or something was appended",
+            if count == 1 { "byte" } else { "bytes" }
+        )));
+    }
+    Ok(key)
+}
+
 /// ark-groth16's own prover on the same circuit and key, with the circuit's matrices made
 /// once as this crate's prover makes them: what the tests hold this crate's prover
 /// against, and what `sn2 bench` compares it with.
@@ -163,8 +183,9 @@ pub struct ReferenceProver {
 
 impl ReferenceProver {
     pub fn new(model: Arc<QuantModel>, proving_key: &[u8]) -> Result<Self, ProofError> {
-        let key = ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(proving_key)
-            .map_err(|e| ProofError::MalformedKey(e.to_string()))?;
+        let key = whole_key(proving_key, |bytes| {
+            ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
+        })?;
         let m = constraint_system(&model).matrices();
         Ok(Self {
             model,

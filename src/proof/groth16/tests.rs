@@ -180,6 +180,22 @@ fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
     for len in [0, 1, 31, vk.len() / 2, vk.len() - 1] {
         assert!(Groth16Bn254.verifier(&f.model, &vk[..len]).is_err());
     }
+    // Bytes after a whole key: refused, naming them.
+    let pk_and_more = [pk.as_slice(), &[0]].concat();
+    let refused = Groth16Bn254.prover(f.model.clone(), &pk_and_more).err();
+    let message = refused
+        .expect("a proving key with a byte after it loaded")
+        .to_string();
+    assert!(
+        message.contains("goes on for 1 byte after the key"),
+        "{message}"
+    );
+    let two_vks = [vk.as_slice(), vk.as_slice()].concat();
+    let refused = Groth16Bn254.verifier(&f.model, &two_vks).err();
+    let message = refused
+        .expect("two verifying keys loaded as one")
+        .to_string();
+    assert!(message.contains("bytes after the key"), "{message}");
     for at in (0..vk.len()).step_by(vk.len() / 24) {
         let mut bent = vk.clone();
         bent[at] ^= 0x10;
