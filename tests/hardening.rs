@@ -565,19 +565,19 @@ async fn slow_readers_of_a_large_key_leave_the_validators_memory_flat() {
         "[[chain.neurons]]\nuid = 0\nhotkey = \"{}\"\nvalidator_permit = true\nstake = 1.0\naxon = \"127.0.0.1:{port}\"\n",
         validator.ss58()
     ));
-    // digits-mlp with its keys, the proving key padded to 64 MiB: the prover the
-    // validator checks its keys with at start reads only the key, and the validator
-    // hashes and serves the whole file.
-    let (_, stored) = import_digits(&dir.path().join("models"));
+    // cnn-small with its keys: a real proving key of about 65 MB (a key padded to that
+    // size is refused, rightly, by the prover the validator checks its keys with at start).
+    let (name, onnx, calibration) = sn2::devnet::REFERENCE_MODELS[2];
+    assert_eq!(name, "cnn-small");
+    let stored = ModelStore::new(dir.path().join("models"))
+        .import(onnx, name, &DataSet::parse(calibration).unwrap().inputs)
+        .unwrap();
     let system = proof::default_backend();
     key_files::setup(&stored, system.as_ref()).unwrap();
     let pk_path = key_files::path(&stored, system.name(), key_files::KeyKind::Proving);
-    let mut large = std::fs::read(&pk_path).unwrap();
-    let key_len = large.len();
-    large.resize(64 << 20, 0);
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut large[key_len..]);
+    let large = std::fs::read(&pk_path).unwrap();
+    assert!(large.len() > 60 << 20, "{} bytes", large.len());
     let hash = auth::sha256_hex(&large);
-    std::fs::write(&pk_path, &large).unwrap();
     drop(large);
     let daemon = Daemon::start(env!("CARGO_BIN_EXE_sn2-validator"), &config);
     let pid = daemon.0.id();
