@@ -402,7 +402,7 @@ pub fn table(reports: &[MinerReport]) -> String {
         ));
     }
     out.push_str(
-        "score: validity, speed and proof size of the recent queries; weight: the scores scaled so that the best miner has 1, as set on chain\n",
+        "score: validity and speed of the recent queries, as of now; weight: the scores at the end of the last round, scaled so that the best miner has 1, as set on chain\n",
     );
     out
 }
