@@ -10,7 +10,17 @@ use std::path::{Path, PathBuf};
 /// never a torn write: the bytes go to a temporary file in the same directory, are synced,
 /// and are renamed over `path`. The file is created with `mode` (before any byte is written,
 /// so a secret is never briefly readable by others).
+///
+/// A `path` that is not a regular file (`/dev/null`, `/dev/stdout`, a pipe) is written in
+/// place: renaming over it would replace the device with a plain file, which for root is
+/// allowed, and breaks the whole machine when the device is `/dev/null`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    if let Ok(metadata) = fs::metadata(path)
+        && !metadata.is_file()
+        && !metadata.is_dir()
+    {
+        return OpenOptions::new().write(true).open(path)?.write_all(bytes);
+    }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -74,6 +84,30 @@ pub fn expand_home(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_pipe_is_written_in_place_and_stays_a_pipe() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read(fifo).unwrap())
+        };
+        write_atomic(&fifo, b"proof", 0o644).unwrap();
+        assert_eq!(reader.join().unwrap(), b"proof");
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+    }
 
     #[test]
     fn atomic_write_replaces_and_sets_mode() {
