@@ -8,8 +8,8 @@
 # Needs root, debootstrap, a rustup toolchain in ~/.rustup and ~/.cargo, and the package
 # registries (Debian's mirror, crates.io, PyPI, npm). About 25 minutes on 2 cores; each run
 # starts from a new root. The
-# root gets its own /dev nodes, a fresh devpts and /proc, never the host's /dev: a
-# maintainer script that replaces /dev/null would replace the host's.
+# root gets its own /dev nodes, a fresh devpts and /proc, never the host's /dev, so that
+# nothing run inside can change the host's devices.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/var/tmp/sn2-fresh-debian}
