@@ -256,7 +256,6 @@ pub fn stages_table(results: &[ModelBench]) -> String {
     table
 }
 
-/// The reference models, when run from the repository.
 /// The reference models' folders: in `models/` of the working directory (a checkout),
 /// else in `share/sn2/models` beside the installed binary (the package's copy).
 pub fn default_folders() -> anyhow::Result<Vec<PathBuf>> {

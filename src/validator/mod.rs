@@ -752,17 +752,22 @@ impl Validator {
             if answered.is_empty() {
                 continue;
             }
-            // Verifying is CPU work: off the runtime's threads.
+            // Verifying, and evaluating the model for a refused proof, is CPU work: off
+            // the runtime's threads.
             let me = self.clone();
-            let verdicts = tokio::task::spawn_blocking(move || {
+            let outcomes = tokio::task::spawn_blocking(move || {
                 let verdicts = me.verify_answers(model, &answered);
-                (answered, verdicts)
+                let model_of = &me.models[model].stored.model;
+                answered
+                    .into_iter()
+                    .zip(verdicts)
+                    .map(|((miner, asked), verdict)| (miner, asked.outcome(verdict, model_of)))
+                    .collect::<Vec<_>>()
             })
             .await;
-            match verdicts {
-                Ok((answered, verdicts)) => {
-                    for ((miner, asked), verdict) in answered.into_iter().zip(verdicts) {
-                        let outcome = asked.outcome(verdict, &self.models[model].stored.model);
+            match outcomes {
+                Ok(outcomes) => {
+                    for (miner, outcome) in outcomes {
                         self.record(&miner, model, outcome);
                     }
                 }
