@@ -28,12 +28,16 @@ impl ConfigCommand {
     pub fn run(self) -> anyhow::Result<Outcome> {
         match self {
             ConfigCommand::Check { file, role } => {
-                let loaded = match role {
-                    Some(role) => Config::load_for(&file, role),
-                    None => Config::load(&file),
-                };
-                let config = match loaded {
-                    Ok(config) => config,
+                // Read and parsed once; each role's check is then run on that.
+                let checked = crate::config::read_text(&file).and_then(|text| {
+                    let config = Config::parse(&text, &file)?;
+                    if let Some(role) = role {
+                        config.check_for(role, &text, &file)?;
+                    }
+                    Ok((config, text))
+                });
+                let (config, text) = match checked {
+                    Ok(checked) => checked,
                     Err(error) => {
                         eprintln!("sn2: error: invalid config: {error}");
                         return Ok(Outcome::Failure);
@@ -41,7 +45,7 @@ impl ConfigCommand {
                 };
                 if role.is_none() {
                     for role in [Role::Miner, Role::Validator] {
-                        if let Err(error) = Config::load_for(&file, role) {
+                        if let Err(error) = config.check_for(role, &text, &file) {
                             eprintln!(
                                 "sn2: warning: {} would refuse this file: {error}\n(check a file for one daemon with --role {})",
                                 role.binary_name(),

@@ -540,7 +540,8 @@ fn deserialize_log_filter<'de, D: serde::Deserializer<'de>>(
     Ok(text)
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
+/// A config file's text, for [`Config::parse`] and [`Config::check_for`].
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -550,13 +551,13 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 impl Config {
     /// Reads, checks and resolves a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::parse(&read(path)?, path)
+        Self::parse(&read_text(path)?, path)
     }
 
     /// As [`Config::load`], and checks the file for one daemon: everything that daemon
     /// would refuse at start is refused here, which `sn2 config check --role` relies on.
     pub fn load_for(path: &Path, role: Role) -> Result<Self, ConfigError> {
-        let text = read(path)?;
+        let text = read_text(path)?;
         let config = Self::parse(&text, path)?;
         config.check_for(role, &text, path)?;
         Ok(config)
