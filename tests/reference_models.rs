@@ -91,7 +91,7 @@ const REFERENCE: &[Reference] = &[
     },
     Reference {
         name: "cnn-small",
-        id: "9090ec90e6a7a463e019176e51c46bce16145d06ee6879abd1e021a63f50916f",
+        id: "b477f8d678215ad93a2d04cf3e130be079d81c10ec4cf7b307f420bdb0ae8930",
         bound: 0.06,
         accuracy: None,
     },

@@ -357,6 +357,32 @@ impl Quantizer<'_> {
         }
     }
 
+    /// The node that alone reads what output `out` of `node` becomes under `target`
+    /// (through the Relu or Clip fused into it), when that tensor is not a model output:
+    /// a candidate to fuse into the operator too.
+    pub fn sole_reader(&self, node: usize, out: usize, target: &Target) -> Option<usize> {
+        let t = match target.fused {
+            Some(reader) => self.outputs_of[reader].start,
+            None => self.outputs_of[node].start + out,
+        };
+        match self.consumers[t][..] {
+            [reader] if !self.model_outputs[t] => Some(reader),
+            _ => None,
+        }
+    }
+
+    /// The float operator of `node`.
+    pub fn float_op(&self, node: usize) -> &FloatOp {
+        &self.model.nodes[node].op
+    }
+
+    /// Records that `reader`, a one-output node, was fused into the operator that made
+    /// `id`: its output is `id` at `scale`.
+    pub fn fuse_reader(&mut self, reader: usize, id: TensorId, scale: f64) {
+        self.fused[reader] = true;
+        self.map[self.outputs_of[reader].start] = Some((id, scale));
+    }
+
     /// Records the quantised tensor of output `out` of `node`.
     pub fn map_output(&mut self, node: usize, out: usize, id: TensorId, scale: f64) {
         self.scales[id] = scale;

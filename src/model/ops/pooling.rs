@@ -5,7 +5,9 @@
 //! **Cost.** A max over n values is n − 1 comparisons of 11 constraints (int8 or uint8
 //! inputs). An average is a sum (free) and one rescale by a 12-bit multiplier of
 //! `1/count` (B + 6, B about 8 + log2(count) + 12); windows cut by padding get their own
-//! multiplier. ReduceSum rescales to its calibrated scale the same way.
+//! multiplier. ReduceSum rescales to its calibrated scale the same way. A MaxPool that
+//! alone reads a Conv (through a Relu or Clip) is fused into it instead, and costs what
+//! `linear` says.
 //!
 //! **Quantisation.** Max keeps its input's scale and range; averages keep the scale (an
 //! average cannot leave its inputs' range); sums take a calibrated scale.
@@ -119,7 +121,7 @@ pub(crate) fn reduce_groups(
     Ok((out_shape, groups))
 }
 
-fn window_shape(window: &Window, input: &[usize]) -> Result<Vec<usize>, String> {
+pub(crate) fn window_shape(window: &Window, input: &[usize]) -> Result<Vec<usize>, String> {
     window.check()?;
     let expected = if window.one_dimensional {
         vec![window.batch, window.channels, window.input[1]]
