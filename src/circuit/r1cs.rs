@@ -217,20 +217,31 @@ impl R1cs {
                 value,
             };
         }
+        // Every wire's combination is sorted with the constant one first. The constants
+        // are summed apart, so that what remains is usually still in order (a dot
+        // product over inputs taken in order, a gadget's sum of its own bits) and the
+        // sort below finds it so.
         let mut lc = Lc::with_capacity(terms.iter().map(|(_, w)| w.lc.len()).sum::<usize>() + 1);
+        lc.push((small_integer(constant), Var::One));
         for &(c, wire) in terms {
             if c == 0 {
                 continue;
             }
-            if c == 1 {
-                lc.extend_from_slice(&wire.lc);
-            } else {
-                let c = Fr::from(c);
-                lc.extend(wire.lc.iter().map(|&(f, v)| (c * f, v)));
+            let factor = small_integer(c);
+            for &(f, v) in &wire.lc {
+                let coefficient = if c == 1 {
+                    f
+                } else if f.is_one() {
+                    factor
+                } else {
+                    factor * f
+                };
+                if v == Var::One {
+                    lc[0].0 += coefficient;
+                } else {
+                    lc.push((coefficient, v));
+                }
             }
-        }
-        if constant != 0 {
-            lc.push((Fr::from(constant), Var::One));
         }
         Wire {
             lc: compact(lc),
@@ -366,19 +377,32 @@ impl R1cs {
 
 /// Sorts by variable, merges repeats and drops zero coefficients.
 fn compact(mut lc: Lc) -> Lc {
-    if lc.len() > 1 {
-        lc.sort_unstable_by_key(|&(_, v)| v);
-        let mut out: Lc = Vec::with_capacity(lc.len());
-        for (c, v) in lc {
-            match out.last_mut() {
-                Some((sum, last)) if *last == v => *sum += c,
-                _ => out.push((c, v)),
-            }
-        }
-        lc = out;
+    if !lc.is_sorted_by_key(|&(_, v)| v) {
+        // Stable sort: it merges the sorted runs a sum of combinations is made of in
+        // linear time.
+        lc.sort_by_key(|&(_, v)| v);
     }
+    lc.dedup_by(|next, kept| {
+        let repeat = next.1 == kept.1;
+        if repeat {
+            kept.0 += next.0;
+        }
+        repeat
+    });
     lc.retain(|(c, _)| !c.is_zero());
     lc
+}
+
+/// `c` in the field, from a table for the small integers that weights and gadgets use
+/// most (a conversion costs a field multiplication).
+fn small_integer(c: i128) -> Fr {
+    const LIMIT: i128 = 1 << 10;
+    static TABLE: std::sync::OnceLock<Vec<Fr>> = std::sync::OnceLock::new();
+    if c.abs() > LIMIT {
+        return Fr::from(c);
+    }
+    let table = TABLE.get_or_init(|| (-LIMIT..=LIMIT).map(Fr::from).collect());
+    table[(c + LIMIT) as usize]
 }
 
 impl Arith for R1cs {

@@ -103,20 +103,30 @@ impl ProofSystem for Groth16Bn254 {
         proving_key: &[u8],
     ) -> Result<Box<dyn Prover>, ProofError> {
         // The proving key comes from this node's own disk or its validator; checking every
-        // point would cost seconds and protect only the prover from itself.
-        let key = whole_key(proving_key, |bytes| {
-            ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
-        })?;
+        // point would cost seconds and protect only the prover from itself. Reading it and
+        // making the circuit's matrices take about as long each, so they run side by side
+        // (a one-shot `sn2 prove` pays for both).
+        let (key, shape) = rayon::join(
+            || {
+                let key = whole_key(proving_key, |bytes| {
+                    ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
+                })?;
+                let b_g2 = prover::SparseBases::of(&key);
+                Ok::<_, ProofError>((key, b_g2))
+            },
+            || prover::CircuitShape::of(&constraint_system(&model)),
+        );
+        let (key, b_g2) = key?;
         let expected_inputs = model.input_len() + 1 + model.output_len() + 1;
         if key.vk.gamma_abc_g1.len() != expected_inputs {
             return Err(ProofError::MalformedKey(
                 "the proving key is for another model".into(),
             ));
         }
-        let shape = prover::CircuitShape::of(&constraint_system(&model))?;
+        let shape = shape?;
         Ok(Box::new(Groth16Prover {
             model,
-            keyed: prover::KeyedShape::new(key, shape),
+            keyed: prover::KeyedShape::new(key, b_g2, shape),
         }))
     }
 

@@ -128,26 +128,31 @@ fn evaluate(row: &[(Fr, usize)], z: &[Fr]) -> Fr {
 pub(super) struct KeyedShape {
     pub(super) key: ProvingKey<Bn254>,
     pub(super) shape: CircuitShape,
-    /// The variables with a point in B's G2 query, and those points: most variables (the
-    /// bits of range checks, the outputs of lookups) never appear in a B row.
-    b_g2_variables: Vec<usize>,
-    b_g2_bases: Vec<G2Affine>,
+    b_g2: SparseBases,
 }
 
-impl KeyedShape {
-    pub(super) fn new(key: ProvingKey<Bn254>, shape: CircuitShape) -> Self {
-        let (b_g2_variables, b_g2_bases) = key.b_g2_query[1..]
+/// The variables with a point in B's G2 query, and those points: most variables (the
+/// bits of range checks, the outputs of lookups) never appear in a B row.
+pub(super) struct SparseBases {
+    variables: Vec<usize>,
+    bases: Vec<G2Affine>,
+}
+
+impl SparseBases {
+    pub(super) fn of(key: &ProvingKey<Bn254>) -> Self {
+        let (variables, bases) = key.b_g2_query[1..]
             .iter()
             .enumerate()
             .filter(|(_, point)| !point.is_zero())
             .map(|(i, point)| (i, *point))
             .unzip();
-        Self {
-            key,
-            shape,
-            b_g2_variables,
-            b_g2_bases,
-        }
+        Self { variables, bases }
+    }
+}
+
+impl KeyedShape {
+    pub(super) fn new(key: ProvingKey<Bn254>, b_g2: SparseBases, shape: CircuitShape) -> Self {
+        Self { key, shape, b_g2 }
     }
 }
 
@@ -190,10 +195,10 @@ pub(super) fn prove(keyed: &KeyedShape, z: &[Fr], r: Fr, s: Fr) -> (Proof<Bn254>
     timings.b_g1 = started.elapsed();
 
     let started = Instant::now();
-    let b_g2_scalars: Vec<_> = keyed.b_g2_variables.iter().map(|&i| scalars[i]).collect();
+    let b_g2_scalars: Vec<_> = keyed.b_g2.variables.iter().map(|&i| scalars[i]).collect();
     let b_g2 = pk.vk.beta_g2.into_group()
         + pk.b_g2_query[0]
-        + G2Projective::msm_bigint(&keyed.b_g2_bases, &b_g2_scalars)
+        + G2Projective::msm_bigint(&keyed.b_g2.bases, &b_g2_scalars)
         + pk.vk.delta_g2 * s;
     timings.b_g2 = started.elapsed();
 
