@@ -37,6 +37,9 @@ pub struct ModelBench {
     pub setup_ms: f64,
     pub prove_1_thread_ms: f64,
     pub prove_2_threads_ms: f64,
+    /// A whole `sn2 prove` process (median wall time): reading the model and the key,
+    /// making the circuit's matrices, proving with the default threads, writing the file.
+    pub prove_process_ms: Option<f64>,
     pub verify_ms: f64,
     /// Proofs per second checked in batches of [`BATCH`] (one multi-pairing per batch).
     pub batch_verify_per_s: f64,
@@ -179,6 +182,7 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
         .collect::<Result<Vec<_>, _>>()?;
     let batch_verify_per_s = batch_throughput(verifier.as_ref(), &statement, &proof)?;
     let operators = system.circuit_costs(&model)?;
+    let prove_process_ms = prove_process(&stored, system.as_ref(), &keys, &calibration[0], runs)?;
     Ok(ModelBench {
         model: name,
         constraints: operators.iter().map(|(_, n)| n).sum(),
@@ -186,6 +190,7 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
         setup_ms: setup.as_secs_f64() * 1000.0,
         prove_1_thread_ms: prove_ms[0],
         prove_2_threads_ms: prove_ms[1],
+        prove_process_ms,
         verify_ms: median(verify_times),
         batch_verify_per_s,
         prove_stages_ms: stages
@@ -198,6 +203,64 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
         peak_memory_mib: peak,
         setup_peak_memory_mib: setup_peak,
     })
+}
+
+/// The median wall time of `runs` whole `sn2 prove` processes on `input`, with the keys
+/// written into the model's folder as `sn2 model setup` writes them; `None` when this
+/// process is not the `sn2` binary (a test's).
+fn prove_process(
+    stored: &crate::model::StoredModel,
+    system: &dyn proof::ProofSystem,
+    keys: &proof::KeyPair,
+    input: &[f32],
+    runs: usize,
+) -> anyhow::Result<Option<f64>> {
+    use crate::proof::keys::{self as key_files, KeyKind};
+    let exe = std::env::current_exe()?;
+    if exe.file_stem().and_then(|n| n.to_str()) != Some("sn2") {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(stored.keys_dir())?;
+    for (kind, payload) in [
+        (KeyKind::Proving, &keys.proving),
+        (KeyKind::Verifying, &keys.verifying),
+    ] {
+        let bytes = key_files::encode(kind, system.name(), &stored.id, payload);
+        std::fs::write(key_files::path(stored, system.name(), kind), bytes)?;
+    }
+    let work = stored.keys_dir();
+    let input_file = work.join("bench-input.json");
+    std::fs::write(
+        &input_file,
+        serde_json::to_vec(&serde_json::json!({ "input_data": [input] }))?,
+    )?;
+    let models_dir = stored
+        .dir
+        .parent()
+        .context("a stored model lives in a models directory")?;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let status = std::process::Command::new(&exe)
+            .arg("prove")
+            .args(["--model", &stored.id.to_hex()])
+            .arg("--models-dir")
+            .arg(models_dir)
+            .arg("--input")
+            .arg(&input_file)
+            .arg("--out")
+            .arg(work.join("bench-proof.json"))
+            // Any hotkey will do: the miner is only an input of the binding.
+            .args([
+                "--miner",
+                "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        times.push(start.elapsed());
+        anyhow::ensure!(status.success(), "`sn2 prove` failed: {status}");
+    }
+    Ok(Some(median(times)))
 }
 
 /// Proofs per batch in the batch-verification figure: about a round's answers for one
@@ -286,18 +349,22 @@ pub fn default_folders() -> anyhow::Result<Vec<PathBuf>> {
 
 pub fn markdown_table(results: &[ModelBench]) -> String {
     let mut table = String::from(
-        "| model | constraints | setup | setup memory | prove, 1 thread | prove, 2 threads | verify | proof | proving key | verifying key | prove memory |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| model | constraints | setup | setup memory | prove, 1 thread | prove, 2 threads | whole `sn2 prove` | verify | proof | proving key | verifying key | prove memory |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in results {
         table.push_str(&format!(
-            "| {} | {} | {:.0} ms | {} | {:.1} ms | {:.1} ms | {:.2} ms | {} B | {:.2} MB | {:.1} KB | {} |\n",
+            "| {} | {} | {:.0} ms | {} | {:.1} ms | {:.1} ms | {} | {:.2} ms | {} B | {:.2} MB | {:.1} KB | {} |\n",
             r.model,
             r.constraints,
             r.setup_ms,
             r.setup_peak_memory_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
             r.prove_1_thread_ms,
             r.prove_2_threads_ms,
+            r.prove_process_ms.map_or("n/a".into(), |t| format!(
+                "{t:.1} ms (+{:.0}%)",
+                (t / r.prove_2_threads_ms - 1.0) * 100.0
+            )),
             r.verify_ms,
             r.proof_bytes,
             r.proving_key_bytes as f64 / 1e6,
