@@ -5,7 +5,8 @@
 #     module (python3-venv), Node.js and npm (for chopsticks);
 #   - the Python packages of tests/requirements.txt into .venv, which the tests use
 #     (SN2_PYTHON overrides it), so Debian's own Python stays untouched;
-#   - chopsticks into tests/chopsticks/node_modules, from its lock file, and where the
+#   - chopsticks into tests/chopsticks/node_modules and snarkjs into
+#     tests/snarkjs/node_modules, from their lock files, and where the
 #     system's Node.js is too old for it, Node.js 22 from the npm registry.
 # Run it as root, or as a user who may use sudo. Running it again changes nothing.
 set -euo pipefail
@@ -51,3 +52,5 @@ fi
 # --ignore-scripts: chopsticks' optional database (sqlite3) would be compiled with
 # node-gyp, minutes of work the tests never use (they run chopsticks without --db).
 npm ci --prefix tests/chopsticks --ignore-scripts --no-audit --no-fund --loglevel=error
+# snarkjs, the peer the ceremony tests check powers-of-tau files against (pure JavaScript).
+npm ci --prefix tests/snarkjs --ignore-scripts --no-audit --no-fund --loglevel=error

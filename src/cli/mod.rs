@@ -3,6 +3,7 @@
 //! the top, with their whole chain of causes.
 
 mod bench_cmd;
+mod ceremony_cmd;
 mod config_cmd;
 mod devnet_cmd;
 mod infer_cmd;
@@ -46,6 +47,9 @@ enum Command {
     Prove(proof_cmd::ProveArgs),
     /// Check a proof file.
     Verify(proof_cmd::VerifyArgs),
+    /// Public setups that make keys anyone can trust (phase 1: powers of tau).
+    #[command(subcommand)]
+    Ceremony(ceremony_cmd::CeremonyCommand),
     /// Ask a validator's user API for a proved answer, and verify the proof here.
     Infer(infer_cmd::InferArgs),
     /// Measure circuit sizes, proving and verifying times, and memory on this machine.
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Model(command) => command.run(),
         Command::Prove(args) => args.run(),
         Command::Verify(args) => args.run(),
+        Command::Ceremony(command) => command.run(),
         Command::Infer(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::Devnet(args) => args.run(),

@@ -14,6 +14,7 @@ mod circuit;
 pub mod file;
 pub mod groth16;
 pub mod keys;
+pub mod ptau;
 #[cfg(test)]
 mod tests;
 

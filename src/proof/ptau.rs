@@ -1,0 +1,366 @@
+//! Powers of tau in snarkjs's `.ptau` format, the format of the Perpetual Powers of Tau and
+//! Hermez files for BN254: phase 1 of a Groth16 setup that is sound if any one of its
+//! contributors was honest. This module reads such a file and checks that it is what it
+//! claims to be: every point on its curve and in its subgroup, and every power consistent
+//! with the one before through pairings (one random linear combination per list, so the
+//! check costs two multi-scalar multiplications and a pairing per list, not a pairing per
+//! point). The chain of contributions inside the file (who contributed, in what order) is
+//! counted, not replayed: what the checks establish is that the file holds the powers of
+//! one secret τ, α and β, which is what a phase 2 needs.
+//!
+//! The layout: `ptau`, a version (1) and a section count, then sections of (id u32, size
+//! u64, bytes), all little-endian. Section 1 is the header (field size, the base field's
+//! modulus, the power `p` and the ceremony's power), 2 holds τ^i·G1 for i < 2^(p+1) − 1,
+//! 3 τ^i·G2 for i < 2^p, 4 and 5 α·τ^i·G1 and β·τ^i·G1 for i < 2^p, 6 β·G2, 7 the
+//! contributions. Points are affine coordinates in Montgomery form (32 bytes each, G2's
+//! as c0, c1), the point at infinity all zeros. `prepare phase2` adds the Lagrange forms
+//! (sections 12 to 15), which are not read here.
+
+use ark_bn254::{Bn254, Fq, Fq2, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_ec::pairing::Pairing;
+use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
+use ark_ff::{BigInt, PrimeField, UniformRand, Zero};
+use rand_core::OsRng;
+use rayon::prelude::*;
+
+/// The largest power read: 2^28 points, the size of the largest public files.
+pub const MAX_POWER: u32 = 28;
+
+const G1_BYTES: usize = 64;
+const G2_BYTES: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PtauError {
+    #[error("not a powers-of-tau file: {0}")]
+    Format(String),
+    #[error("{0}")]
+    Curve(String),
+    #[error("the powers are not consistent: {0}; the file is damaged or was made wrongly")]
+    Inconsistent(String),
+}
+
+/// The powers of τ, α and β of a `.ptau` file, up to its power.
+#[derive(Debug, Clone)]
+pub struct Ptau {
+    /// The file holds 2^power powers (twice as many τ^i·G1).
+    pub power: u32,
+    /// The power of the ceremony the file was cut from.
+    pub ceremony_power: u32,
+    pub tau_g1: Vec<G1Affine>,
+    pub tau_g2: Vec<G2Affine>,
+    pub alpha_tau_g1: Vec<G1Affine>,
+    pub beta_tau_g1: Vec<G1Affine>,
+    pub beta_g2: G2Affine,
+    /// Contributions recorded in the file (0 for a file no one contributed to).
+    pub contributions: u32,
+    /// Whether `prepare phase2` added the Lagrange forms.
+    pub prepared: bool,
+}
+
+/// The sections of a file by id.
+struct Sections<'a>(Vec<(u32, &'a [u8])>);
+
+impl<'a> Sections<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, PtauError> {
+        let bad = |reason: &str| PtauError::Format(reason.to_string());
+        if bytes.len() < 12 || &bytes[..4] != b"ptau" {
+            return Err(bad("it does not start with `ptau`"));
+        }
+        let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        if version != 1 {
+            return Err(PtauError::Format(format!(
+                "version {version}; sn2 reads version 1"
+            )));
+        }
+        let count = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        let mut rest = &bytes[12..];
+        let mut sections: Vec<(u32, &[u8])> = Vec::new();
+        for _ in 0..count {
+            if rest.len() < 12 {
+                return Err(bad("a section header is cut off"));
+            }
+            let id = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+            let size = u64::from_le_bytes(rest[4..12].try_into().expect("8 bytes"));
+            rest = &rest[12..];
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&size| size <= rest.len())
+                .ok_or_else(|| {
+                    PtauError::Format(format!("section {id} runs past the end of the file"))
+                })?;
+            if sections.iter().any(|(seen, _)| *seen == id) {
+                return Err(PtauError::Format(format!("section {id} appears twice")));
+            }
+            sections.push((id, &rest[..size]));
+            rest = &rest[size..];
+        }
+        if !rest.is_empty() {
+            return Err(PtauError::Format(format!(
+                "{} bytes after the last section",
+                rest.len()
+            )));
+        }
+        Ok(Self(sections))
+    }
+
+    fn get(&self, id: u32) -> Option<&'a [u8]> {
+        self.0.iter().find(|(i, _)| *i == id).map(|(_, s)| *s)
+    }
+
+    fn require(&self, id: u32, what: &str) -> Result<&'a [u8], PtauError> {
+        self.get(id)
+            .ok_or_else(|| PtauError::Format(format!("section {id} ({what}) is missing")))
+    }
+}
+
+/// A base field element from 32 little-endian bytes in Montgomery form.
+fn field(bytes: &[u8]) -> Option<Fq> {
+    let limbs: [u64; 4] =
+        std::array::from_fn(|i| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap()));
+    let repr = BigInt::new(limbs);
+    (repr < Fq::MODULUS).then(|| Fq::new_unchecked(repr))
+}
+
+fn g1(bytes: &[u8]) -> Option<G1Affine> {
+    let (x, y) = (field(&bytes[..32])?, field(&bytes[32..64])?);
+    if x.is_zero() && y.is_zero() {
+        return Some(G1Affine::zero());
+    }
+    let point = G1Affine::new_unchecked(x, y);
+    (point.is_on_curve() && point.is_in_correct_subgroup_assuming_on_curve()).then_some(point)
+}
+
+fn g2(bytes: &[u8]) -> Option<G2Affine> {
+    let coordinates: Vec<Fq> = (0..4)
+        .map(|i| field(&bytes[i * 32..i * 32 + 32]))
+        .collect::<Option<_>>()?;
+    let x = Fq2::new(coordinates[0], coordinates[1]);
+    let y = Fq2::new(coordinates[2], coordinates[3]);
+    if x.is_zero() && y.is_zero() {
+        return Some(G2Affine::zero());
+    }
+    let point = G2Affine::new_unchecked(x, y);
+    (point.is_on_curve() && point.is_in_correct_subgroup_assuming_on_curve()).then_some(point)
+}
+
+/// `count` points of `size` bytes each from `section`, each decoded by `decode` and
+/// checked (on the curve, in the subgroup) in parallel.
+fn points<P: Send>(
+    section: &[u8],
+    count: usize,
+    size: usize,
+    what: &str,
+    decode: fn(&[u8]) -> Option<P>,
+) -> Result<Vec<P>, PtauError> {
+    if section.len() < count * size {
+        return Err(PtauError::Format(format!(
+            "{what}: {} bytes, {} expected",
+            section.len(),
+            count * size
+        )));
+    }
+    section[..count * size]
+        .par_chunks(size)
+        .enumerate()
+        .map(|(i, bytes)| {
+            decode(bytes).ok_or_else(|| {
+                PtauError::Curve(format!(
+                    "{what}, point {i}: not a point of the curve's prime-order group (or a coordinate out of range)"
+                ))
+            })
+        })
+        .collect()
+}
+
+impl Ptau {
+    /// Reads a `.ptau` file, checking each point; the powers' consistency is [`Ptau::check`].
+    pub fn read(bytes: &[u8]) -> Result<Self, PtauError> {
+        let sections = Sections::parse(bytes)?;
+        let header = sections.require(1, "header")?;
+        if header.len() != 4 + 32 + 8 {
+            return Err(PtauError::Format(
+                "the header is not that of a 32-byte field".into(),
+            ));
+        }
+        let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+        let modulus: BigInt<4> = BigInt::new(std::array::from_fn(|i| {
+            u64::from_le_bytes(header[4 + i * 8..12 + i * 8].try_into().unwrap())
+        }));
+        if word(0) != 32 || modulus != Fq::MODULUS {
+            return Err(PtauError::Format(
+                "the file is for another curve than BN254 (bn128)".into(),
+            ));
+        }
+        let (power, ceremony_power) = (word(36), word(40));
+        if power == 0 || power > MAX_POWER || ceremony_power < power {
+            return Err(PtauError::Format(format!(
+                "power {power} (of a ceremony of power {ceremony_power}); 1 to {MAX_POWER} expected"
+            )));
+        }
+        let n = 1usize << power;
+        let tau_g1 = points(
+            sections.require(2, "τ·G1")?,
+            2 * n - 1,
+            G1_BYTES,
+            "τ·G1",
+            g1,
+        )?;
+        let tau_g2 = points(sections.require(3, "τ·G2")?, n, G2_BYTES, "τ·G2", g2)?;
+        let alpha_tau_g1 = points(sections.require(4, "α·τ·G1")?, n, G1_BYTES, "α·τ·G1", g1)?;
+        let beta_tau_g1 = points(sections.require(5, "β·τ·G1")?, n, G1_BYTES, "β·τ·G1", g1)?;
+        let beta_g2 = points(sections.require(6, "β·G2")?, 1, G2_BYTES, "β·G2", g2)?[0];
+        let contributions = match sections.get(7) {
+            Some(section) if section.len() >= 4 => {
+                u32::from_le_bytes(section[..4].try_into().expect("4 bytes"))
+            }
+            _ => 0,
+        };
+        Ok(Self {
+            power,
+            ceremony_power,
+            tau_g1,
+            tau_g2,
+            alpha_tau_g1,
+            beta_tau_g1,
+            beta_g2,
+            contributions,
+            prepared: (12..=15).all(|id| sections.get(id).is_some()),
+        })
+    }
+
+    /// Checks that the points are the powers of one τ, α and β: each list's points are
+    /// its first point times τ^i (for random `r`, `e(Σ r_i·P_i, τ·G2) = e(Σ r_i·P_(i+1),
+    /// G2)`), the lists start where they must, and none of τ, α, β is zero.
+    pub fn check(&self) -> Result<(), PtauError> {
+        let g1 = G1Affine::generator();
+        let g2 = G2Affine::generator();
+        let wrong = |reason: &str| Err(PtauError::Inconsistent(reason.to_string()));
+        if self.tau_g1[0] != g1 || self.tau_g2[0] != g2 {
+            return wrong("the powers do not start at the curves' generators");
+        }
+        if self.tau_g1.len() < 2 || self.tau_g1[1].is_zero() || self.tau_g2[1].is_zero() {
+            return wrong("τ is zero");
+        }
+        if self.alpha_tau_g1[0].is_zero() || self.beta_tau_g1[0].is_zero() {
+            return wrong("α or β is zero");
+        }
+        let tau = self.tau_g2[1];
+        // Successive G1 points differ by τ, checked in G2 against τ·G2.
+        for (list, what) in [
+            (&self.tau_g1, "τ^i·G1"),
+            (&self.alpha_tau_g1, "α·τ^i·G1"),
+            (&self.beta_tau_g1, "β·τ^i·G1"),
+        ] {
+            let (here, next) = shifted_sums_g1(list);
+            if !equal_pairings((here, tau), (next, g2)) {
+                return Err(PtauError::Inconsistent(format!(
+                    "{what}: one point is not the one before times τ"
+                )));
+            }
+        }
+        let (here, next) = shifted_sums_g2(&self.tau_g2);
+        if !equal_pairings((self.tau_g1[1], here), (g1, next)) {
+            return wrong("τ^i·G2: one point is not the one before times τ");
+        }
+        if !equal_pairings((self.beta_tau_g1[0], g2), (g1, self.beta_g2)) {
+            return wrong("β·G2 is not β times G2 for the β of β·τ^i·G1");
+        }
+        Ok(())
+    }
+}
+
+fn random_scalars(count: usize) -> Vec<Fr> {
+    let mut rng = OsRng;
+    (0..count).map(|_| Fr::rand(&mut rng)).collect()
+}
+
+/// `(Σ r_i·P_i, Σ r_i·P_(i+1))` over consecutive points, for fresh random `r`.
+fn shifted_sums_g1(points: &[G1Affine]) -> (G1Affine, G1Affine) {
+    let r = random_scalars(points.len() - 1);
+    let here = G1Projective::msm(&points[..points.len() - 1], &r).expect("equal lengths");
+    let next = G1Projective::msm(&points[1..], &r).expect("equal lengths");
+    (here.into_affine(), next.into_affine())
+}
+
+fn shifted_sums_g2(points: &[G2Affine]) -> (G2Affine, G2Affine) {
+    let r = random_scalars(points.len() - 1);
+    let here = G2Projective::msm(&points[..points.len() - 1], &r).expect("equal lengths");
+    let next = G2Projective::msm(&points[1..], &r).expect("equal lengths");
+    (here.into_affine(), next.into_affine())
+}
+
+/// Whether `e(a.0, a.1) = e(b.0, b.1)`, as one multi-pairing.
+fn equal_pairings(a: (G1Affine, G2Affine), b: (G1Affine, G2Affine)) -> bool {
+    Bn254::multi_pairing([a.0, -b.0], [a.1, b.1]).is_zero()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ark_ec::short_weierstrass::SWCurveConfig;
+    use ark_ff::Field;
+
+    fn montgomery_bytes(x: Fq) -> Vec<u8> {
+        x.0.0.iter().flat_map(|limb| limb.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_g2_point_on_the_curve_but_outside_the_group_is_refused() {
+        // BN254's G2 curve has a large cofactor: a point found by solving for y from a
+        // small x is on the curve and, but for a vanishing chance, outside the subgroup.
+        let b = ark_bn254::g2::Config::COEFF_B;
+        let (x, y) = (1u64..)
+            .find_map(|i| {
+                let x = Fq2::new(Fq::from(i), Fq::zero());
+                (x * x * x + b).sqrt().map(|y| (x, y))
+            })
+            .unwrap();
+        let point = G2Affine::new_unchecked(x, y);
+        assert!(point.is_on_curve() && !point.is_in_correct_subgroup_assuming_on_curve());
+        let bytes: Vec<u8> = [x.c0, x.c1, y.c0, y.c1]
+            .into_iter()
+            .flat_map(montgomery_bytes)
+            .collect();
+        assert!(g2(&bytes).is_none());
+        // The generator, written the same way, is read back.
+        let generator = G2Affine::generator();
+        let (gx, gy) = generator.xy().unwrap();
+        let bytes: Vec<u8> = [gx.c0, gx.c1, gy.c0, gy.c1]
+            .into_iter()
+            .flat_map(montgomery_bytes)
+            .collect();
+        assert_eq!(g2(&bytes), Some(generator));
+    }
+
+    #[test]
+    fn a_coordinate_at_or_above_the_modulus_is_refused() {
+        let modulus: Vec<u8> = Fq::MODULUS
+            .0
+            .iter()
+            .flat_map(|limb| limb.to_le_bytes())
+            .collect();
+        assert!(field(&modulus).is_none());
+        let mut below = Fq::MODULUS;
+        below.0[0] -= 1;
+        let below: Vec<u8> = below.0.iter().flat_map(|limb| limb.to_le_bytes()).collect();
+        assert!(field(&below).is_some());
+        // The point at infinity is all zeros.
+        assert_eq!(g1(&[0; 64]), Some(G1Affine::zero()));
+    }
+
+    #[test]
+    fn malformed_files_get_a_format_error_and_never_panic() {
+        let mut file = b"ptau".to_vec();
+        file.extend(1u32.to_le_bytes());
+        file.extend(1u32.to_le_bytes());
+        for tail in [
+            vec![],
+            vec![1, 0, 0, 0],
+            [1u32.to_le_bytes().to_vec(), u64::MAX.to_le_bytes().to_vec()].concat(),
+            [1u32.to_le_bytes().to_vec(), 0u64.to_le_bytes().to_vec()].concat(),
+        ] {
+            let bytes = [file.clone(), tail].concat();
+            assert!(matches!(Ptau::read(&bytes), Err(PtauError::Format(_))));
+        }
+    }
+}

