@@ -228,6 +228,20 @@ impl Daemon {
         }
     }
 
+    /// The daemon's own `ready` line, logged once every listener is bound; not a line
+    /// that only contains the word (a model's, or "already").
+    fn wait_for_ready(&mut self) -> String {
+        loop {
+            let line = self.wait_for("ready");
+            if line.contains(": ready ")
+                || line.ends_with(": ready")
+                || line.contains("\"message\":\"ready\"")
+            {
+                return line;
+            }
+        }
+    }
+
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
@@ -262,7 +276,7 @@ fn daemons_start_from_the_config_and_stop_cleanly_on_sigterm() {
         env!("CARGO_BIN_EXE_sn2-validator"),
     ] {
         let mut daemon = Daemon::start(binary, &config);
-        daemon.wait_for("ready");
+        daemon.wait_for_ready();
         daemon.signal("TERM");
         let (status, lines) = daemon.finish();
         assert!(status.success(), "{binary}: {status:?} {lines:#?}");
@@ -279,7 +293,7 @@ fn daemons_stop_on_ctrl_c_and_log_json_without_secrets() {
         serde_json::from_slice(&std::fs::read(dir.path().join("wallets/ops/hotkeys/m1")).unwrap())
             .unwrap();
     let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), &config);
-    let ready = daemon.wait_for("ready");
+    let ready = daemon.wait_for_ready();
     let event: serde_json::Value = serde_json::from_str(&ready).expect("a JSON log line");
     assert_eq!(event["hotkey"], stored["ss58Address"]);
     daemon.signal("INT");
@@ -619,10 +633,10 @@ fn daemons_with_credential_hotkeys_run_rounds_as_the_nixos_module_starts_them() 
     }
 
     let mut validator = Daemon::start(env!("CARGO_BIN_EXE_sn2-validator"), &configs[0]);
-    validator.wait_for("ready");
+    validator.wait_for_ready();
     let mut miner = Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), &configs[1]);
     miner.wait_for(&addresses[1]);
-    miner.wait_for("ready");
+    miner.wait_for_ready();
 
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], validator_metrics));
     let verified = |page: &str| {

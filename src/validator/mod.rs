@@ -296,7 +296,7 @@ impl Validator {
                 &hotkey,
             )?;
             drop(proving);
-            tracing::info!(model = %stored.info.name, fingerprint = %verifying_key_hash, "model ready");
+            tracing::info!(model = %stored.info.name, fingerprint = %verifying_key_hash, "model loaded, its keys checked");
             models.push(ModelEntry {
                 verifying_key_hash,
                 canonical: tokio::sync::OnceCell::new(),
