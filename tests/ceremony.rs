@@ -1,7 +1,9 @@
 //! Phase 1 of a public setup against its real peer: snarkjs (from npm, installed into
 //! `tests/snarkjs` by `tests/setup.sh`) makes powers-of-tau files, `sn2 ceremony ptau
-//! verify` accepts them, and refuses each kind of damage: a point off its curve, a valid
-//! point in the wrong place in each list, a cut-off file. Without snarkjs the test is
+//! verify` accepts them (the Lagrange forms of `prepare phase2` too, which shows that
+//! sn2's domains of roots of unity are snarkjs's), and refuses each kind of damage: a point
+//! off its curve, a valid point in the wrong place in each list and in the Lagrange forms,
+//! a cut-off file. Without snarkjs the test is
 //! skipped with a message, unless `SN2_REQUIRE_CHAIN=1` (the flag that requires the npm
 //! peers `tests/setup.sh` installs), where that is a failure.
 
@@ -175,6 +177,33 @@ fn snarkjs_powers_of_tau_are_accepted_and_every_kind_of_damage_is_refused() {
     let (beta, tau) = (section(&good, 6), section(&good, 3));
     bytes[beta..beta + 128].copy_from_slice(&good[tau + 128..tau + 256]);
     refused("beta-g2.ptau", bytes, "β·G2 is not β times G2");
+    // The Lagrange forms of a prepared file: two points of one domain swapped, in G1 and
+    // in G2 (the forms are checked against the powers, which are unchanged).
+    let prepared = std::fs::read(d.join("final.ptau")).unwrap();
+    let swap = |id: u32, size: usize, a: usize, b: usize| {
+        let start = section(&prepared, id);
+        let mut bytes = prepared.clone();
+        let (pa, pb) = (start + a * size, start + b * size);
+        bytes[pa..pa + size].copy_from_slice(&prepared[pb..pb + size]);
+        bytes[pb..pb + size].copy_from_slice(&prepared[pa..pa + size]);
+        bytes
+    };
+    // Domains of 1, 2, 4, 8 points: the one of 8 starts at point 7.
+    refused(
+        "lagrange-g1.ptau",
+        swap(12, 64, 8, 9),
+        "the Lagrange form of τ·G1 is not that of its powers",
+    );
+    refused(
+        "lagrange-g2.ptau",
+        swap(13, 128, 3, 4),
+        "the Lagrange form of τ·G2 is not that of its powers",
+    );
+    refused(
+        "lagrange-beta.ptau",
+        swap(15, 64, 1, 2),
+        "the Lagrange form of β·τ·G1 is not that of its powers",
+    );
     // Cut off, or not a ptau file at all.
     refused(
         "short.ptau",

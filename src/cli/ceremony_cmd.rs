@@ -43,7 +43,7 @@ impl CeremonyCommand {
                             ptau.ceremony_power,
                             ptau.contributions,
                             if ptau.contributions == 1 { "" } else { "s" },
-                            if ptau.prepared {
+                            if ptau.prepared() {
                                 ", prepared for phase 2"
                             } else {
                                 ""

@@ -13,13 +13,17 @@
 //! modulus, the power `p` and the ceremony's power), 2 holds τ^i·G1 for i < 2^(p+1) − 1,
 //! 3 τ^i·G2 for i < 2^p, 4 and 5 α·τ^i·G1 and β·τ^i·G1 for i < 2^p, 6 β·G2, 7 the
 //! contributions. Points are affine coordinates in Montgomery form (32 bytes each, G2's
-//! as c0, c1), the point at infinity all zeros. `prepare phase2` adds the Lagrange forms
-//! (sections 12 to 15), which are not read here.
+//! as c0, c1), the point at infinity all zeros. `prepare phase2` adds the Lagrange forms,
+//! what a phase 2 uses: sections 12 to 15 hold, for each domain of 2^k roots of unity
+//! (k from 0 to p, and p + 1 for τ·G1), the points `L_i(τ)·G` of the first 2^k powers of
+//! its list. They are checked against the powers: for random `r` on a domain,
+//! `Σ r_i·L_i(τ)·G = Σ c_j·τ^j·G` where `c` is the inverse FFT of `r`.
 
 use ark_bn254::{Bn254, Fq, Fq2, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::pairing::Pairing;
 use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
 use ark_ff::{BigInt, PrimeField, UniformRand, Zero};
+use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use rand_core::OsRng;
 use rayon::prelude::*;
 
@@ -53,8 +57,18 @@ pub struct Ptau {
     pub beta_g2: G2Affine,
     /// Contributions recorded in the file (0 for a file no one contributed to).
     pub contributions: u32,
-    /// Whether `prepare phase2` added the Lagrange forms.
-    pub prepared: bool,
+    /// The Lagrange forms `prepare phase2` added, when it did.
+    pub lagrange: Option<Lagrange>,
+}
+
+/// The Lagrange forms of a prepared file, each list's domains one after another (sizes 1,
+/// 2, 4, ...).
+#[derive(Debug, Clone)]
+pub struct Lagrange {
+    pub tau_g1: Vec<G1Affine>,
+    pub tau_g2: Vec<G2Affine>,
+    pub alpha_tau_g1: Vec<G1Affine>,
+    pub beta_tau_g1: Vec<G1Affine>,
 }
 
 /// The sections of a file by id.
@@ -224,8 +238,13 @@ impl Ptau {
             beta_tau_g1,
             beta_g2,
             contributions,
-            prepared: (12..=15).all(|id| sections.get(id).is_some()),
+            lagrange: Lagrange::read(&sections, n)?,
         })
+    }
+
+    /// Whether the file holds the Lagrange forms a phase 2 needs.
+    pub fn prepared(&self) -> bool {
+        self.lagrange.is_some()
     }
 
     /// Checks that the points are the powers of one τ, α and β: each list's points are
@@ -265,8 +284,100 @@ impl Ptau {
         if !equal_pairings((self.beta_tau_g1[0], g2), (g1, self.beta_g2)) {
             return wrong("β·G2 is not β times G2 for the β of β·τ^i·G1");
         }
+        if let Some(lagrange) = &self.lagrange {
+            let lists_g1 = [
+                (&lagrange.tau_g1, &self.tau_g1, "τ·G1"),
+                (&lagrange.alpha_tau_g1, &self.alpha_tau_g1, "α·τ·G1"),
+                (&lagrange.beta_tau_g1, &self.beta_tau_g1, "β·τ·G1"),
+            ];
+            for (forms, powers, what) in lists_g1 {
+                if !lagrange_matches::<G1Projective>(forms, powers) {
+                    return Err(PtauError::Inconsistent(format!(
+                        "the Lagrange form of {what} is not that of its powers"
+                    )));
+                }
+            }
+            if !lagrange_matches::<G2Projective>(&lagrange.tau_g2, &self.tau_g2) {
+                return wrong("the Lagrange form of τ·G2 is not that of its powers");
+            }
+        }
         Ok(())
     }
+}
+
+impl Lagrange {
+    /// Sections 12 to 15 of a file of 2^power powers (`n`), if all are there.
+    fn read(sections: &Sections, n: usize) -> Result<Option<Self>, PtauError> {
+        if (12..=15).all(|id| sections.get(id).is_none()) {
+            return Ok(None);
+        }
+        // Domains of 1, 2, ..., n points: 2n − 1 in all; τ·G1 has one more, of 2n.
+        Ok(Some(Self {
+            tau_g1: points(
+                sections.require(12, "τ·G1 Lagrange")?,
+                4 * n - 1,
+                G1_BYTES,
+                "τ·G1 Lagrange",
+                g1,
+            )?,
+            tau_g2: points(
+                sections.require(13, "τ·G2 Lagrange")?,
+                2 * n - 1,
+                G2_BYTES,
+                "τ·G2 Lagrange",
+                g2,
+            )?,
+            alpha_tau_g1: points(
+                sections.require(14, "α·τ·G1 Lagrange")?,
+                2 * n - 1,
+                G1_BYTES,
+                "α·τ·G1 Lagrange",
+                g1,
+            )?,
+            beta_tau_g1: points(
+                sections.require(15, "β·τ·G1 Lagrange")?,
+                2 * n - 1,
+                G1_BYTES,
+                "β·τ·G1 Lagrange",
+                g1,
+            )?,
+        }))
+    }
+}
+
+/// Whether `forms`, the Lagrange forms over domains of 1, 2, 4, ... points, are those of
+/// `powers` (the points `τ^j·P`, as many as there are; a domain larger than them was made
+/// from the powers there are, the rest taken as zero). One random combination over all the
+/// domains: `Σ r_i·L_i(τ)·P = Σ c_j·τ^j·P` with `c` the inverse FFT of each domain's `r`.
+fn lagrange_matches<G>(forms: &[G::MulBase], powers: &[G::MulBase]) -> bool
+where
+    G: VariableBaseMSM<ScalarField = Fr>,
+{
+    let r = random_scalars(forms.len());
+    let mut coefficients = vec![Fr::zero(); powers.len()];
+    let mut start = 0;
+    let mut size = 1;
+    while start < forms.len() {
+        let Some(domain) = Radix2EvaluationDomain::<Fr>::new(size) else {
+            return false;
+        };
+        let end = (start + size).min(forms.len());
+        let mut c = r[start..end].to_vec();
+        c.resize(size, Fr::zero());
+        domain.ifft_in_place(&mut c);
+        for (sum, c) in coefficients.iter_mut().zip(c) {
+            *sum += c;
+        }
+        start = end;
+        size *= 2;
+    }
+    let Ok(lhs) = G::msm(forms, &r) else {
+        return false;
+    };
+    let Ok(rhs) = G::msm(powers, &coefficients) else {
+        return false;
+    };
+    lhs == rhs
 }
 
 fn random_scalars(count: usize) -> Vec<Fr> {
