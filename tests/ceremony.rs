@@ -152,26 +152,15 @@ fn snarkjs_powers_of_tau_are_accepted_and_every_kind_of_damage_is_refused() {
         bytes[start + to * size..start + (to + 1) * size].copy_from_slice(&point);
         bytes
     };
-    refused(
-        "tau-g1.ptau",
-        copy_point(2, 64, 2, 3),
-        "τ^i·G1: one point is not the one before times τ",
-    );
-    refused(
-        "tau-g2.ptau",
-        copy_point(3, 128, 1, 2),
-        "τ^i·G2: one point is not the one before times τ",
-    );
-    refused(
-        "alpha.ptau",
-        copy_point(4, 64, 1, 2),
-        "α·τ^i·G1: one point is not the one before times τ",
-    );
-    refused(
-        "beta.ptau",
-        copy_point(5, 64, 3, 4),
-        "β·τ^i·G1: one point is not the one before times τ",
-    );
+    for (name, bytes, expected) in [
+        ("tau-g1.ptau", copy_point(2, 64, 2, 3), "τ^i·G1"),
+        ("tau-g2.ptau", copy_point(3, 128, 1, 2), "τ^i·G2"),
+        ("alpha.ptau", copy_point(4, 64, 1, 2), "α·τ^i·G1"),
+        ("beta.ptau", copy_point(5, 64, 3, 4), "β·τ^i·G1"),
+    ] {
+        let expected = format!("{expected}: one point is not the one before times τ");
+        refused(name, bytes, &expected);
+    }
     // β·G2 replaced by τ·G2, a valid point of the wrong secret.
     let mut bytes = good.clone();
     let (beta, tau) = (section(&good, 6), section(&good, 3));
@@ -189,21 +178,14 @@ fn snarkjs_powers_of_tau_are_accepted_and_every_kind_of_damage_is_refused() {
         bytes
     };
     // Domains of 1, 2, 4, 8 points: the one of 8 starts at point 7.
-    refused(
-        "lagrange-g1.ptau",
-        swap(12, 64, 8, 9),
-        "the Lagrange form of τ·G1 is not that of its powers",
-    );
-    refused(
-        "lagrange-g2.ptau",
-        swap(13, 128, 3, 4),
-        "the Lagrange form of τ·G2 is not that of its powers",
-    );
-    refused(
-        "lagrange-beta.ptau",
-        swap(15, 64, 1, 2),
-        "the Lagrange form of β·τ·G1 is not that of its powers",
-    );
+    for (name, bytes, list) in [
+        ("lagrange-g1.ptau", swap(12, 64, 8, 9), "τ·G1"),
+        ("lagrange-g2.ptau", swap(13, 128, 3, 4), "τ·G2"),
+        ("lagrange-beta.ptau", swap(15, 64, 1, 2), "β·τ·G1"),
+    ] {
+        let expected = format!("the Lagrange form of {list} is not that of its powers");
+        refused(name, bytes, &expected);
+    }
     // Cut off, or not a ptau file at all.
     refused(
         "short.ptau",
