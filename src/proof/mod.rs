@@ -4,7 +4,8 @@
 //! A [`ProofSystem`] turns a quantised model into keys, provers and verifiers. Callers hold
 //! only the trait objects, so a second backend (a transparent STARK) slots in beside
 //! [`groth16::Groth16Bn254`] without touching them. Setup belongs to the verifier: whoever
-//! checks proofs makes the keys with fresh randomness and trusts no one else's.
+//! checks proofs makes the keys with fresh randomness and trusts no one else's. [`ptau`]
+//! reads and checks public powers of tau, the first phase of keys that anyone can trust.
 //!
 //! Every proof is bound to its request by a public [`Binding`], a field element derived
 //! from the model id, the miner's hotkey and the validator's nonce, so a proof cannot be
