@@ -91,20 +91,45 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Completes when the process is asked to stop (SIGTERM or Ctrl-C), naming the signal.
-pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+/// SIGTERM and SIGINT (Ctrl-C), the signals that ask a daemon to stop.
+pub struct ShutdownSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Takes over SIGTERM and SIGINT from their default (killing the process at once).
+    /// Called before any service starts: a signal that arrives after the daemon said it
+    /// is ready must stop it cleanly, not kill it.
+    pub fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let take = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for {name}");
+                None
+            }
+        };
+        Self {
+            terminate: take(SignalKind::terminate(), "SIGTERM"),
+            interrupt: take(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+
+    /// The name of the first signal that arrives.
+    pub async fn recv(&mut self) -> &'static str {
+        async fn next(stream: &mut Option<tokio::signal::unix::Signal>) {
+            match stream {
+                Some(stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.terminate) => "SIGTERM",
+            _ = next(&mut self.interrupt) => "SIGINT",
+        }
     }
 }
 
@@ -504,6 +529,7 @@ pub fn main(role: Role) -> std::process::ExitCode {
     // `Ok(true)`: stopped to be restarted into a newly installed release.
     let result: anyhow::Result<bool> = runtime.block_on(async {
         let started = start(role, &args)?;
+        let mut signals = ShutdownSignals::install();
         let (stop, shutdown) = crate::shutdown::channel();
         let (restart, mut restart_requested) = tokio::sync::mpsc::channel(1);
         let service = match role {
@@ -512,7 +538,7 @@ pub fn main(role: Role) -> std::process::ExitCode {
         };
         tokio::pin!(service);
         let restarting = tokio::select! {
-            signal = shutdown_signal() => {
+            signal = signals.recv() => {
                 tracing::info!(signal, "stopping");
                 false
             }
