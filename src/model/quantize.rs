@@ -352,8 +352,7 @@ impl Quantizer<'_> {
     pub fn finish_target(&mut self, node: usize, out: usize, id: TensorId, target: Target) {
         self.map_output(node, out, id, target.scale);
         if let Some(reader) = target.fused {
-            self.fused[reader] = true;
-            self.map[self.outputs_of[reader].start] = Some((id, target.scale));
+            self.fuse_reader(reader, id, target.scale);
         }
     }
 

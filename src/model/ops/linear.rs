@@ -21,7 +21,7 @@
 //! output's scale exactly: the rescale is then a rounding shift, with no multiplier.
 
 use super::elementwise::{add, mul};
-use super::pooling::{FloatPool, window_shape as pooled_shape};
+use super::pooling::{FloatPool, max_of, window_shape as pooled_shape};
 use super::{FloatOp, QuantOp, TensorType};
 use crate::circuit::{Arith, Range, Rescale};
 use crate::model::ModelError;
@@ -446,10 +446,9 @@ impl QuantLinear {
                         let plane = window.output_plane().max(1);
                         window.for_each_pool(|o, taps, _| {
                             let channel = (o / plane) % conv.out_channels;
-                            let mut best = accumulators[taps[0]].clone();
-                            for &i in &taps[1..] {
-                                best = arith.max(&best, &accumulators[i], ranges[channel]);
-                            }
+                            let values: Vec<&A::Value> =
+                                taps.iter().map(|&i| &accumulators[i]).collect();
+                            let best = max_of(arith, &values, ranges[channel]);
                             pooled[o] = Some(finish(arith, best, channel));
                         });
                         out = pooled
@@ -473,30 +472,28 @@ impl QuantLinear {
     }
 
     pub fn encode(&self, w: &mut Writer) {
+        let factors = |w: &mut Writer, factors: &[(i64, u8)], clamp: Range| {
+            w.len(factors.len());
+            for &(m, s) in factors {
+                w.i64(m);
+                w.u8(s);
+            }
+            w.range(clamp);
+        };
         let accumulators = |w: &mut Writer, output: &Accumulators| match output {
             Accumulators::Kept => w.u8(0),
-            Accumulators::Rescaled { factors, clamp } => {
+            Accumulators::Rescaled { factors: f, clamp } => {
                 w.u8(1);
-                w.len(factors.len());
-                for &(m, s) in factors {
-                    w.i64(m);
-                    w.u8(s);
-                }
-                w.range(*clamp);
+                factors(w, f, *clamp);
             }
             Accumulators::MaxPooled {
                 window,
-                factors,
+                factors: f,
                 clamp,
             } => {
                 w.u8(2);
                 write_window(w, window);
-                w.len(factors.len());
-                for &(m, s) in factors {
-                    w.i64(m);
-                    w.u8(s);
-                }
-                w.range(*clamp);
+                factors(w, f, *clamp);
             }
         };
         match self {

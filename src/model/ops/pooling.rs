@@ -233,7 +233,7 @@ impl FloatPool {
 }
 
 /// Max over `values` (all in `range`), one comparison at a time.
-fn max_of<A: Arith>(arith: &mut A, values: &[&A::Value], range: Range) -> A::Value {
+pub(crate) fn max_of<A: Arith>(arith: &mut A, values: &[&A::Value], range: Range) -> A::Value {
     let mut best = values[0].clone();
     for v in &values[1..] {
         best = arith.max(&best, v, range);
