@@ -215,19 +215,11 @@ fn prove_process(
     input: &[f32],
     runs: usize,
 ) -> anyhow::Result<Option<f64>> {
-    use crate::proof::keys::{self as key_files, KeyKind};
     let exe = std::env::current_exe()?;
     if exe.file_stem().and_then(|n| n.to_str()) != Some("sn2") {
         return Ok(None);
     }
-    std::fs::create_dir_all(stored.keys_dir())?;
-    for (kind, payload) in [
-        (KeyKind::Proving, &keys.proving),
-        (KeyKind::Verifying, &keys.verifying),
-    ] {
-        let bytes = key_files::encode(kind, system.name(), &stored.id, payload);
-        std::fs::write(key_files::path(stored, system.name(), kind), bytes)?;
-    }
+    proof::keys::write(stored, system.name(), keys)?;
     let work = stored.keys_dir();
     let input_file = work.join("bench-input.json");
     std::fs::write(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use super::{ProofError, ProofSystem};
+use super::{KeyPair, ProofError, ProofSystem};
 use crate::fs::write_atomic;
 use crate::model::{ModelId, StoredModel};
 
@@ -152,21 +152,7 @@ pub fn setup_reporting(
     report: &mut dyn FnMut(&str),
 ) -> Result<SetupSummary, ProofError> {
     let pair = system.setup_reporting(&model.model, report)?;
-    let proving = encode(KeyKind::Proving, system.name(), &model.id, &pair.proving);
-    let verifying = encode(
-        KeyKind::Verifying,
-        system.name(),
-        &model.id,
-        &pair.verifying,
-    );
-    std::fs::create_dir_all(model.keys_dir()).map_err(|e| keys_io(&model.keys_dir(), e))?;
-    for (kind, bytes) in [
-        (KeyKind::Proving, &proving),
-        (KeyKind::Verifying, &verifying),
-    ] {
-        let path = path(model, system.name(), kind);
-        write_atomic(&path, bytes, 0o644).map_err(|e| keys_io(&path, e))?;
-    }
+    let (proving, verifying) = write(model, system.name(), &pair)?;
     let record = Provenance {
         origin: "setup".into(),
         parties: 1,
@@ -182,6 +168,26 @@ pub fn setup_reporting(
         proving_bytes: proving.len(),
         verifying_bytes: verifying.len(),
     })
+}
+
+/// Writes `pair` (atomically) as the model's key files for `backend`; returns the files'
+/// bytes, proving then verifying.
+pub fn write(
+    model: &StoredModel,
+    backend: &str,
+    pair: &KeyPair,
+) -> Result<(Vec<u8>, Vec<u8>), ProofError> {
+    let proving = encode(KeyKind::Proving, backend, &model.id, &pair.proving);
+    let verifying = encode(KeyKind::Verifying, backend, &model.id, &pair.verifying);
+    std::fs::create_dir_all(model.keys_dir()).map_err(|e| keys_io(&model.keys_dir(), e))?;
+    for (kind, bytes) in [
+        (KeyKind::Proving, &proving),
+        (KeyKind::Verifying, &verifying),
+    ] {
+        let path = path(model, backend, kind);
+        write_atomic(&path, bytes, 0o644).map_err(|e| keys_io(&path, e))?;
+    }
+    Ok((proving, verifying))
 }
 
 fn keys_io(path: &std::path::Path, error: std::io::Error) -> ProofError {
