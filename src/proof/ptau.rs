@@ -127,11 +127,16 @@ impl<'a> Sections<'a> {
     }
 }
 
+/// A 256-bit integer from 32 little-endian bytes.
+fn integer(bytes: &[u8]) -> BigInt<4> {
+    BigInt::new(std::array::from_fn(|i| {
+        u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    }))
+}
+
 /// A base field element from 32 little-endian bytes in Montgomery form.
 fn field(bytes: &[u8]) -> Option<Fq> {
-    let limbs: [u64; 4] =
-        std::array::from_fn(|i| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap()));
-    let repr = BigInt::new(limbs);
+    let repr = integer(bytes);
     (repr < Fq::MODULUS).then(|| Fq::new_unchecked(repr))
 }
 
@@ -197,10 +202,7 @@ impl Ptau {
             ));
         }
         let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-        let modulus: BigInt<4> = BigInt::new(std::array::from_fn(|i| {
-            u64::from_le_bytes(header[4 + i * 8..12 + i * 8].try_into().unwrap())
-        }));
-        if word(0) != 32 || modulus != Fq::MODULUS {
+        if word(0) != 32 || integer(&header[4..36]) != Fq::MODULUS {
             return Err(PtauError::Format(
                 "the file is for another curve than BN254 (bn128)".into(),
             ));
@@ -270,14 +272,14 @@ impl Ptau {
             (&self.alpha_tau_g1, "α·τ^i·G1"),
             (&self.beta_tau_g1, "β·τ^i·G1"),
         ] {
-            let (here, next) = shifted_sums_g1(list);
+            let (here, next) = shifted_sums::<G1Projective>(list);
             if !equal_pairings((here, tau), (next, g2)) {
                 return Err(PtauError::Inconsistent(format!(
                     "{what}: one point is not the one before times τ"
                 )));
             }
         }
-        let (here, next) = shifted_sums_g2(&self.tau_g2);
+        let (here, next) = shifted_sums::<G2Projective>(&self.tau_g2);
         if !equal_pairings((self.tau_g1[1], here), (g1, next)) {
             return wrong("τ^i·G2: one point is not the one before times τ");
         }
@@ -386,17 +388,13 @@ fn random_scalars(count: usize) -> Vec<Fr> {
 }
 
 /// `(Σ r_i·P_i, Σ r_i·P_(i+1))` over consecutive points, for fresh random `r`.
-fn shifted_sums_g1(points: &[G1Affine]) -> (G1Affine, G1Affine) {
+fn shifted_sums<G>(points: &[G::Affine]) -> (G::Affine, G::Affine)
+where
+    G: CurveGroup<ScalarField = Fr> + VariableBaseMSM<MulBase = <G as CurveGroup>::Affine>,
+{
     let r = random_scalars(points.len() - 1);
-    let here = G1Projective::msm(&points[..points.len() - 1], &r).expect("equal lengths");
-    let next = G1Projective::msm(&points[1..], &r).expect("equal lengths");
-    (here.into_affine(), next.into_affine())
-}
-
-fn shifted_sums_g2(points: &[G2Affine]) -> (G2Affine, G2Affine) {
-    let r = random_scalars(points.len() - 1);
-    let here = G2Projective::msm(&points[..points.len() - 1], &r).expect("equal lengths");
-    let next = G2Projective::msm(&points[1..], &r).expect("equal lengths");
+    let here = G::msm(&points[..points.len() - 1], &r).expect("equal lengths");
+    let next = G::msm(&points[1..], &r).expect("equal lengths");
     (here.into_affine(), next.into_affine())
 }
 
