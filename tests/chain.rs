@@ -4,6 +4,7 @@
 //! operator as clear messages.
 
 mod chopsticks;
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

