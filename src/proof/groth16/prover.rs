@@ -10,7 +10,9 @@
 //! - the multi-scalar multiplications see each witness value's size (most are bits or
 //!   small signed integers) and sum them by size class (ark-ec's signed partition);
 //! - B in G2, the most expensive sum per term, skips the variables that never appear in
-//!   a B row, found once per key.
+//!   a B row, found once per key;
+//! - the sum over the quotient's coefficients, all full-size, uses batch-affine buckets
+//!   ([`super::msm`]).
 
 use std::time::{Duration, Instant};
 
@@ -204,7 +206,7 @@ pub(super) fn prove(keyed: &KeyedShape, z: &[Fr], r: Fr, s: Fr) -> (Proof<Bn254>
 
     let started = Instant::now();
     let h_scalars: Vec<_> = h.par_iter().map(|v| v.into_bigint()).collect();
-    let h_sum = G1Projective::msm_bigint(&pk.h_query, &h_scalars);
+    let h_sum = super::msm::msm(&pk.h_query, &h_scalars);
     timings.h = started.elapsed();
     let started = Instant::now();
     let l_sum = G1Projective::msm_bigint(&pk.l_query, witness_scalars);
