@@ -12,6 +12,7 @@ use ark_relations::gr1cs::{
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use rand_core::OsRng;
 
+pub mod ceremony;
 mod msm;
 mod prover;
 mod setup;

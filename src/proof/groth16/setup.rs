@@ -20,12 +20,55 @@ use super::Replay;
 use crate::circuit::r1cs::R1cs;
 use crate::proof::ProofError;
 
-type Domain = GeneralEvaluationDomain<Fr>;
+pub(super) type Domain = GeneralEvaluationDomain<Fr>;
+
+/// The secrets of a setup: whoever knows them can prove anything.
+pub(super) struct Secrets {
+    /// Where the polynomials are evaluated; outside the domain.
+    pub tau: Fr,
+    pub alpha: Fr,
+    pub beta: Fr,
+    pub gamma: Fr,
+    pub delta: Fr,
+}
 
 /// Fresh keys for `system`, reporting each step (`report` gets a line such as "B in G2:
 /// 1234 points").
 pub(super) fn generate(
     system: &R1cs,
+    report: &mut dyn FnMut(&str),
+) -> Result<ProvingKey<Bn254>, ProofError> {
+    let rng = &mut OsRng;
+    let domain = domain_of(system)?;
+    let secrets = Secrets {
+        tau: domain.sample_element_outside_domain(rng),
+        alpha: Fr::rand(rng),
+        beta: Fr::rand(rng),
+        gamma: Fr::rand(rng),
+        delta: Fr::rand(rng),
+    };
+    keys_from_secrets(
+        system,
+        &secrets,
+        G1Projective::rand(rng),
+        G2Projective::rand(rng),
+        report,
+    )
+}
+
+/// The evaluation domain of `system`'s QAP: its rows and, after them, one per public input.
+pub(super) fn domain_of(system: &R1cs) -> Result<Domain, ProofError> {
+    Domain::new(system.constraint_count() + system.instance_count())
+        .ok_or_else(|| ProofError::Synthesis("the circuit is too large for BN254's FFT".into()))
+}
+
+/// The keys that `secrets` and the generators `g1`, `g2` make for `system`: what
+/// [`generate`] does with fresh secrets, and what the tests compare a ceremony's keys with.
+pub(super) fn keys_from_secrets(
+    system: &R1cs,
+    secrets: &Secrets,
+    g1: G1Projective,
+    g2: G2Projective,
     report: &mut dyn FnMut(&str),
 ) -> Result<ProvingKey<Bn254>, ProofError> {
     let failed = |e: ark_relations::gr1cs::SynthesisError| ProofError::Synthesis(e.to_string());
@@ -36,10 +79,13 @@ pub(super) fn generate(
             started.elapsed().as_secs_f64()
         ))
     };
-    let rng = &mut OsRng;
-    let (alpha, beta, gamma, delta) = (Fr::rand(rng), Fr::rand(rng), Fr::rand(rng), Fr::rand(rng));
-    let g1 = G1Projective::rand(rng);
-    let g2 = G2Projective::rand(rng);
+    let Secrets {
+        tau: t,
+        alpha,
+        beta,
+        gamma,
+        delta,
+    } = *secrets;
 
     let cs = ConstraintSystem::new_ref();
     cs.set_optimization_goal(OptimizationGoal::Constraints);
@@ -49,9 +95,7 @@ pub(super) fn generate(
         .map_err(failed)?;
     cs.finalize();
     let instance_variables = cs.num_instance_variables();
-    let domain = Domain::new(cs.num_constraints() + instance_variables)
-        .ok_or_else(|| ProofError::Synthesis("the circuit is too large for BN254's FFT".into()))?;
-    let t = domain.sample_element_outside_domain(rng);
+    let domain = domain_of(system)?;
     step(format!(
         "circuit: {} constraints, {} variables, domain 2^{}",
         cs.num_constraints(),
