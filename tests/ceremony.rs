@@ -195,3 +195,192 @@ fn snarkjs_powers_of_tau_are_accepted_and_every_kind_of_damage_is_refused() {
         "does not start with `ptau`",
     );
 }
+
+/// `sn2 ARGS`: (success, stdout, stderr).
+fn sn2(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sn2"))
+        .args(args)
+        .env_remove("SN2_CONFIG")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A model's phase 2 from snarkjs's powers of tau, by three contributors, through the
+/// command line: every contribution listed by its hash, a damaged transcript refused, and
+/// the finished keys prove, with `sn2 verify` naming the ceremony.
+#[test]
+fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_they_came_from() {
+    if snarkjs().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // digits-mlp: 1,562 constraints and 76 public inputs, a domain of 2^11.
+    run_snarkjs(d, &["powersoftau", "new", "bn128", "11", "p0.ptau"]);
+    run_snarkjs(
+        d,
+        &[
+            "powersoftau",
+            "contribute",
+            "p0.ptau",
+            "p1.ptau",
+            "--name=phase one",
+            "-e=entropy of phase one",
+        ],
+    );
+    run_snarkjs(
+        d,
+        &["powersoftau", "prepare", "phase2", "p1.ptau", "final.ptau"],
+    );
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let (models, ptau, transcript) = (path("models"), path("final.ptau"), path("t.ceremony"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
+    let (ok, _, err) = sn2(&[
+        "model",
+        "import",
+        root.join("model.onnx").to_str().unwrap(),
+        "--calibration",
+        root.join("calibration.json").to_str().unwrap(),
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{err}");
+
+    // Powers of tau that were not prepared for phase 2 get a message saying how.
+    let (ok, _, err) = sn2(&[
+        "ceremony",
+        "init",
+        "digits-mlp",
+        "--ptau",
+        &path("p1.ptau"),
+        "--out",
+        &transcript,
+        "--models-dir",
+        &models,
+    ]);
+    assert!(!ok && err.contains("prepare phase2"), "{err}");
+
+    let (ok, out, err) = sn2(&[
+        "ceremony",
+        "init",
+        "digits-mlp",
+        "--ptau",
+        &ptau,
+        "--out",
+        &transcript,
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("forgeable until someone contributes"), "{out}");
+    let verify = || {
+        sn2(&[
+            "ceremony",
+            "verify",
+            &transcript,
+            "--ptau",
+            &ptau,
+            "--models-dir",
+            &models,
+        ])
+    };
+    // Finishing without a contribution would install keys anyone can forge with.
+    let (ok, _, err) = sn2(&[
+        "ceremony",
+        "finish",
+        &transcript,
+        "--ptau",
+        &ptau,
+        "--models-dir",
+        &models,
+    ]);
+    assert!(!ok && err.contains("contribute first"), "{err}");
+
+    let mut hashes = Vec::new();
+    for _ in 0..3 {
+        let (ok, out, err) = sn2(&["ceremony", "contribute", &transcript]);
+        assert!(ok, "{err}");
+        hashes.push(out.lines().nth(1).unwrap().to_string());
+    }
+    let (ok, out, err) = verify();
+    assert!(ok, "{err}");
+    assert!(out.contains("3 contributions"), "{out}");
+    for hash in &hashes {
+        assert_eq!(hash.len(), 64);
+        assert!(out.contains(hash.as_str()), "{hash} not in {out}");
+    }
+
+    // A dropped contribution, and a flipped bit in one, are refused; the file is unchanged.
+    let good = std::fs::read(&transcript).unwrap();
+    let header = 12 + 2 + 32 + 32;
+    let record = 448;
+    let mut dropped = good[..header].to_vec();
+    dropped.extend_from_slice(&2u32.to_le_bytes());
+    dropped.extend_from_slice(&good[header + 4..header + 4 + record]);
+    dropped.extend_from_slice(&good[header + 4 + 2 * record..]);
+    let mut flipped = good.clone();
+    flipped[header + 4 + record + 448 - 20] ^= 1;
+    for (name, bytes) in [("dropped", dropped), ("flipped", flipped)] {
+        let damaged = path(name);
+        std::fs::write(&damaged, bytes).unwrap();
+        let (ok, _, err) = sn2(&[
+            "ceremony",
+            "verify",
+            &damaged,
+            "--ptau",
+            &ptau,
+            "--models-dir",
+            &models,
+        ]);
+        assert!(!ok && err.contains("refused"), "{name}: {err}");
+    }
+
+    let (ok, out, err) = sn2(&[
+        "ceremony",
+        "finish",
+        &transcript,
+        "--ptau",
+        &ptau,
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 contributions"), "{out}");
+    let proof = path("proof.json");
+    let (ok, _, err) = sn2(&[
+        "prove",
+        "--model",
+        "digits-mlp",
+        "--input",
+        root.join("test.json").to_str().unwrap(),
+        "--sample",
+        "0",
+        "--out",
+        &proof,
+        "--miner",
+        "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = sn2(&[
+        "verify",
+        "--model",
+        "digits-mlp",
+        "--proof",
+        &proof,
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{out}{err}");
+    let said = format!("{out}{err}");
+    assert!(
+        said.contains("ceremony of 3 contributions") && said.contains(&hashes[2]),
+        "{said}"
+    );
+}

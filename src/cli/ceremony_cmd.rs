@@ -1,12 +1,18 @@
-//! `sn2 ceremony`: the public setups that make keys everyone can trust. For now, phase 1:
-//! checking a powers-of-tau file.
+//! `sn2 ceremony`: the public setups that make keys everyone can trust. Phase 1 checks a
+//! powers-of-tau file; phase 2 runs a model's ceremony (init, contribute, verify, finish)
+//! through a transcript file that passes from contributor to contributor.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::Outcome;
+use super::model_cmd::ModelsDirArgs;
+use crate::model::StoredModel;
+use crate::proof::groth16::ceremony::{self, Transcript};
+use crate::proof::keys;
 use crate::proof::ptau::Ptau;
 
 #[derive(Debug, Subcommand)]
@@ -14,6 +20,51 @@ pub enum CeremonyCommand {
     /// Powers of tau (phase 1), in snarkjs's `.ptau` format.
     #[command(subcommand)]
     Ptau(PtauCommand),
+    /// Start a model's ceremony (phase 2) from a prepared powers-of-tau file: writes a
+    /// transcript whose key anyone could forge with until someone contributes.
+    Init {
+        /// Model id, id prefix (at least 8 hex digits) or name.
+        model: String,
+        /// The powers of tau, prepared for phase 2 (`snarkjs powersoftau prepare phase2`).
+        #[arg(long, value_name = "FILE")]
+        ptau: PathBuf,
+        /// Where to write the transcript.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// Add a contribution from this machine's randomness to a transcript (in place, or to
+    /// `--out`) and print its hash. The secret is never written anywhere.
+    Contribute {
+        transcript: PathBuf,
+        /// Write the new transcript here instead of replacing the old one.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check a whole transcript against its model and powers of tau, and list every
+    /// contribution's hash, so that each contributor can find their own.
+    Verify {
+        transcript: PathBuf,
+        /// The powers of tau the ceremony started from.
+        #[arg(long, value_name = "FILE")]
+        ptau: PathBuf,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// Verify a transcript and install its keys as the model's, recording the transcript's
+    /// hash as where they came from.
+    Finish {
+        transcript: PathBuf,
+        /// The powers of tau the ceremony started from.
+        #[arg(long, value_name = "FILE")]
+        ptau: PathBuf,
+        /// Replace keys the model already has.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,42 +81,209 @@ pub enum PtauCommand {
 impl CeremonyCommand {
     pub fn run(self) -> anyhow::Result<Outcome> {
         match self {
-            CeremonyCommand::Ptau(PtauCommand::Verify { file }) => {
-                let bytes = std::fs::read(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                let checked = Ptau::read(&bytes).and_then(|ptau| ptau.check().map(|()| ptau));
-                match checked {
-                    Ok(ptau) => {
-                        println!(
-                            "{}: powers of tau for BN254, 2^{} powers (from a ceremony of 2^{}), {} contribution{}{}",
-                            file.display(),
-                            ptau.power,
-                            ptau.ceremony_power,
-                            ptau.contributions,
-                            if ptau.contributions == 1 { "" } else { "s" },
-                            if ptau.prepared() {
-                                ", prepared for phase 2"
-                            } else {
-                                ""
-                            }
-                        );
-                        println!(
-                            "every point is on its curve and in its subgroup, and every power follows from the one before: circuits of up to 2^{} constraints and public inputs can use it",
-                            ptau.power
-                        );
-                        if ptau.contributions == 0 {
-                            eprintln!(
-                                "sn2: warning: no one has contributed to this file: its τ is known to whoever made it"
-                            );
-                        }
-                        Ok(Outcome::Success)
-                    }
-                    Err(error) => {
-                        eprintln!("sn2: {}: refused: {error}", file.display());
-                        Ok(Outcome::Failure)
-                    }
-                }
+            CeremonyCommand::Ptau(PtauCommand::Verify { file }) => verify_ptau(&file),
+            CeremonyCommand::Init {
+                model,
+                ptau,
+                out,
+                dir,
+            } => {
+                let stored = dir.open(&model)?;
+                let ptau = read_ptau(&ptau)?;
+                let started = Instant::now();
+                let transcript =
+                    Transcript::init(stored.id, &ceremony::circuit(&stored.model), &ptau)?;
+                write_transcript(&out, &transcript)?;
+                println!(
+                    "{}: ceremony for `{}` started ({:.1} s); its key is forgeable until someone contributes: `sn2 ceremony contribute {}`",
+                    out.display(),
+                    stored.info.name,
+                    started.elapsed().as_secs_f64(),
+                    out.display()
+                );
+                Ok(Outcome::Success)
             }
+            CeremonyCommand::Contribute { transcript, out } => {
+                let mut read = read_transcript(&transcript)?;
+                let started = Instant::now();
+                let hash = read.contribute();
+                let out = out.unwrap_or(transcript);
+                write_transcript(&out, &read)?;
+                println!(
+                    "contribution {} added to {} ({:.1} s); its hash:\n{}",
+                    read.contributions.len(),
+                    out.display(),
+                    started.elapsed().as_secs_f64(),
+                    hex::encode(hash)
+                );
+                println!(
+                    "keep the hash: `sn2 ceremony verify` lists every contribution's, so you can see that yours is in the ceremony that made a key"
+                );
+                Ok(Outcome::Success)
+            }
+            CeremonyCommand::Verify {
+                transcript,
+                ptau,
+                dir,
+            } => match verified(&transcript, &ptau, &dir)? {
+                Ok((stored, read, verified)) => {
+                    println!(
+                        "{}: a valid ceremony for `{}` ({}), {} contribution{}:",
+                        transcript.display(),
+                        stored.info.name,
+                        stored.id.to_hex(),
+                        read.contributions.len(),
+                        if read.contributions.len() == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
+                    );
+                    for (i, hash) in verified.contribution_hashes.iter().enumerate() {
+                        println!("  {:>3}  {}", i + 1, hex::encode(hash));
+                    }
+                    println!("transcript {}", hex::encode(verified.transcript_hash));
+                    if read.contributions.is_empty() {
+                        eprintln!(
+                            "sn2: warning: no one has contributed: anyone can forge proofs this key accepts"
+                        );
+                    }
+                    Ok(Outcome::Success)
+                }
+                Err(error) => {
+                    eprintln!("sn2: {}: refused: {error}", transcript.display());
+                    Ok(Outcome::Failure)
+                }
+            },
+            CeremonyCommand::Finish {
+                transcript,
+                ptau,
+                force,
+                dir,
+            } => {
+                let (stored, read, verified) = match verified(&transcript, &ptau, &dir)? {
+                    Ok(checked) => checked,
+                    Err(error) => {
+                        eprintln!("sn2: {}: refused: {error}", transcript.display());
+                        return Ok(Outcome::Failure);
+                    }
+                };
+                anyhow::ensure!(
+                    !read.contributions.is_empty(),
+                    "the transcript has no contribution, so anyone could forge proofs its key accepts: contribute first (`sn2 ceremony contribute {}`)",
+                    transcript.display()
+                );
+                let backend = crate::proof::groth16::NAME;
+                if !force
+                    && let Ok(existing) = keys::read(&stored, backend, keys::KeyKind::Verifying)
+                {
+                    anyhow::bail!(
+                        "model `{}` already has {backend} keys (verifying key {}): proofs made with them would fail, and miners would need the new proving key; to replace them anyway, add --force",
+                        stored.info.name,
+                        keys::fingerprint(&existing)
+                    );
+                }
+                let summary = keys::install(
+                    &stored,
+                    backend,
+                    &read.key_pair(),
+                    "ceremony",
+                    read.contributions.len() as u32,
+                    Some(hex::encode(verified.transcript_hash)),
+                )?;
+                println!(
+                    "keys for `{}` from ceremony {} ({} contributions) in {}",
+                    stored.info.name,
+                    hex::encode(verified.transcript_hash),
+                    read.contributions.len(),
+                    stored.keys_dir().display()
+                );
+                println!("fingerprint {}", summary.verifying_fingerprint);
+                Ok(Outcome::Success)
+            }
+        }
+    }
+}
+
+type Checked = (StoredModel, Transcript, ceremony::Verified);
+
+/// The transcript, its model and what verifying it established; the inner error is the
+/// refusal, the outer one a file that could not be read.
+fn verified(
+    transcript: &Path,
+    ptau: &Path,
+    dir: &ModelsDirArgs,
+) -> anyhow::Result<Result<Checked, ceremony::CeremonyError>> {
+    let read = read_transcript(transcript)?;
+    let stored = dir.open(&read.model.to_hex()).with_context(|| {
+        format!(
+            "the transcript is for model {}: import that model first",
+            read.model.to_hex()
+        )
+    })?;
+    let ptau = read_ptau(ptau)?;
+    let system = ceremony::circuit(&stored.model);
+    Ok(read
+        .verify(&stored.id, &system, &ptau)
+        .map(|verified| (stored, read, verified)))
+}
+
+fn read_ptau(path: &Path) -> anyhow::Result<Ptau> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let ptau = Ptau::read(&bytes)
+        .and_then(|ptau| ptau.check().map(|()| ptau))
+        .with_context(|| format!("{}: refused", path.display()))?;
+    if ptau.contributions == 0 {
+        eprintln!(
+            "sn2: warning: no one has contributed to {}: its τ is known to whoever made it",
+            path.display()
+        );
+    }
+    Ok(ptau)
+}
+
+fn read_transcript(path: &Path) -> anyhow::Result<Transcript> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Transcript::read(&bytes).with_context(|| format!("{}: refused", path.display()))
+}
+
+fn write_transcript(path: &Path, transcript: &Transcript) -> anyhow::Result<()> {
+    crate::fs::write_atomic(path, &transcript.to_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn verify_ptau(file: &Path) -> anyhow::Result<Outcome> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let checked = Ptau::read(&bytes).and_then(|ptau| ptau.check().map(|()| ptau));
+    match checked {
+        Ok(ptau) => {
+            println!(
+                "{}: powers of tau for BN254, 2^{} powers (from a ceremony of 2^{}), {} contribution{}{}",
+                file.display(),
+                ptau.power,
+                ptau.ceremony_power,
+                ptau.contributions,
+                if ptau.contributions == 1 { "" } else { "s" },
+                if ptau.prepared() {
+                    ", prepared for phase 2"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "every point is on its curve and in its subgroup, and every power follows from the one before: circuits of up to 2^{} constraints and public inputs can use it",
+                ptau.power
+            );
+            if ptau.contributions == 0 {
+                eprintln!(
+                    "sn2: warning: no one has contributed to this file: its τ is known to whoever made it"
+                );
+            }
+            Ok(Outcome::Success)
+        }
+        Err(error) => {
+            eprintln!("sn2: {}: refused: {error}", file.display());
+            Ok(Outcome::Failure)
         }
     }
 }

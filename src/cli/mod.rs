@@ -47,7 +47,7 @@ enum Command {
     Prove(proof_cmd::ProveArgs),
     /// Check a proof file.
     Verify(proof_cmd::VerifyArgs),
-    /// Public setups that make keys anyone can trust (phase 1: powers of tau).
+    /// Public setups that make keys anyone can trust: powers of tau, then a ceremony per model.
     #[command(subcommand)]
     Ceremony(ceremony_cmd::CeremonyCommand),
     /// Ask a validator's user API for a proved answer, and verify the proof here.

@@ -102,13 +102,17 @@ pub fn path(model: &StoredModel, backend: &str, kind: KeyKind) -> PathBuf {
 /// Where a model's keys came from.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Provenance {
-    /// `setup`: made on this machine by `sn2 model setup` (or a validator's start).
+    /// `setup`: made on this machine by `sn2 model setup` (or a validator's start);
+    /// `ceremony`: finished from a verified ceremony transcript (`sn2 ceremony finish`).
     pub origin: String,
     /// How many parties' secrets the keys' soundness rests on (any one honest suffices).
     pub parties: u32,
     /// The verifying key this record is about.
     pub verifying_key: String,
     pub made_by: String,
+    /// For a ceremony: the SHA-256 chain hash of its transcript, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
 }
 
 fn provenance_path(model: &StoredModel, backend: &str) -> PathBuf {
@@ -126,6 +130,15 @@ pub fn provenance(model: &StoredModel, backend: &str, verifying: &[u8]) -> Optio
 pub fn whom_it_convinces(record: Option<&Provenance>) -> String {
     match record {
         Some(p) if p.origin == "setup" && p.parties == 1 => "the verifying key was made here by a single-party setup: the proof convinces you, and others only as far as they trust this machine's setup".into(),
+        Some(Provenance {
+            origin,
+            parties,
+            transcript: Some(transcript),
+            ..
+        }) if origin == "ceremony" => format!(
+            "the verifying key comes from a ceremony of {parties} contribution{} (transcript {transcript}), verified here: the proof convinces anyone who trusts one of its contributors",
+            if *parties == 1 { "" } else { "s" }
+        ),
         Some(p) => format!("the verifying key comes from {} with {} parties", p.origin, p.parties),
         None => "no record that this verifying key was made here: the proof convinces only as far as you trust whoever made the key".into(),
     }
@@ -152,14 +165,29 @@ pub fn setup_reporting(
     report: &mut dyn FnMut(&str),
 ) -> Result<SetupSummary, ProofError> {
     let pair = system.setup_reporting(&model.model, report)?;
-    let (proving, verifying) = write(model, system.name(), &pair)?;
+    install(model, system.name(), &pair, "setup", 1, None)
+}
+
+/// Writes `pair` as the model's keys for `backend`, with the record of where they came
+/// from: `origin` (`setup` or `ceremony`), the number of parties whose secrets the keys
+/// rest on, and a ceremony's transcript hash.
+pub fn install(
+    model: &StoredModel,
+    backend: &str,
+    pair: &KeyPair,
+    origin: &str,
+    parties: u32,
+    transcript: Option<String>,
+) -> Result<SetupSummary, ProofError> {
+    let (proving, verifying) = write(model, backend, pair)?;
     let record = Provenance {
-        origin: "setup".into(),
-        parties: 1,
+        origin: origin.into(),
+        parties,
         verifying_key: fingerprint(&verifying),
         made_by: format!("sn2 {}", env!("CARGO_PKG_VERSION")),
+        transcript,
     };
-    let path = provenance_path(model, system.name());
+    let path = provenance_path(model, backend);
     let json = serde_json::to_vec_pretty(&record).expect("provenance serialises");
     write_atomic(&path, &json, 0o644).map_err(|e| keys_io(&path, e))?;
     Ok(SetupSummary {

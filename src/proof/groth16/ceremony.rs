@@ -108,6 +108,19 @@ impl Transcript {
         }
     }
 
+    /// The proving and verifying keys, in the encodings of [`super::Groth16Bn254`]'s setup.
+    pub fn key_pair(&self) -> crate::proof::KeyPair {
+        let (mut proving, mut verifying) = (Vec::new(), Vec::new());
+        self.key
+            .serialize_uncompressed(&mut proving)
+            .expect("serialising to memory cannot fail");
+        self.key
+            .vk
+            .serialize_compressed(&mut verifying)
+            .expect("serialising to memory cannot fail");
+        crate::proof::KeyPair { proving, verifying }
+    }
+
     /// The key as the contributions so far have made it.
     pub fn key(&self) -> &ProvingKey<Bn254> {
         &self.key
@@ -320,6 +333,11 @@ impl Transcript {
             key,
         })
     }
+}
+
+/// The constraint system a model's ceremony is for.
+pub fn circuit(model: &crate::model::QuantModel) -> R1cs {
+    super::constraint_system(model)
 }
 
 fn contribution_bytes(c: &Contribution) -> Vec<u8> {
