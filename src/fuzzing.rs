@@ -40,6 +40,8 @@ pub const TARGETS: &[Target] = &[
     ("input_json", input_json),
     ("wallet_file", wallet_file),
     ("timelock_commit", timelock_commit),
+    ("ptau_file", ptau_file),
+    ("ceremony_transcript", ceremony_transcript),
 ];
 
 /// The largest request a miner reads by default, as the frame limit here.
@@ -304,6 +306,21 @@ pub fn timelock_commit(data: &[u8]) {
     static SIGNATURE: OnceLock<Vec<u8>> = OnceLock::new();
     let signature = SIGNATURE.get_or_init(|| hex::decode(PULSE).expect("hex"));
     let _ = crate::timelock::decrypt(data, signature);
+}
+
+/// A powers-of-tau file (`sn2 ceremony ptau verify`, `init`), read and checked.
+pub fn ptau_file(data: &[u8]) {
+    if let Ok(ptau) = crate::proof::ptau::Ptau::read(data) {
+        let _ = ptau.check();
+    }
+}
+
+/// A ceremony transcript, as `sn2 ceremony contribute` reads one it was sent; what reads
+/// writes back to its own bytes.
+pub fn ceremony_transcript(data: &[u8]) {
+    if let Ok(transcript) = crate::proof::groth16::ceremony::Transcript::read(data) {
+        assert_eq!(transcript.to_bytes(), data);
+    }
 }
 
 #[cfg(test)]

@@ -216,6 +216,31 @@ fn write_seed_corpora() {
     );
     write("key_file", "proving", &proving);
     write("key_file", "verifying", &verifying);
+
+    // A ceremony transcript of the same model with one contribution, from powers of tau
+    // made for the purpose. (`ptau_file`'s seed is a file snarkjs made: `powersoftau new
+    // bn128 2`, one `contribute`, `prepare phase2`.)
+    {
+        use ark_bn254::Fr;
+        use sn2::proof::groth16::ceremony::{self, Transcript};
+        let system = ceremony::circuit(&model);
+        let power = (system.constraint_count() + system.instance_count())
+            .next_power_of_two()
+            .trailing_zeros();
+        let ptau = sn2::proof::ptau::Ptau::from_secrets(
+            power,
+            Fr::from(3u64),
+            Fr::from(5u64),
+            Fr::from(7u64),
+        );
+        let mut transcript = Transcript::init(id, &system, &ptau).unwrap();
+        transcript.contribute();
+        write(
+            "ceremony_transcript",
+            "one-contribution",
+            &transcript.to_bytes(),
+        );
+    }
     let model = Arc::new(model);
     let input = vec![7i8; model.input_len()];
     let binding = Binding::new(&id, &miner.public(), &[9; 32]);

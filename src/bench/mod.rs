@@ -2,7 +2,8 @@
 //! with one and with two threads, verify, proof and key sizes, peak memory; what the
 //! transports cost (`wire`); what an outsider's connections cost a miner (`attack`); what
 //! a validator daemon costs with many miners (`validator`); what a timelocked weight
-//! commit costs (`timelock`); what the validator's user API adds (`api`).
+//! commit costs (`timelock`); what the validator's user API adds (`api`); what a model's
+//! phase-2 ceremony costs (`ceremony`).
 //! Measurements, not tests: each prints a table and asserts nothing.
 
 use std::path::{Path, PathBuf};
@@ -18,12 +19,14 @@ use crate::proof::{self, Binding, Statement};
 
 mod api;
 mod attack;
+mod ceremony;
 mod timelock;
 mod validator;
 mod wire;
 
 pub use api::{ApiBench, api_table, bench_api};
 pub use attack::{AttackBench, attack_table, bench_attack};
+pub use ceremony::{CeremonyBench, bench_ceremony, ceremony_table};
 pub use timelock::{TimelockBench, bench_timelock, timelock_table};
 pub use validator::{ValidatorBench, bench_validator, validator_table};
 pub use wire::{WireBench, bench_wire, wire_table};
@@ -100,8 +103,12 @@ fn in_pool<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> anyhow::
     Ok(pool.install(work))
 }
 
-/// Benchmarks the model whose ONNX file and `calibration.json` are in `folder`.
-pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Result<ModelBench> {
+/// Imports the model whose ONNX file and `calibration.json` are in `folder` (pseudo-random
+/// calibration where there is none); with its calibration inputs.
+fn import_folder(
+    folder: &Path,
+    store: &ModelStore,
+) -> anyhow::Result<(crate::model::StoredModel, Vec<Vec<f32>>)> {
     let onnx = folder.join("model.onnx");
     let bytes = std::fs::read(&onnx).with_context(|| format!("cannot read {}", onnx.display()))?;
     let name = folder
@@ -115,6 +122,13 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
         Err(_) => pseudo_random_samples(64, crate::model::onnx::import(&bytes)?.input_len()),
     };
     let stored = store.import(&bytes, &name, &calibration)?;
+    Ok((stored, calibration))
+}
+
+/// Benchmarks the model whose ONNX file and `calibration.json` are in `folder`.
+pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Result<ModelBench> {
+    let (stored, calibration) = import_folder(folder, store)?;
+    let name = stored.info.name.clone();
     let model = Arc::new(stored.model.clone());
     let system = proof::default_backend();
 

@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// requests per second, on a devnet of three miners.
     #[arg(long, conflicts_with_all = ["wire", "attack", "validator", "timelock"])]
     api: bool,
+    /// Measure each model's phase-2 ceremony instead: starting it, one contribution,
+    /// verifying a transcript of three, the transcript's size (from powers of tau made
+    /// here for the purpose).
+    #[arg(long, conflicts_with_all = ["wire", "attack", "validator", "timelock", "api"])]
+    ceremony: bool,
     /// How long `--validator` (and `--api`'s load) runs.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -103,6 +108,21 @@ impl BenchArgs {
         };
         let scratch = tempfile_dir()?;
         let store = ModelStore::new(&scratch);
+        if self.ceremony {
+            let measured = bench::bench_ceremony(&folders, &store);
+            let _ = std::fs::remove_dir_all(&scratch);
+            let (power, ptau_ms, results) = measured?;
+            if self.json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                println!(
+                    "(powers of tau of 2^{power} made in {:.1} s)",
+                    ptau_ms / 1000.0
+                );
+                print!("{}", bench::ceremony_table(&results));
+            }
+            return Ok(Outcome::Success);
+        }
         let mut results = Vec::new();
         for folder in &folders {
             eprintln!("benchmarking {} ...", folder.display());

@@ -244,6 +244,56 @@ impl Ptau {
         })
     }
 
+    /// The prepared powers for the given τ, α and β, as a one-person ceremony would make
+    /// them: whoever knows the secrets can forge proofs for any key made from them. For
+    /// tests (which need the secrets) and benchmarks (whose work does not depend on who
+    /// knows them).
+    pub fn from_secrets(power: u32, tau: Fr, alpha: Fr, beta: Fr) -> Self {
+        let n = 1usize << power;
+        let powers: Vec<Fr> = std::iter::successors(Some(Fr::from(1u64)), |p| Some(*p * tau))
+            .take(2 * n - 1)
+            .collect();
+        // The Lagrange forms of domains of 1, 2, 4, ... points, as `prepare phase2` adds.
+        let lagrange = |largest: u32, factor: Fr| -> Vec<Fr> {
+            (0..=largest)
+                .flat_map(|k| {
+                    Radix2EvaluationDomain::<Fr>::new(1 << k)
+                        .expect("BN254 has domains up to 2^28")
+                        .evaluate_all_lagrange_coefficients(tau)
+                })
+                .map(|l| l * factor)
+                .collect()
+        };
+        let times = |list: &[Fr], factor: Fr| list.iter().map(|p| *p * factor).collect::<Vec<_>>();
+        let g1_table = ark_ec::scalar_mul::BatchMulPreprocessing::new(
+            G1Projective::from(G1Affine::generator()),
+            8 * n,
+        );
+        let g2_table = ark_ec::scalar_mul::BatchMulPreprocessing::new(
+            G2Projective::from(G2Affine::generator()),
+            3 * n,
+        );
+        let g1 = |scalars: &[Fr]| g1_table.batch_mul(scalars);
+        let g2 = |scalars: &[Fr]| g2_table.batch_mul(scalars);
+        let one = Fr::from(1u64);
+        Self {
+            power,
+            ceremony_power: power,
+            tau_g1: g1(&powers),
+            tau_g2: g2(&powers[..n]),
+            alpha_tau_g1: g1(&times(&powers[..n], alpha)),
+            beta_tau_g1: g1(&times(&powers[..n], beta)),
+            beta_g2: (G2Affine::generator() * beta).into_affine(),
+            contributions: 1,
+            lagrange: Some(Lagrange {
+                tau_g1: g1(&lagrange(power + 1, one)),
+                tau_g2: g2(&lagrange(power, one)),
+                alpha_tau_g1: g1(&lagrange(power, alpha)),
+                beta_tau_g1: g1(&lagrange(power, beta)),
+            }),
+        }
+    }
+
     /// Whether the file holds the Lagrange forms a phase 2 needs.
     pub fn prepared(&self) -> bool {
         self.lagrange.is_some()
@@ -411,6 +461,15 @@ mod tests {
 
     fn montgomery_bytes(x: Fq) -> Vec<u8> {
         x.0.0.iter().flat_map(|limb| limb.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn powers_made_from_secrets_pass_the_checks_a_file_does() {
+        let ptau = Ptau::from_secrets(5, Fr::from(3u64), Fr::from(5u64), Fr::from(7u64));
+        assert!(ptau.check().is_ok());
+        let mut wrong = ptau.clone();
+        wrong.lagrange.as_mut().unwrap().tau_g1.swap(8, 9);
+        assert!(wrong.check().is_err());
     }
 
     #[test]

@@ -578,59 +578,6 @@ mod tests {
     use crate::model::testing::every_operator_model;
     use crate::proof::{Binding, ProofSystem, Statement};
 
-    /// Powers of tau for known τ, α and β: what a file from a one-person ceremony holds.
-    fn toy_ptau(power: u32, tau: Fr, alpha: Fr, beta: Fr) -> Ptau {
-        let n = 1usize << power;
-        let powers: Vec<Fr> = (0..2 * n - 1)
-            .scan(Fr::one(), |power, _| {
-                let this = *power;
-                *power *= tau;
-                Some(this)
-            })
-            .collect();
-        let g1 = |scalars: Vec<Fr>| {
-            let points: Vec<G1Projective> = scalars
-                .par_iter()
-                .map(|s| G1Projective::generator() * s)
-                .collect();
-            G1Projective::normalize_batch(&points)
-        };
-        let g2 = |scalars: Vec<Fr>| {
-            let points: Vec<G2Projective> = scalars
-                .par_iter()
-                .map(|s| G2Projective::generator() * s)
-                .collect();
-            G2Projective::normalize_batch(&points)
-        };
-        // The Lagrange forms of domains of 1, 2, 4, ... points, as `prepare phase2` adds.
-        let lagrange = |largest: usize, factor: Fr| -> Vec<Fr> {
-            (0..=largest)
-                .flat_map(|k| {
-                    let domain = ark_poly::Radix2EvaluationDomain::<Fr>::new(1 << k).unwrap();
-                    domain.evaluate_all_lagrange_coefficients(tau)
-                })
-                .map(|l| l * factor)
-                .collect()
-        };
-        let p = power as usize;
-        Ptau {
-            lagrange: Some(crate::proof::ptau::Lagrange {
-                tau_g1: g1(lagrange(p + 1, Fr::one())),
-                tau_g2: g2(lagrange(p, Fr::one())),
-                alpha_tau_g1: g1(lagrange(p, alpha)),
-                beta_tau_g1: g1(lagrange(p, beta)),
-            }),
-            power,
-            ceremony_power: power,
-            tau_g1: g1(powers.clone()),
-            tau_g2: g2(powers[..n].to_vec()),
-            alpha_tau_g1: g1(powers[..n].iter().map(|p| *p * alpha).collect()),
-            beta_tau_g1: g1(powers[..n].iter().map(|p| *p * beta).collect()),
-            beta_g2: (G2Projective::generator() * beta).into_affine(),
-            contributions: 1,
-        }
-    }
-
     struct Fixture {
         model: Arc<crate::model::QuantModel>,
         id: ModelId,
@@ -652,7 +599,7 @@ mod tests {
                 Fr::rand(&mut OsRng),
                 Fr::rand(&mut OsRng),
             );
-            let ptau = toy_ptau(power, secrets.0, secrets.1, secrets.2);
+            let ptau = Ptau::from_secrets(power, secrets.0, secrets.1, secrets.2);
             Fixture {
                 id: ModelId([7; 32]),
                 initial: initial_key(&system, &ptau).unwrap(),
