@@ -43,6 +43,23 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// What a proof from this API convinces, as responses and `sn2 infer` say it.
 pub const PROVENANCE: &str = "single-party setup: the verifying key was made by this validator, so the proof convinces whoever trusts this validator's setup";
 
+/// What a proof checked against a model's verifying key convinces, as the API says it:
+/// [`PROVENANCE`], or for keys finished from a ceremony, which ceremony.
+pub fn provenance(record: Option<&crate::proof::keys::Provenance>) -> String {
+    match record {
+        Some(crate::proof::keys::Provenance {
+            origin,
+            parties,
+            transcript: Some(transcript),
+            ..
+        }) if origin == "ceremony" => format!(
+            "ceremony: the verifying key comes from a ceremony of {parties} contribution{} (transcript {transcript}), so the proof convinces whoever has verified that transcript (`sn2 ceremony verify`) and trusts one of its contributors",
+            if *parties == 1 { "" } else { "s" }
+        ),
+        _ => PROVENANCE.to_string(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
     pub open: bool,
@@ -407,7 +424,7 @@ impl Api {
                     "verifying_key": inference.verifying_key,
                     "validator": self.validator.hotkey().ss58(),
                     "latency_ms": inference.latency_ms,
-                    "provenance": PROVENANCE,
+                    "provenance": inference.provenance,
                 });
                 json_response(200, body.to_string().into_bytes(), &[])
             }
@@ -420,5 +437,31 @@ impl Api {
                 ),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proof::keys::Provenance;
+
+    #[test]
+    fn answers_name_the_ceremony_that_made_the_key_and_otherwise_the_single_party_setup() {
+        let record = |origin: &str, parties, transcript: Option<&str>| Provenance {
+            origin: origin.into(),
+            parties,
+            verifying_key: "ab".repeat(32),
+            made_by: "sn2".into(),
+            transcript: transcript.map(str::to_string),
+        };
+        assert_eq!(provenance(None), PROVENANCE);
+        assert_eq!(provenance(Some(&record("setup", 1, None))), PROVENANCE);
+        let said = provenance(Some(&record("ceremony", 3, Some("cd12"))));
+        assert!(
+            said.contains("ceremony of 3 contributions (transcript cd12)"),
+            "{said}"
+        );
+        // A record that claims a ceremony without naming its transcript is not believed.
+        assert_eq!(provenance(Some(&record("ceremony", 3, None))), PROVENANCE);
     }
 }

@@ -85,6 +85,8 @@ struct ModelEntry {
     proving_key_path: PathBuf,
     /// The verifying key's fingerprint (the SHA-256 of its file).
     verifying_key_hash: String,
+    /// What a proof checked against the verifying key convinces (the API's `provenance`).
+    provenance: String,
     /// The canonical model file, read on its first download like the proving key.
     canonical: tokio::sync::OnceCell<Bytes>,
     /// The proving key's bytes, read on the first download and shared by every later one:
@@ -195,6 +197,8 @@ pub struct Inference {
     pub answer: Answer,
     pub model: crate::model::ModelId,
     pub verifying_key: String,
+    /// What the proof convinces, given where the verifying key came from.
+    pub provenance: String,
     pub miner: String,
     pub latency_ms: f64,
 }
@@ -297,8 +301,11 @@ impl Validator {
             )?;
             drop(proving);
             tracing::info!(model = %stored.info.name, fingerprint = %verifying_key_hash, "model loaded, its keys checked");
+            let provenance =
+                api::provenance(key_files::provenance(&stored, system.name(), &verifying).as_ref());
             models.push(ModelEntry {
                 verifying_key_hash,
+                provenance,
                 canonical: tokio::sync::OnceCell::new(),
                 proving_key_hash,
                 proving_key_path,
@@ -628,6 +635,7 @@ impl Validator {
                     answer,
                     model: self.models[index].stored.id,
                     verifying_key: self.models[index].verifying_key_hash.clone(),
+                    provenance: self.models[index].provenance.clone(),
                     miner: miner.hotkey.to_ss58(),
                     latency_ms,
                 });
