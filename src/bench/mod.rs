@@ -368,7 +368,7 @@ pub fn markdown_table(results: &[ModelBench]) -> String {
             r.prove_1_thread_ms,
             r.prove_2_threads_ms,
             r.prove_process_ms.map_or("n/a".into(), |t| format!(
-                "{t:.1} ms (+{:.0}%)",
+                "{t:.1} ms ({:+.0}%)",
                 (t / r.prove_2_threads_ms - 1.0) * 100.0
             )),
             r.verify_ms,
