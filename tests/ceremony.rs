@@ -48,17 +48,55 @@ fn run_snarkjs(dir: &Path, args: &[&str]) {
 
 /// `sn2 ceremony ptau verify FILE`: (success, stdout and stderr).
 fn verify(file: &Path) -> (bool, String) {
+    let (ok, out, err) = sn2(&["ceremony", "ptau", "verify", file.to_str().unwrap()]);
+    (ok, format!("{out}{err}"))
+}
+
+/// `sn2 ARGS`: (success, stdout, stderr).
+fn sn2(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_sn2"))
-        .args(["ceremony", "ptau", "verify"])
-        .arg(file)
+        .args(args)
+        .env_remove("SN2_CONFIG")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Powers of tau of 2^`power` made by snarkjs in `dir`: `p0.ptau` from `new`, then
+/// `p1.ptau` ... after each of `contributors` contributions, and `final.ptau`, the last
+/// prepared for phase 2.
+fn snarkjs_ptau(dir: &Path, power: u32, contributors: usize) {
+    run_snarkjs(
+        dir,
+        &["powersoftau", "new", "bn128", &power.to_string(), "p0.ptau"],
     );
-    (output.status.success(), text)
+    for i in 1..=contributors {
+        run_snarkjs(
+            dir,
+            &[
+                "powersoftau",
+                "contribute",
+                &format!("p{}.ptau", i - 1),
+                &format!("p{i}.ptau"),
+                &format!("--name=contributor {i}"),
+                &format!("-e=entropy of contributor {i}"),
+            ],
+        );
+    }
+    run_snarkjs(
+        dir,
+        &[
+            "powersoftau",
+            "prepare",
+            "phase2",
+            &format!("p{contributors}.ptau"),
+            "final.ptau",
+        ],
+    );
 }
 
 /// Where each section's bytes start in a `.ptau` file, by section id.
@@ -90,33 +128,7 @@ fn snarkjs_powers_of_tau_are_accepted_and_every_kind_of_damage_is_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    run_snarkjs(d, &["powersoftau", "new", "bn128", "4", "p0.ptau"]);
-    run_snarkjs(
-        d,
-        &[
-            "powersoftau",
-            "contribute",
-            "p0.ptau",
-            "p1.ptau",
-            "--name=first",
-            "-e=entropy of the first contributor",
-        ],
-    );
-    run_snarkjs(
-        d,
-        &[
-            "powersoftau",
-            "contribute",
-            "p1.ptau",
-            "p2.ptau",
-            "--name=second",
-            "-e=entropy of the second contributor",
-        ],
-    );
-    run_snarkjs(
-        d,
-        &["powersoftau", "prepare", "phase2", "p2.ptau", "final.ptau"],
-    );
+    snarkjs_ptau(d, 4, 2);
 
     let (ok, text) = verify(&d.join("p2.ptau"));
     assert!(ok, "{text}");
@@ -196,20 +208,6 @@ fn snarkjs_powers_of_tau_are_accepted_and_every_kind_of_damage_is_refused() {
     );
 }
 
-/// `sn2 ARGS`: (success, stdout, stderr).
-fn sn2(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_sn2"))
-        .args(args)
-        .env_remove("SN2_CONFIG")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// A model's phase 2 from snarkjs's powers of tau, by three contributors, through the
 /// command line: every contribution listed by its hash, a damaged transcript refused, and
 /// the finished keys prove, with `sn2 verify` naming the ceremony.
@@ -221,22 +219,7 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // digits-mlp: 1,562 constraints and 76 public inputs, a domain of 2^11.
-    run_snarkjs(d, &["powersoftau", "new", "bn128", "11", "p0.ptau"]);
-    run_snarkjs(
-        d,
-        &[
-            "powersoftau",
-            "contribute",
-            "p0.ptau",
-            "p1.ptau",
-            "--name=phase one",
-            "-e=entropy of phase one",
-        ],
-    );
-    run_snarkjs(
-        d,
-        &["powersoftau", "prepare", "phase2", "p1.ptau", "final.ptau"],
-    );
+    snarkjs_ptau(d, 11, 1);
     let path = |name: &str| d.join(name).to_str().unwrap().to_string();
     let (models, ptau, transcript) = (path("models"), path("final.ptau"), path("t.ceremony"));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");

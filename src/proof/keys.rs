@@ -115,6 +115,21 @@ pub struct Provenance {
     pub transcript: Option<String>,
 }
 
+impl Provenance {
+    /// For keys finished from a ceremony, "a ceremony of N contributions (transcript H)".
+    pub fn ceremony(&self) -> Option<String> {
+        let transcript = self
+            .transcript
+            .as_deref()
+            .filter(|_| self.origin == "ceremony")?;
+        Some(format!(
+            "a ceremony of {} contribution{} (transcript {transcript})",
+            self.parties,
+            if self.parties == 1 { "" } else { "s" }
+        ))
+    }
+}
+
 fn provenance_path(model: &StoredModel, backend: &str) -> PathBuf {
     model.keys_dir().join(format!("{backend}.provenance.json"))
 }
@@ -130,14 +145,9 @@ pub fn provenance(model: &StoredModel, backend: &str, verifying: &[u8]) -> Optio
 pub fn whom_it_convinces(record: Option<&Provenance>) -> String {
     match record {
         Some(p) if p.origin == "setup" && p.parties == 1 => "the verifying key was made here by a single-party setup: the proof convinces you, and others only as far as they trust this machine's setup".into(),
-        Some(Provenance {
-            origin,
-            parties,
-            transcript: Some(transcript),
-            ..
-        }) if origin == "ceremony" => format!(
-            "the verifying key comes from a ceremony of {parties} contribution{} (transcript {transcript}), verified here: the proof convinces anyone who trusts one of its contributors",
-            if *parties == 1 { "" } else { "s" }
+        Some(p) if p.ceremony().is_some() => format!(
+            "the verifying key comes from {}, verified here: the proof convinces anyone who trusts one of its contributors",
+            p.ceremony().unwrap_or_default()
         ),
         Some(p) => format!("the verifying key comes from {} with {} parties", p.origin, p.parties),
         None => "no record that this verifying key was made here: the proof convinces only as far as you trust whoever made the key".into(),

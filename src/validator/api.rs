@@ -46,17 +46,11 @@ pub const PROVENANCE: &str = "single-party setup: the verifying key was made by 
 /// What a proof checked against a model's verifying key convinces, as the API says it:
 /// [`PROVENANCE`], or for keys finished from a ceremony, which ceremony.
 pub fn provenance(record: Option<&crate::proof::keys::Provenance>) -> String {
-    match record {
-        Some(crate::proof::keys::Provenance {
-            origin,
-            parties,
-            transcript: Some(transcript),
-            ..
-        }) if origin == "ceremony" => format!(
-            "ceremony: the verifying key comes from a ceremony of {parties} contribution{} (transcript {transcript}), so the proof convinces whoever has verified that transcript (`sn2 ceremony verify`) and trusts one of its contributors",
-            if *parties == 1 { "" } else { "s" }
+    match record.and_then(|r| r.ceremony()) {
+        Some(ceremony) => format!(
+            "ceremony: the verifying key comes from {ceremony}, so the proof convinces whoever has verified that transcript (`sn2 ceremony verify`) and trusts one of its contributors"
         ),
-        _ => PROVENANCE.to_string(),
+        None => PROVENANCE.to_string(),
     }
 }
 
