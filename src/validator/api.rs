@@ -15,9 +15,10 @@
 //!   Over the rate: 429 with `Retry-After`. Inferences under way are bounded by
 //!   `[api] max_queue`; past it: 503 with `Retry-After`. Memory never grows with callers.
 //!
-//! Whom an answer convinces: the keys are this validator's own (a single-party setup), so a
-//! proof convinces whoever trusts this validator not to have kept the setup's secrets;
-//! every response says so in `provenance`.
+//! Whom an answer convinces: keys this validator made itself (a single-party setup)
+//! convince whoever trusts it not to have kept the setup's secrets; keys finished from a
+//! ceremony (`sn2 ceremony finish`) convince whoever has verified its transcript and trusts
+//! one contributor. Every response says which in `provenance`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
