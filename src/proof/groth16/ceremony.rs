@@ -110,15 +110,7 @@ impl Transcript {
 
     /// The proving and verifying keys, in the encodings of [`super::Groth16Bn254`]'s setup.
     pub fn key_pair(&self) -> crate::proof::KeyPair {
-        let (mut proving, mut verifying) = (Vec::new(), Vec::new());
-        self.key
-            .serialize_uncompressed(&mut proving)
-            .expect("serialising to memory cannot fail");
-        self.key
-            .vk
-            .serialize_compressed(&mut verifying)
-            .expect("serialising to memory cannot fail");
-        crate::proof::KeyPair { proving, verifying }
+        super::key_pair(&self.key)
     }
 
     /// The key as the contributions so far have made it.
@@ -126,15 +118,11 @@ impl Transcript {
         &self.key
     }
 
-    /// The hash of the transcript up to and including contribution `count`.
-    fn hash_after(&self, count: usize) -> [u8; 32] {
-        self.contributions[..count]
+    /// The last contribution's hash, chained from the initial key's.
+    pub fn hash(&self) -> [u8; 32] {
+        self.contributions
             .iter()
             .fold(self.initial_hash, |previous, c| chain(&previous, c))
-    }
-
-    pub fn hash(&self) -> [u8; 32] {
-        self.hash_after(self.contributions.len())
     }
 
     /// Adds a contribution from OS randomness; returns its hash. The secret exists only
@@ -615,13 +603,6 @@ mod tests {
         Transcript::from_initial(f.id, f.initial.clone())
     }
 
-    fn key_bytes(key: &ProvingKey<Bn254>) -> (Vec<u8>, Vec<u8>) {
-        let (mut proving, mut verifying) = (Vec::new(), Vec::new());
-        key.serialize_uncompressed(&mut proving).unwrap();
-        key.vk.serialize_compressed(&mut verifying).unwrap();
-        (proving, verifying)
-    }
-
     #[test]
     fn the_initial_key_is_the_setup_of_the_files_secrets_with_unit_gamma_and_delta() {
         let f = fixture();
@@ -666,7 +647,7 @@ mod tests {
         assert_eq!(read.contributions, transcript.contributions);
         assert_eq!(read.hash(), transcript.hash());
 
-        let (proving, verifying) = key_bytes(transcript.key());
+        let crate::proof::KeyPair { proving, verifying } = transcript.key_pair();
         let prover = Groth16Bn254.prover(f.model.clone(), &proving).unwrap();
         let verifier = Groth16Bn254.verifier(&f.model, &verifying).unwrap();
         let input: Vec<i8> = (0..f.model.input_len()).map(|i| (i % 100) as i8).collect();

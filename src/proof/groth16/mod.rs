@@ -86,17 +86,7 @@ impl ProofSystem for Groth16Bn254 {
         report: &mut dyn FnMut(&str),
     ) -> Result<KeyPair, ProofError> {
         let system = constraint_system(model);
-        let proving_key = setup::generate(&system, report)?;
-        let mut proving = Vec::new();
-        proving_key
-            .serialize_uncompressed(&mut proving)
-            .expect("serialising to memory cannot fail");
-        let mut verifying = Vec::new();
-        proving_key
-            .vk
-            .serialize_compressed(&mut verifying)
-            .expect("serialising to memory cannot fail");
-        Ok(KeyPair { proving, verifying })
+        Ok(key_pair(&setup::generate(&system, report)?))
     }
 
     fn prover(
@@ -162,6 +152,19 @@ impl ProofSystem for Groth16Bn254 {
             .map(|(operator, n)| (operator.to_string(), n))
             .collect())
     }
+}
+
+/// A proving key's files' payloads: the proving key uncompressed (the prover reads it
+/// without checks, fast), the verifying key compressed (small, and checked when read).
+fn key_pair(key: &ProvingKey<Bn254>) -> KeyPair {
+    let mut proving = Vec::new();
+    key.serialize_uncompressed(&mut proving)
+        .expect("serialising to memory cannot fail");
+    let mut verifying = Vec::new();
+    key.vk
+        .serialize_compressed(&mut verifying)
+        .expect("serialising to memory cannot fail");
+    KeyPair { proving, verifying }
 }
 
 /// A key read from `bytes` that must be all of them: bytes left over mean the file is not
