@@ -4,9 +4,9 @@
 //!
 //! - Reciprocal: `2^(K+1) + x = 2·q·x + ρ` with `0 ≤ ρ < 2x`; `q` and `ρ` range-checked,
 //!   which makes the equation hold over the integers (nothing can wrap). bits(q) +
-//!   2·bits(2x) + 4 constraints.
+//!   2·bits(2x) + 1 constraints.
 //! - Inverse square root: `r²·x ≤ 2^2K < (r+1)²·x`, both sides range-checked, `r` too.
-//!   bits(r) + bits(2^2K) + bits(2rx + x) + 6 constraints.
+//!   bits(r) + bits(2^2K) + bits(2rx + x) + 3 constraints.
 
 use super::{R1cs, Wire, bits};
 use crate::circuit::{Range, bits_for};
@@ -71,7 +71,7 @@ pub(crate) fn inverse_sqrt(cs: &mut R1cs, x: &Wire, input: Range, k: u32) -> Wir
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::assert_tampering_refused;
+    use super::super::testing::{assert_pair_tampering_refused, assert_tampering_refused};
     use super::*;
     use crate::circuit::r1cs::Mode;
 
@@ -114,5 +114,39 @@ mod tests {
             assert_eq!(r[0], crate::circuit::inverse_sqrt(x, 20) as i128);
             assert!(refused > 0);
         }
+    }
+
+    #[test]
+    fn no_two_changed_witnesses_pass_another_output() {
+        let input = Range::new(1, 600);
+        for x in [1, 77, 600] {
+            let (q, _) = assert_pair_tampering_refused(&[x as i128], |cs, w| {
+                vec![reciprocal(cs, &w[0], input, 12)]
+            });
+            assert_eq!(q[0], crate::circuit::reciprocal(x, 12) as i128);
+            let (r, _) = assert_pair_tampering_refused(&[x as i128], |cs, w| {
+                vec![inverse_sqrt(cs, &w[0], input, 10)]
+            });
+            assert_eq!(r[0], crate::circuit::inverse_sqrt(x, 10) as i128);
+        }
+    }
+
+    #[test]
+    fn cost_what_the_documentation_says() {
+        let cost = |gadget: fn(&mut R1cs, &Wire, Range, u32) -> Wire, input: Range, k| {
+            let mut cs = R1cs::new(Mode::Constraints);
+            let wire = cs.alloc(input.lo as i128);
+            gadget(&mut cs, &wire, input, k);
+            cs.constraint_count()
+        };
+        let input = Range::new(1, 255);
+        // q ≤ 2^12 (13 bits), 2x < 2^9: bits(q) + 2·bits(2x) + 1.
+        assert_eq!(cost(reciprocal, input, 12), 13 + 2 * 9 + 1);
+        // r ≤ 2^10 (11 bits), 2^20 (21 bits): bits(r) + 2K + 1 + bits(2rx + x) + 3.
+        let two_rx_plus_x = bits_for(2 * 1024 * 255 + 255);
+        assert_eq!(
+            cost(inverse_sqrt, input, 10),
+            11 + 21 + two_rx_plus_x as usize + 3
+        );
     }
 }

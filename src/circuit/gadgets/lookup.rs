@@ -103,7 +103,7 @@ fn one_hot(cs: &mut R1cs, n: usize, hot: usize) -> Vec<Wire> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{assert_tampering_refused, run};
+    use super::super::testing::{assert_pair_tampering_refused, assert_tampering_refused, run};
     use super::*;
     use crate::circuit::r1cs::{Change, Mode, Tamper};
 
@@ -136,8 +136,11 @@ mod tests {
         let domain = Range::INT8;
         let t = table(256, 3);
         for x in [-128, -1, 0, 77, 127] {
-            let (outputs, refused) =
-                assert_tampering_refused(&[x], |cs, w| lookup(cs, &w[0], domain, &[&t]));
+            let gadget = |cs: &mut R1cs, w: &[Wire]| lookup(cs, &w[0], domain, &[&t]);
+            let (outputs, refused) = assert_tampering_refused(&[x], gadget);
+            assert_eq!(outputs, vec![t[(x + 128) as usize] as i128]);
+            assert!(refused > 0);
+            let (outputs, refused) = assert_pair_tampering_refused(&[x], gadget);
             assert_eq!(outputs, vec![t[(x + 128) as usize] as i128]);
             assert!(refused > 0);
         }

@@ -2,18 +2,18 @@
 //! costs in constraints. Every gadget computes its witness from the values of the wires
 //! it has already allocated, never from the honest integers alone, so that a changed
 //! witness value propagates downstream as a cheating prover's would; each file's tests
-//! change every witness value in turn and check that the constraints refuse the result
-//! or that the outputs are unchanged.
+//! change every witness value in turn, then every pair together, and check that the
+//! constraints refuse the result or that the outputs are unchanged.
 //!
 //! | primitive | gadget | constraints |
 //! | --- | --- | --- |
 //! | `a·b` | one product | 1 |
-//! | rescale to a clamp of 2^n values | bits of the shifted input, sign, saturation | B + 6, B the input's bits after scaling |
-//! | rescale to other clamps | the above and a comparison of the low bits | B + n + 9 |
-//! | max of two values in a range of width W | sign bit of the difference | bits(W) + 3 |
+//! | rescale to a clamp of 2^n values | bits of the shifted input, sign, saturation | B + 4, B the input's bits after scaling |
+//! | rescale to other clamps | the above and a comparison of the low bits | B + n + 5 |
+//! | max of two values in a range of width W | sign bit of the difference | bits(W) + 2 |
 //! | lookup in a domain of D ≤ 256 values | two one-hot selectors (16 columns × ⌈D/16⌉ rows), a bilinear form | rows + columns + 1 + rows per table (49 for 256 values) |
-//! | reciprocal `round(2^K/x)` | quotient and remainder, both range-checked | bits(q) + 2·bits(2x) + 4 |
-//! | inverse square root `⌊2^K/√x⌋` | bracketing `r²x ≤ 2^2K < (r+1)²x` | bits(r) + 2K + bits(2rx) + 6 |
+//! | reciprocal `round(2^K/x)` | quotient and remainder, both range-checked | bits(q) + 2·bits(2x) + 1 |
+//! | inverse square root `⌊2^K/√x⌋` | bracketing `r²x ≤ 2^2K < (r+1)²x` | bits(r) + 2K + 1 + bits(2rx + x) + 3 |
 
 mod compare;
 mod divide;
@@ -28,8 +28,12 @@ pub(crate) use rescale::rescale;
 use super::r1cs::{R1cs, Wire};
 
 /// The `count` low bits of `x`, which the honest prover knows to lie in `[0, 2^count)`:
-/// each constrained boolean and their weighted sum constrained to equal `x`, which proves
-/// the range. `count + 1` constraints.
+/// `count` constraints. The bits above the lowest are allocated and constrained
+/// boolean; the lowest is what `x` leaves over them, `x − Σ 2^i·bits[i]`, constrained
+/// boolean too. That one constraint both makes the sum equal `x` and bounds it, so no
+/// separate equality is needed. The lowest bit, not the top, carries `x`'s combination
+/// because the gadgets read the top bits (a sign, saturation) and seldom the lowest: a
+/// long combination (a dot product) is then copied into one more row only.
 fn bits(cs: &mut R1cs, x: &Wire, count: u32) -> Vec<Wire> {
     if x.value < 0 || (count < 127 && x.value >> count != 0) {
         cs.fail(format!(
@@ -37,15 +41,29 @@ fn bits(cs: &mut R1cs, x: &Wire, count: u32) -> Vec<Wire> {
             x.value
         ));
     }
-    let bits: Vec<Wire> = (0..count)
+    if count == 0 {
+        cs.enforce_equal(x, &cs.constant_wire(0));
+        return Vec::new();
+    }
+    let upper: Vec<Wire> = (1..count)
         .map(|i| {
             let bit = cs.alloc((x.value >> i) & 1);
             cs.enforce_boolean(&bit);
             bit
         })
         .collect();
-    let sum = binary(cs, &bits);
-    cs.enforce_equal(&sum, x);
+    let mut terms: Vec<(i128, &Wire)> = vec![(1, x)];
+    terms.extend(
+        upper
+            .iter()
+            .enumerate()
+            .map(|(i, bit)| (-(2i128 << i), bit)),
+    );
+    let lowest = cs.sum(&terms, 0);
+    cs.enforce_boolean(&lowest);
+    let mut bits = Vec::with_capacity(count as usize);
+    bits.push(lowest);
+    bits.extend(upper);
     bits
 }
 
@@ -90,6 +108,48 @@ pub(crate) mod testing {
                         outputs, expected,
                         "inputs {inputs:?}: witness {index} changed by {change:?} satisfies every constraint with other outputs"
                     );
+                }
+            }
+        }
+        (expected, refused)
+    }
+
+    /// As [`assert_tampering_refused`], with every pair of witnesses changed together: a
+    /// flag and the value that tests it, a bit and the sum it feeds. Returns how many
+    /// pairs of changes the constraints refused.
+    pub fn assert_pair_tampering_refused(
+        inputs: &[i128],
+        gadget: impl Fn(&mut R1cs, &[Wire]) -> Vec<Wire>,
+    ) -> (Vec<i128>, usize) {
+        let (honest, expected) = run(inputs, &[], &gadget);
+        assert_eq!(honest.first_unsatisfied(), None, "inputs {inputs:?}");
+        let changes = [Change::Add(1), Change::Add(-1), Change::Flip];
+        let mut refused = 0;
+        for first in inputs.len()..honest.witness_count() {
+            for second in first + 1..honest.witness_count() {
+                for (a, b) in changes
+                    .iter()
+                    .flat_map(|a| changes.iter().map(move |b| (*a, *b)))
+                {
+                    let tamper = [
+                        Tamper {
+                            index: first,
+                            change: a,
+                        },
+                        Tamper {
+                            index: second,
+                            change: b,
+                        },
+                    ];
+                    let (cs, outputs) = run(inputs, &tamper, &gadget);
+                    if cs.first_unsatisfied().is_some() {
+                        refused += 1;
+                    } else {
+                        assert_eq!(
+                            outputs, expected,
+                            "inputs {inputs:?}: witnesses {first} ({a:?}) and {second} ({b:?}) changed together satisfy every constraint with other outputs"
+                        );
+                    }
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! tensors, each with its own weights: recurrent cells unroll into those.
 //!
 //! **Cost.** Weights are constants, so a dot product is a linear combination: free. Each
-//! output pays one rescale to int8 or uint8 (with ReLU fused), B + 6 constraints where B is
+//! output pays one rescale to int8 or uint8 (with ReLU fused), B + 4 constraints where B is
 //! the bits of its accumulator bound (`Σ|w|·max|x| + |b|`, about 20 for a 64-input
 //! layer). An output of the whole model keeps its accumulators and costs nothing.
 //!

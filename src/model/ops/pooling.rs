@@ -2,9 +2,9 @@
 //! dilation, padding, ceil mode, and `count_include_pad`), GlobalAveragePool,
 //! GlobalMaxPool, ReduceMean, ReduceSum and ReduceMax.
 //!
-//! **Cost.** A max over n values is n − 1 comparisons of 11 constraints (int8 or uint8
+//! **Cost.** A max over n values is n − 1 comparisons of 10 constraints (int8 or uint8
 //! inputs). An average is a sum (free) and one rescale by a 12-bit multiplier of
-//! `1/count` (B + 6, B about 8 + log2(count) + 12); windows cut by padding get their own
+//! `1/count` (B + 4, B about 8 + log2(count) + 12); windows cut by padding get their own
 //! multiplier. ReduceSum rescales to its calibrated scale the same way. A MaxPool that
 //! alone reads a Conv (through a Relu or Clip) is fused into it instead, and costs what
 //! `linear` says.

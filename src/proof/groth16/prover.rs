@@ -31,6 +31,9 @@ use crate::proof::ProofError;
 pub(super) struct CircuitShape {
     a: Matrix<Fr>,
     b: Matrix<Fr>,
+    /// For each row whose B is its A plus a constant (a boolean's `b·(b − 1)`, whose `b`
+    /// may be the long combination a decomposition's lowest bit is), that constant.
+    b_is_a_plus: Vec<Option<Fr>>,
     pub(super) instance_variables: usize,
     pub(super) witness_variables: usize,
     domain: Radix2EvaluationDomain<Fr>,
@@ -51,9 +54,15 @@ impl CircuitShape {
             .evaluate_vanishing_polynomial(Fr::GENERATOR)
             .inverse()
             .ok_or_else(too_large)?;
+        let b_is_a_plus =
+            m.a.par_iter()
+                .zip(&m.b)
+                .map(|(a, b)| offset_between(a, b))
+                .collect();
         Ok(Self {
             a: m.a,
             b: m.b,
+            b_is_a_plus,
             instance_variables: m.instance_variables,
             witness_variables: m.witness_variables,
             domain,
@@ -77,10 +86,13 @@ impl CircuitShape {
         a[..rows]
             .par_iter_mut()
             .zip(&mut b[..rows])
-            .zip(self.a.par_iter().zip(&self.b))
-            .for_each(|((a, b), (a_row, b_row))| {
+            .zip(self.a.par_iter().zip(&self.b).zip(&self.b_is_a_plus))
+            .for_each(|((a, b), ((a_row, b_row), b_is_a_plus))| {
                 *a = evaluate(a_row, z);
-                *b = evaluate(b_row, z);
+                *b = match b_is_a_plus {
+                    Some(constant) => *a + constant,
+                    None => evaluate(b_row, z),
+                };
             });
         a[rows..rows + self.instance_variables].copy_from_slice(&z[..self.instance_variables]);
         let mut c: Vec<Fr> = a.par_iter().zip(&b).map(|(a, b)| *a * b).collect();
@@ -111,6 +123,19 @@ impl CircuitShape {
         self.coset.ifft_in_place(&mut a);
         a
     }
+}
+
+/// `Some(c)` when the row `b` is the row `a` plus `c` times the constant one (column 0).
+pub(super) fn offset_between(a: &[(Fr, usize)], b: &[(Fr, usize)]) -> Option<Fr> {
+    fn split(row: &[(Fr, usize)]) -> (Fr, &[(Fr, usize)]) {
+        match row {
+            [(constant, 0), rest @ ..] => (*constant, rest),
+            _ => (Fr::zero(), row),
+        }
+    }
+    let (a_constant, a_rest) = split(a);
+    let (b_constant, b_rest) = split(b);
+    (a_rest == b_rest).then(|| b_constant - a_constant)
 }
 
 fn evaluate(row: &[(Fr, usize)], z: &[Fr]) -> Fr {

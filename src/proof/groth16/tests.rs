@@ -233,3 +233,27 @@ fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
         }
     }
 }
+
+#[test]
+fn rows_whose_b_is_their_a_plus_a_constant_are_found_and_only_those() {
+    let (two, five) = (Fr::from(2u64), Fr::from(5u64));
+    let a = vec![(two, 0), (Fr::from(3u64), 4), (Fr::from(9u64), 7)];
+    let mut b = a.clone();
+    b[0].0 = five;
+    assert_eq!(prover::offset_between(&a, &b), Some(Fr::from(3u64)));
+    // Without a constant on either side, or on one side only.
+    assert_eq!(
+        prover::offset_between(&a[1..], &a[1..]),
+        Some(Fr::from(0u64))
+    );
+    assert_eq!(prover::offset_between(&a[1..], &b), Some(five));
+    assert_eq!(prover::offset_between(&a, &b[1..]), Some(-two));
+    // A coefficient or a column that differs.
+    let mut other = b.clone();
+    other[2].0 = Fr::from(8u64);
+    assert_eq!(prover::offset_between(&a, &other), None);
+    let mut other = b.clone();
+    other[2].1 = 8;
+    assert_eq!(prover::offset_between(&a, &other), None);
+    assert_eq!(prover::offset_between(&a, &b[..2]), None);
+}
