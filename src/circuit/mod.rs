@@ -30,6 +30,12 @@ pub struct Range {
     pub hi: i64,
 }
 
+/// The revision of the constraints a model compiles to. Keys record it: a key made for
+/// other constraints cannot prove or verify this build's circuits, so it is refused when
+/// read, by name, instead of failing every proof. Raise it whenever a gadget or an
+/// operator writes different constraints for the same model.
+pub const REVISION: u16 = 2;
+
 /// Ranges and intermediate values stay below this magnitude, far below the field size,
 /// so that no constraint can wrap around the modulus and i64 evaluation is exact.
 pub const MAX_MAGNITUDE_BITS: u32 = 60;

@@ -1,5 +1,5 @@
-//! Key files: a versioned header naming the kind of key, the backend and the model, then
-//! the backend's bytes. A key file's SHA-256 is its fingerprint; the verifying key's
+//! Key files: a versioned header naming the kind of key, the circuit revision, the backend
+//! and the model, then the backend's bytes. A key file's SHA-256 is its fingerprint; the verifying key's
 //! fingerprint is the model fingerprint shown to users, since it is what a proof is
 //! checked against. Keys live in the model's folder as `keys/<backend>.pk` and `.vk`, with
 //! `keys/<backend>.provenance.json` saying where they came from: a setup run here
@@ -15,7 +15,8 @@ use crate::fs::write_atomic;
 use crate::model::{ModelId, StoredModel};
 
 const MAGIC: &[u8; 8] = b"SN2KEYS\0";
-const VERSION: u16 = 1;
+/// Version 2 added the circuit revision.
+const VERSION: u16 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -42,6 +43,7 @@ pub fn encode(kind: KeyKind, backend: &str, model: &ModelId, payload: &[u8]) -> 
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.push(kind as u8);
+    out.extend_from_slice(&crate::circuit::REVISION.to_le_bytes());
     out.push(u8::try_from(backend.len()).expect("backend names are short"));
     out.extend_from_slice(backend.as_bytes());
     out.extend_from_slice(&model.0);
@@ -58,20 +60,36 @@ pub fn decode<'a>(
     model: &ModelId,
 ) -> Result<&'a [u8], ProofError> {
     let bad = |reason: String| ProofError::MalformedKey(reason);
-    let header_len = MAGIC.len() + 2 + 1 + 1;
-    if bytes.len() < header_len || &bytes[..MAGIC.len()] != MAGIC {
+    let header_len = MAGIC.len() + 2 + 1 + 2 + 1;
+    if bytes.len() < MAGIC.len() + 2 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(bad("not an sn2 key file".into()));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version == 1 {
+        return Err(ProofError::StaleKey {
+            revision: 1,
+            model: model.to_string(),
+        });
+    }
     if version != VERSION {
         return Err(bad(format!(
             "key format version {version}; this build reads {VERSION}"
         )));
     }
+    if bytes.len() < header_len {
+        return Err(bad("truncated header".into()));
+    }
     if bytes[10] != kind as u8 {
         return Err(bad(format!("not a {} key", kind.extension())));
     }
-    let name_len = bytes[11] as usize;
+    let revision = u16::from_le_bytes([bytes[11], bytes[12]]);
+    if revision != crate::circuit::REVISION {
+        return Err(ProofError::StaleKey {
+            revision,
+            model: model.to_string(),
+        });
+    }
+    let name_len = bytes[13] as usize;
     let rest = &bytes[header_len..];
     if rest.len() < name_len + 32 {
         return Err(bad("truncated header".into()));
@@ -246,4 +264,69 @@ pub fn read(model: &StoredModel, backend: &str, kind: KeyKind) -> Result<Vec<u8>
         },
         _ => keys_io(&path, e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BACKEND: &str = "groth16-bn254";
+
+    fn model() -> ModelId {
+        ModelId([7; 32])
+    }
+
+    #[test]
+    fn a_key_file_reads_back_as_its_payload() {
+        let file = encode(KeyKind::Proving, BACKEND, &model(), b"payload");
+        let payload = decode(&file, KeyKind::Proving, BACKEND, &model()).unwrap();
+        assert_eq!(payload, b"payload");
+    }
+
+    #[test]
+    fn a_key_of_another_circuit_revision_is_refused_with_what_to_do() {
+        let mut file = encode(KeyKind::Verifying, BACKEND, &model(), b"payload");
+        let at = MAGIC.len() + 2 + 1;
+        let older = (crate::circuit::REVISION - 1).to_le_bytes();
+        file[at..at + 2].copy_from_slice(&older);
+        let error = decode(&file, KeyKind::Verifying, BACKEND, &model()).unwrap_err();
+        assert!(matches!(error, ProofError::StaleKey { .. }), "{error}");
+        assert!(error.to_string().contains("sn2 model setup"), "{error}");
+        file[at..at + 2].copy_from_slice(&(crate::circuit::REVISION + 1).to_le_bytes());
+        let error = decode(&file, KeyKind::Verifying, BACKEND, &model()).unwrap_err();
+        assert!(error.to_string().contains("update sn2"), "{error}");
+    }
+
+    #[test]
+    fn a_key_file_of_format_1_is_refused_as_made_for_an_earlier_circuit() {
+        // Format 1 had no revision field: magic, version, kind, backend, model, payload.
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&1u16.to_le_bytes());
+        file.push(KeyKind::Proving as u8);
+        file.push(BACKEND.len() as u8);
+        file.extend_from_slice(BACKEND.as_bytes());
+        file.extend_from_slice(&model().0);
+        file.extend_from_slice(b"payload");
+        let error = decode(&file, KeyKind::Proving, BACKEND, &model()).unwrap_err();
+        assert!(
+            matches!(error, ProofError::StaleKey { revision: 1, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_cut_or_changed_header_is_refused_without_a_panic() {
+        let file = encode(KeyKind::Proving, BACKEND, &model(), b"");
+        for len in 0..file.len() {
+            assert!(decode(&file[..len], KeyKind::Proving, BACKEND, &model()).is_err());
+        }
+        for at in 0..file.len() {
+            let mut changed = file.clone();
+            changed[at] ^= 1;
+            assert!(
+                decode(&changed, KeyKind::Proving, BACKEND, &model()).is_err(),
+                "byte {at}"
+            );
+        }
+    }
 }

@@ -85,6 +85,9 @@ pub enum ProofError {
     OtherKey { named: String, ours: String },
     #[error("malformed key: {0}")]
     MalformedKey(String),
+    #[error("{}", stale_key(*.revision, .model))]
+    /// A key made for another circuit revision (see [`crate::circuit::REVISION`]).
+    StaleKey { revision: u16, model: String },
     #[error("model `{name}` has no {backend} keys yet: make them with `sn2 model setup {id}`")]
     MissingKey {
         name: String,
@@ -97,6 +100,20 @@ pub enum ProofError {
     Synthesis(String),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+}
+
+fn stale_key(revision: u16, model: &str) -> String {
+    let current = crate::circuit::REVISION;
+    let what_to_do = if revision < current {
+        format!(
+            "make new keys with `sn2 model setup {model} --force` (for a ceremony's keys, start a new ceremony); miners fetch the new proving key from the validator on their own"
+        )
+    } else {
+        "update sn2: a newer one made the key".to_string()
+    };
+    format!(
+        "a key made for circuit revision {revision}, but this sn2 builds revision {current}: {what_to_do}"
+    )
 }
 
 pub trait ProofSystem: Send + Sync {
