@@ -187,10 +187,10 @@ impl Transcript {
         }
         let refused = |why: String| Err(CeremonyError::Refused(why));
         if initial_hash(model, initial) != self.initial_hash {
-            return refused(
-                "the transcript does not start from this model's circuit and these powers of tau"
-                    .into(),
-            );
+            return refused(format!(
+                "the transcript does not start from this model's circuit and these powers of tau: it was started from another powers-of-tau file, or by an sn2 of another circuit revision (this one builds revision {})",
+                crate::circuit::REVISION
+            ));
         }
         let (g1, g2) = (G1Affine::generator(), G2Affine::generator());
         let mut hashes = Vec::with_capacity(self.contributions.len());
