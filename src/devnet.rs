@@ -20,6 +20,8 @@ use crate::keys::Hotkey;
 use crate::miner::{Behaviour, Miner, MinerOptions};
 use crate::model::ModelStore;
 use crate::model::input::DataSet;
+use crate::proof::groth16::ceremony::{self, Transcript};
+use crate::proof::ptau::Ptau;
 use crate::shutdown;
 use crate::validator::{Transport, Validator, ValidatorOptions};
 
@@ -53,6 +55,10 @@ pub struct DevnetOptions {
     pub request_timeout: Duration,
     /// Each miner's `[miner] prover_memory_bytes`.
     pub prover_memory_bytes: u64,
+    /// Powers of tau (a snarkjs `.ptau` file, prepared for phase 2): the validator's keys
+    /// are then finished from a ceremony over it, with one contribution made here, instead
+    /// of its own single-party setup; its API serves the transcript.
+    pub ceremony_ptau: Option<std::path::PathBuf>,
 }
 
 impl Default for DevnetOptions {
@@ -65,6 +71,7 @@ impl Default for DevnetOptions {
             round_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             prover_memory_bytes: crate::miner::ModelFetch::default().prover_memory_bytes,
+            ceremony_ptau: None,
         }
     }
 }
@@ -129,8 +136,21 @@ pub fn free_port() -> anyhow::Result<u16> {
     anyhow::bail!("no free loopback port for both TCP and UDP")
 }
 
-fn import_models(dir: &std::path::Path, names: &[String]) -> anyhow::Result<ModelStore> {
+fn import_models(
+    dir: &std::path::Path,
+    names: &[String],
+    ceremony_ptau: Option<&std::path::Path>,
+) -> anyhow::Result<ModelStore> {
     let store = ModelStore::new(dir);
+    let ptau = match ceremony_ptau {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let ptau = Ptau::read(&bytes).and_then(|ptau| ptau.check().map(|()| ptau));
+            Some(ptau.with_context(|| format!("{}: refused", path.display()))?)
+        }
+        None => None,
+    };
     for name in names {
         let (_, onnx, calibration) = REFERENCE_MODELS
             .iter()
@@ -138,7 +158,22 @@ fn import_models(dir: &std::path::Path, names: &[String]) -> anyhow::Result<Mode
             .with_context(|| {
                 format!("no reference model `{name}` (there are digits-mlp, mnist-mlp, cnn-small)")
             })?;
-        store.import(onnx, name, &DataSet::parse(calibration)?.inputs)?;
+        let stored = store.import(onnx, name, &DataSet::parse(calibration)?.inputs)?;
+        if let Some(ptau) = &ptau {
+            let mut transcript =
+                Transcript::init(stored.id, &ceremony::circuit(&stored.model), ptau)?;
+            transcript.contribute();
+            crate::proof::keys::install(
+                &stored,
+                crate::proof::groth16::NAME,
+                &transcript.key_pair(),
+                crate::proof::keys::Origin::Ceremony {
+                    transcript: &transcript.to_bytes(),
+                    hash: hex::encode(transcript.hash()),
+                    contributions: 1,
+                },
+            )?;
+        }
     }
     Ok(store)
 }
@@ -232,7 +267,11 @@ impl Devnet {
             });
         }
 
-        let store = import_models(&dir.path().join("validator"), &options.models)?;
+        let store = import_models(
+            &dir.path().join("validator"),
+            &options.models,
+            options.ceremony_ptau.as_deref(),
+        )?;
         let validator_options = ValidatorOptions {
             round_interval: options.round_interval,
             request_timeout: options.request_timeout,

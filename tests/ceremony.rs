@@ -66,6 +66,19 @@ fn sn2(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// snarkjs's powers of tau of 2^11 (one contribution; `p1.ptau` unprepared,
+/// `final.ptau` prepared), made once for the tests that need them: digits-mlp, with
+/// 1,435 constraints and 76 public inputs, needs a domain of 2^11.
+fn digits_mlp_ptau() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        snarkjs_ptau(dir.path(), 11, 1);
+        dir
+    })
+    .path()
+}
+
 /// Powers of tau of 2^`power` made by snarkjs in `dir`: `p0.ptau` from `new`, then
 /// `p1.ptau` ... after each of `contributors` contributions, and `final.ptau`, the last
 /// prepared for phase 2.
@@ -218,10 +231,10 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // digits-mlp: 1,562 constraints and 76 public inputs, a domain of 2^11.
-    snarkjs_ptau(d, 11, 1);
+    let powers = digits_mlp_ptau();
     let path = |name: &str| d.join(name).to_str().unwrap().to_string();
-    let (models, ptau, transcript) = (path("models"), path("final.ptau"), path("t.ceremony"));
+    let ptau = powers.join("final.ptau").to_str().unwrap().to_string();
+    let (models, transcript) = (path("models"), path("t.ceremony"));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
     let (ok, _, err) = sn2(&[
         "model",
@@ -240,7 +253,7 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
         "init",
         "digits-mlp",
         "--ptau",
-        &path("p1.ptau"),
+        powers.join("p1.ptau").to_str().unwrap(),
         "--out",
         &transcript,
         "--models-dir",
@@ -366,4 +379,94 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
         said.contains("ceremony of 3 contributions") && said.contains(&hashes[2]),
         "{said}"
     );
+}
+
+/// `sn2 infer` against a devnet whose validator finished its keys from a ceremony over
+/// snarkjs's powers of tau: without `--ptau` it passes on the validator's claim, unchecked;
+/// with it, it fetches the transcript, verifies it and lists its contributions; with
+/// `--contribution` it requires one of them, and refuses a contribution the ceremony lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contribution() {
+    if snarkjs().is_none() {
+        return;
+    }
+    let powers = tokio::task::spawn_blocking(digits_mlp_ptau).await.unwrap();
+    let ptau = powers.join("final.ptau");
+    let devnet = sn2::devnet::Devnet::start(&sn2::devnet::DevnetOptions {
+        miners: 1,
+        models: vec!["digits-mlp".into()],
+        round_interval: std::time::Duration::from_secs(3600),
+        ceremony_ptau: Some(ptau.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", devnet.api);
+
+    let listing = sn2::wire::http::HttpClient::default()
+        .get(&format!("{url}/v1/models"), 1 << 20)
+        .await
+        .unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&listing).unwrap();
+    let ceremony = &listing["models"][0]["ceremony"];
+    assert_eq!(ceremony["contributions"], 1, "{listing}");
+    let transcript = ceremony["transcript"].as_str().unwrap().to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, sn2::model::input::format_input(&[0.5; 64])).unwrap();
+    let infer = |extra: Vec<String>| {
+        let (url, input) = (url.clone(), input.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["infer".to_string(), "--validator".into(), url];
+            args.extend(["--model".into(), "digits-mlp".into(), "--input".into()]);
+            args.push(input.to_str().unwrap().into());
+            args.extend(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sn2(&args)
+        })
+    };
+
+    let (ok, out, err) = infer(vec![]).await.unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("not checked here") && err.contains(&transcript),
+        "{err}"
+    );
+
+    let with_ptau = vec!["--ptau".to_string(), ptau.to_str().unwrap().into()];
+    let (ok, out, err) = infer(with_ptau.clone()).await.unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("verified here") && err.contains(&transcript),
+        "{err}"
+    );
+    // The one contribution the devnet made is listed, and its hash is the transcript's.
+    let listed = err
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("contribution"))
+        .map(|rest| rest.split_whitespace().last().unwrap().to_string())
+        .unwrap();
+    assert_eq!(listed, transcript);
+
+    let mut mine = with_ptau.clone();
+    mine.extend(["--contribution".to_string(), listed.to_uppercase()]);
+    let (ok, out, err) = infer(mine).await.unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("without trusting anyone else"), "{err}");
+
+    let mut absent = with_ptau;
+    absent.extend(["--contribution".to_string(), "ab".repeat(32)]);
+    let (ok, _, err) = infer(absent).await.unwrap();
+    assert!(!ok && err.contains("is not in the ceremony"), "{err}");
+
+    // Powers of tau other than the ceremony's: the transcript does not start from them.
+    let (ok, _, err) = infer(vec![
+        "--ptau".into(),
+        powers.join("p0.ptau").to_str().unwrap().into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("refused"), "{err}");
+    devnet.stop().await;
 }

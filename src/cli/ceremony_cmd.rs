@@ -187,9 +187,11 @@ impl CeremonyCommand {
                     &stored,
                     backend,
                     &read.key_pair(),
-                    "ceremony",
-                    read.contributions.len() as u32,
-                    Some(hex::encode(verified.transcript_hash)),
+                    keys::Origin::Ceremony {
+                        transcript: &read.to_bytes(),
+                        hash: hex::encode(verified.transcript_hash),
+                        contributions: read.contributions.len() as u32,
+                    },
                 )?;
                 println!(
                     "keys for `{}` from ceremony {} ({} contributions) in {}",
@@ -228,7 +230,7 @@ fn verified(
         .map(|verified| (stored, read, verified)))
 }
 
-fn read_ptau(path: &Path) -> anyhow::Result<Ptau> {
+pub(super) fn read_ptau(path: &Path) -> anyhow::Result<Ptau> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let ptau = Ptau::read(&bytes)
         .and_then(|ptau| ptau.check().map(|()| ptau))

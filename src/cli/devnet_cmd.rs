@@ -40,6 +40,11 @@ pub struct DevnetArgs {
     /// Seconds between query rounds.
     #[arg(long, default_value_t = 2)]
     round_interval: u64,
+    /// Finish the validator's keys from a ceremony over these powers of tau (a snarkjs
+    /// file prepared for phase 2), with one contribution made here, instead of its own
+    /// setup: `sn2 infer --ptau` the same file then verifies the ceremony.
+    #[arg(long, value_name = "FILE")]
+    ceremony_ptau: Option<std::path::PathBuf>,
 }
 
 impl DevnetArgs {
@@ -60,6 +65,7 @@ impl DevnetArgs {
             },
             round_interval: Duration::from_secs(self.round_interval.max(1)),
             request_timeout: Duration::from_secs(30),
+            ceremony_ptau: self.ceremony_ptau.clone(),
             ..Default::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -3,7 +3,12 @@
 //! The model file and the verifying key come from the same validator, each checked against
 //! its hash (the model's id; the key's SHA-256 as listed, or as pinned with `--vk-hash`);
 //! the proof is then verified locally. A verifying key made by that validator convinces only
-//! as far as its setup is trusted, and this command says so.
+//! as far as its setup is trusted, and this command says so. For keys finished from a
+//! ceremony, `--ptau` fetches the transcript and verifies it here, from the powers of tau
+//! and the model, and checks that it made the served verifying key; with `--contribution`
+//! naming the user's own contribution, the answer convinces without trusting anyone.
+
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -14,6 +19,7 @@ use sha2::{Digest, Sha256};
 use super::Outcome;
 use crate::keys::PublicKey;
 use crate::model::{ModelId, codec};
+use crate::proof::groth16::ceremony::{self, Transcript};
 use crate::proof::keys::{self, KeyKind};
 use crate::proof::{self, Binding, Statement};
 use crate::wire::http::HttpClient;
@@ -35,6 +41,14 @@ pub struct InferArgs {
     /// command line would show in the process list).
     #[arg(long, value_name = "VAR", default_value = "SN2_API_KEY")]
     api_key_env: String,
+    /// The powers of tau the model's ceremony started from: the validator's transcript is
+    /// then fetched and verified here, and must have made the verifying key.
+    #[arg(long, value_name = "FILE")]
+    ptau: Option<PathBuf>,
+    /// The hash of a contribution the ceremony must hold (yours, as `sn2 ceremony
+    /// contribute` printed it); may be given more than once.
+    #[arg(long, value_name = "HASH", requires = "ptau")]
+    contribution: Vec<String>,
 }
 
 /// The largest answer read from the API (model files included).
@@ -135,6 +149,17 @@ impl InferArgs {
             return Ok(Outcome::Failure);
         }
 
+        let trust = match self
+            .ceremony(&api, &id, &model, &verifying, &entry["ceremony"])
+            .await
+        {
+            Ok(trust) => trust,
+            Err(error) => {
+                eprintln!("sn2: {error:#}");
+                return Ok(Outcome::Failure);
+            }
+        };
+
         let input = self.input.read(&model)?;
         let request = serde_json::json!({ "model": id.to_hex(), "input": input });
         let answer: serde_json::Value = serde_json::from_slice(
@@ -175,9 +200,7 @@ impl InferArgs {
             Ok((output, miner)) => {
                 println!("output {:?}", model.dequantize_output(&output));
                 println!("proved by miner {miner}; verified here against verifying key {vk_hash}");
-                eprintln!(
-                    "note: that key was made by the validator, not here: the proof convinces as far as you trust its setup"
-                );
+                eprintln!("note: {trust}");
                 Ok(Outcome::Success)
             }
             Err(error) => {
@@ -185,5 +208,82 @@ impl InferArgs {
                 Ok(Outcome::Failure)
             }
         }
+    }
+
+    /// Whom the verifying key's proofs convince, as far as can be told here: with
+    /// `--ptau`, the validator's ceremony transcript verified, shown to have made the
+    /// served key, and holding each `--contribution`; an error when any of that fails.
+    async fn ceremony(
+        &self,
+        api: &Api,
+        id: &ModelId,
+        model: &crate::model::QuantModel,
+        verifying_file: &[u8],
+        listed: &serde_json::Value,
+    ) -> anyhow::Result<String> {
+        let listed_transcript = listed["transcript"].as_str();
+        let (Some(ptau_path), Some(listed_transcript)) = (&self.ptau, listed_transcript) else {
+            return Ok(match listed_transcript {
+                None if self.ptau.is_some() => anyhow::bail!(
+                    "the validator's keys for this model come from its own setup, not from a ceremony: there is no transcript to check against --ptau"
+                ),
+                None => "that key was made by the validator, not here: the proof convinces as far as you trust its setup".into(),
+                Some(transcript) => format!(
+                    "the validator says that key comes from a ceremony of {} contributions (transcript {transcript}), not checked here: pass --ptau with the powers of tau it started from to check it",
+                    listed["contributions"]
+                ),
+            });
+        };
+        let bytes = api
+            .call("GET", &format!("/v1/models/{id}/transcript"), None)
+            .await?;
+        let transcript =
+            Transcript::read(&bytes).context("the validator's ceremony transcript is refused")?;
+        let ptau = super::ceremony_cmd::read_ptau(ptau_path)?;
+        let model = model.clone();
+        let (transcript, verified) = tokio::task::spawn_blocking({
+            let id = *id;
+            move || {
+                let verified = transcript.verify(&id, &ceremony::circuit(&model), &ptau);
+                (transcript, verified)
+            }
+        })
+        .await?;
+        let verified = verified.context("the validator's ceremony transcript is refused")?;
+        let hash = hex::encode(verified.transcript_hash);
+        anyhow::ensure!(
+            hash == listed_transcript,
+            "the validator lists ceremony transcript {listed_transcript} but served transcript {hash}"
+        );
+        let system = proof::default_backend();
+        let served = keys::decode(verifying_file, KeyKind::Verifying, system.name(), id)?;
+        anyhow::ensure!(
+            transcript.key_pair().verifying == served,
+            "the verifying key the validator served is not the one its ceremony transcript {hash} made"
+        );
+        let hashes: Vec<String> = verified
+            .contribution_hashes
+            .iter()
+            .map(hex::encode)
+            .collect();
+        for (i, hash) in hashes.iter().enumerate() {
+            eprintln!("  contribution {:>3}  {hash}", i + 1);
+        }
+        for mine in &self.contribution {
+            anyhow::ensure!(
+                hashes.contains(&mine.to_ascii_lowercase()),
+                "contribution {mine} is not in the ceremony that made the verifying key (its contributions are listed above)"
+            );
+        }
+        let whom = if self.contribution.is_empty() {
+            "the proof convinces you if you trust one of its contributors"
+        } else {
+            "it holds your contribution, so the proof convinces you without trusting anyone else"
+        };
+        Ok(format!(
+            "the verifying key comes from a ceremony of {} contributions (transcript {hash}), verified here from {}: {whom}",
+            hashes.len(),
+            ptau_path.display()
+        ))
     }
 }

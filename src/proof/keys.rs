@@ -1,10 +1,11 @@
 //! Key files: a versioned header naming the kind of key, the circuit revision, the backend
-//! and the model, then the backend's bytes. A key file's SHA-256 is its fingerprint; the verifying key's
-//! fingerprint is the model fingerprint shown to users, since it is what a proof is
-//! checked against. Keys live in the model's folder as `keys/<backend>.pk` and `.vk`, with
+//! and the model, then the backend's bytes. A key file's SHA-256 is its fingerprint; the
+//! verifying key's fingerprint is the model fingerprint shown to users, since it is what
+//! a proof is checked against. Keys live in the model's folder as `keys/<backend>.pk` and `.vk`, with
 //! `keys/<backend>.provenance.json` saying where they came from: a setup run here
-//! (single-party: whoever ran it could forge proofs its key accepts), which is all sn2
-//! makes today; keys without that record came from elsewhere.
+//! (single-party: whoever ran it could forge proofs its key accepts) or a ceremony, whose
+//! transcript is kept as `keys/<backend>.transcript`; keys without that record came from
+//! elsewhere.
 
 use std::path::PathBuf;
 
@@ -193,21 +194,52 @@ pub fn setup_reporting(
     report: &mut dyn FnMut(&str),
 ) -> Result<SetupSummary, ProofError> {
     let pair = system.setup_reporting(&model.model, report)?;
-    install(model, system.name(), &pair, "setup", 1, None)
+    install(model, system.name(), &pair, Origin::Setup)
+}
+
+/// Where a key pair being installed came from.
+pub enum Origin<'a> {
+    /// A single-party setup run here.
+    Setup,
+    /// A verified ceremony: its transcript file, the transcript's chain hash (hex) and its
+    /// number of contributions. The file is kept beside the keys, so that whoever is
+    /// given the keys can be given the transcript too and check it.
+    Ceremony {
+        transcript: &'a [u8],
+        hash: String,
+        contributions: u32,
+    },
 }
 
 /// Writes `pair` as the model's keys for `backend`, with the record of where they came
-/// from: `origin` (`setup` or `ceremony`), the number of parties whose secrets the keys
-/// rest on, and a ceremony's transcript hash.
+/// from (and a ceremony's transcript; a single-party setup removes an older one).
 pub fn install(
     model: &StoredModel,
     backend: &str,
     pair: &KeyPair,
-    origin: &str,
-    parties: u32,
-    transcript: Option<String>,
+    origin: Origin,
 ) -> Result<SetupSummary, ProofError> {
     let (proving, verifying) = write(model, backend, pair)?;
+    let transcript_file = transcript_path(model, backend);
+    let (origin, parties, transcript) = match origin {
+        Origin::Setup => {
+            match std::fs::remove_file(&transcript_file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(keys_io(&transcript_file, e)),
+            }
+            ("setup", 1, None)
+        }
+        Origin::Ceremony {
+            transcript,
+            hash,
+            contributions,
+        } => {
+            write_atomic(&transcript_file, transcript, 0o644)
+                .map_err(|e| keys_io(&transcript_file, e))?;
+            ("ceremony", contributions, Some(hash))
+        }
+    };
     let record = Provenance {
         origin: origin.into(),
         parties,
@@ -224,6 +256,11 @@ pub fn install(
         proving_bytes: proving.len(),
         verifying_bytes: verifying.len(),
     })
+}
+
+/// The ceremony transcript kept beside keys finished from it (`keys/<backend>.transcript`).
+pub fn transcript_path(model: &StoredModel, backend: &str) -> PathBuf {
+    model.keys_dir().join(format!("{backend}.transcript"))
 }
 
 /// Writes `pair` (atomically) as the model's key files for `backend`; returns the files'

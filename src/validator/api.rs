@@ -7,7 +7,8 @@
 //!   These queries are scored like the validator's own.
 //! - `GET /v1/models`, `GET /v1/models/{id}/vk` (the verifying key file),
 //!   `GET /v1/models/{id}/model` (the canonical model file, whose SHA-256 is its id),
-//!   `GET /openapi.json`.
+//!   `GET /v1/models/{id}/transcript` (for keys from a ceremony, its transcript, which
+//!   `sn2 infer --ptau` verifies), `GET /openapi.json`.
 //! - Access: `Authorization: Bearer <key>` for a key whose SHA-256 is in `[api] keys`, each
 //!   with its own rate; or a request signed with Epistula v2 by a hotkey of `[api] hotkeys`
 //!   (for this validator, fresh, never replayed); requests with neither only when
@@ -192,7 +193,11 @@ impl Api {
         let allowed = match path.as_str() {
             "/v1/inference" => "POST",
             "/openapi.json" | "/v1/models" => "GET",
-            p if p.starts_with("/v1/models/") && (p.ends_with("/vk") || p.ends_with("/model")) => {
+            p if p.starts_with("/v1/models/")
+                && ["/vk", "/model", "/transcript"]
+                    .iter()
+                    .any(|file| p.ends_with(file)) =>
+            {
                 "GET"
             }
             _ => {
@@ -232,12 +237,19 @@ impl Api {
         self.infer(&body).await
     }
 
-    /// `<model>/model` (the canonical file) or `<model>/vk` (the verifying key file).
+    /// `<model>/model` (the canonical file), `<model>/vk` (the verifying key file) or
+    /// `<model>/transcript` (the ceremony transcript of its keys).
     async fn model_file(&self, rest: &str) -> HttpResponse {
-        let (reference, is_model) = match (rest.strip_suffix("/model"), rest.strip_suffix("/vk")) {
-            (Some(reference), _) => (reference, true),
-            (None, Some(reference)) => (reference, false),
-            (None, None) => return error(404, "not_found", format!("no /v1/models/{rest} here")),
+        let files = [
+            ("/model", "model file"),
+            ("/vk", "verifying key"),
+            ("/transcript", "ceremony transcript"),
+        ];
+        let Some((reference, what)) = files
+            .iter()
+            .find_map(|(suffix, what)| Some((rest.strip_suffix(suffix)?, *what)))
+        else {
+            return error(404, "not_found", format!("no /v1/models/{rest} here"));
         };
         let Some(index) = self.validator.find_model(reference) else {
             return error(
@@ -246,18 +258,24 @@ impl Api {
                 format!("no model {reference}; see /v1/models"),
             );
         };
-        let what = if is_model {
-            "model file"
-        } else {
-            "verifying key"
-        };
-        let read = if is_model {
-            self.validator.canonical_model(index).await.map(Vec::from)
-        } else {
-            self.validator.verifying_key(index)
+        let read = match what {
+            "model file" => self
+                .validator
+                .canonical_model(index)
+                .await
+                .map(|b| Some(Vec::from(b))),
+            "verifying key" => self.validator.verifying_key(index).map(Some),
+            _ => self.validator.transcript(index).await,
         };
         match read {
-            Ok(bytes) => wire_http::text_response(200, "application/octet-stream", bytes),
+            Ok(Some(bytes)) => wire_http::text_response(200, "application/octet-stream", bytes),
+            Ok(None) => error(
+                404,
+                "no_ceremony",
+                format!(
+                    "model {reference}'s keys come from this validator's own setup, not from a ceremony: there is no transcript"
+                ),
+            ),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot read a {what}");
                 error(500, "internal", format!("cannot read the {what}"))

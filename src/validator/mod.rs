@@ -87,6 +87,8 @@ struct ModelEntry {
     verifying_key_hash: String,
     /// What a proof checked against the verifying key convinces (the API's `provenance`).
     provenance: String,
+    /// The ceremony the keys were finished from, if any, with its transcript on disk.
+    ceremony: Option<CeremonySummary>,
     /// The canonical model file, read on its first download like the proving key.
     canonical: tokio::sync::OnceCell<Bytes>,
     /// The proving key's bytes, read on the first download and shared by every later one:
@@ -213,6 +215,16 @@ pub struct ModelSummary {
     pub output_len: usize,
     /// The SHA-256 of the verifying key file.
     pub verifying_key: String,
+    /// The ceremony the keys come from; `None` for a single-party setup.
+    pub ceremony: Option<CeremonySummary>,
+}
+
+/// A ceremony whose transcript the validator serves (`/v1/models/{id}/transcript`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CeremonySummary {
+    /// The transcript's chain hash, in hex: what `sn2 ceremony verify` prints.
+    pub transcript: String,
+    pub contributions: u32,
 }
 
 /// Marks a miner as answering a query; dropped when the query ends, however it ends.
@@ -301,11 +313,21 @@ impl Validator {
             )?;
             drop(proving);
             tracing::info!(model = %stored.info.name, fingerprint = %verifying_key_hash, "model loaded, its keys checked");
-            let provenance =
-                api::provenance(key_files::provenance(&stored, system.name(), &verifying).as_ref());
+            let record = key_files::provenance(&stored, system.name(), &verifying);
+            let provenance = api::provenance(record.as_ref());
+            let transcript_path = key_files::transcript_path(&stored, system.name());
+            let ceremony = record
+                .filter(|r| r.ceremony().is_some() && transcript_path.exists())
+                .and_then(|r| {
+                    Some(CeremonySummary {
+                        transcript: r.transcript?,
+                        contributions: r.parties,
+                    })
+                });
             models.push(ModelEntry {
                 verifying_key_hash,
                 provenance,
+                ceremony,
                 canonical: tokio::sync::OnceCell::new(),
                 proving_key_hash,
                 proving_key_path,
@@ -576,6 +598,7 @@ impl Validator {
                 input_len: m.stored.model.input_len(),
                 output_len: m.stored.model.output_len(),
                 verifying_key: m.verifying_key_hash.clone(),
+                ceremony: m.ceremony.clone(),
             })
             .collect()
     }
@@ -588,6 +611,20 @@ impl Validator {
     }
 
     /// The verifying key file of model `index`.
+    /// The ceremony transcript of model `index`'s keys; `None` for a single-party setup.
+    pub async fn transcript(&self, index: usize) -> anyhow::Result<Option<Vec<u8>>> {
+        let model = &self.models[index];
+        if model.ceremony.is_none() {
+            return Ok(None);
+        }
+        let path = key_files::transcript_path(&model.stored, proof::default_backend().name());
+        let read = path.clone();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(read))
+            .await?
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Some(bytes))
+    }
+
     pub fn verifying_key(&self, index: usize) -> anyhow::Result<Vec<u8>> {
         let system = proof::default_backend();
         Ok(key_files::read(
