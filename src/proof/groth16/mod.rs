@@ -106,7 +106,7 @@ impl ProofSystem for Groth16Bn254 {
                 let b_g2 = prover::SparseBases::of(&key);
                 Ok::<_, ProofError>((key, b_g2))
             },
-            || prover::CircuitShape::of(&constraint_system(&model)),
+            || prover::CircuitShape::of(constraint_system(&model)),
         );
         let (key, b_g2) = key?;
         let expected_inputs = model.input_len() + 1 + model.output_len() + 1;

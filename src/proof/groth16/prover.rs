@@ -43,8 +43,8 @@ pub(super) struct CircuitShape {
 }
 
 impl CircuitShape {
-    pub(super) fn of(system: &R1cs) -> Result<Self, ProofError> {
-        let m = system.matrices();
+    pub(super) fn of(system: R1cs) -> Result<Self, ProofError> {
+        let m = system.into_matrices();
         let constraints = m.a.len();
         let too_large = || ProofError::Synthesis("the circuit is too large for BN254's FFT".into());
         let domain = Radix2EvaluationDomain::<Fr>::new(constraints + m.instance_variables)

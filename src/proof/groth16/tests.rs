@@ -86,7 +86,7 @@ fn a_tampered_witness_gives_a_proof_that_is_refused() {
     let f = fixture();
     let key =
         ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(f.keys.proving.as_slice()).unwrap();
-    let shape = prover::CircuitShape::of(&constraint_system(&f.model)).unwrap();
+    let shape = prover::CircuitShape::of(constraint_system(&f.model)).unwrap();
     let b_g2 = prover::SparseBases::of(&key);
     let keyed = prover::KeyedShape::new(key, b_g2, shape);
     let input = random_input(&f.model, 2);
