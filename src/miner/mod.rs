@@ -10,7 +10,7 @@
 //! request names; one download per key, with a deadline, before a proving slot is taken;
 //! cached on disk by hash. Models travel the same way: a request for a model the miner
 //! lacks fetches its canonical file from that validator (`/models/<id>`), checked against
-//! the id (its SHA-256), and keeps it in a cache with a byte limit ([`cache`]);
+//! the id (its SHA-256), and keeps it in a cache with a byte limit (`cache.rs`);
 //! `[miner] models` can pin the ids it serves. Every refusal is counted by reason
 //! (`sn2_refused_total`).
 

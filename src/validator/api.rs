@@ -56,6 +56,34 @@ pub fn provenance(record: Option<&crate::proof::keys::Provenance>) -> String {
     }
 }
 
+/// The files the API serves per model, under `/v1/models/{model}`.
+#[derive(Debug, Clone, Copy)]
+enum ModelFile {
+    Model,
+    VerifyingKey,
+    Transcript,
+}
+
+impl ModelFile {
+    const ALL: [ModelFile; 3] = [Self::Model, Self::VerifyingKey, Self::Transcript];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Model => "/model",
+            Self::VerifyingKey => "/vk",
+            Self::Transcript => "/transcript",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Model => "model file",
+            Self::VerifyingKey => "verifying key",
+            Self::Transcript => "ceremony transcript",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
     pub open: bool,
@@ -194,9 +222,7 @@ impl Api {
             "/v1/inference" => "POST",
             "/openapi.json" | "/v1/models" => "GET",
             p if p.starts_with("/v1/models/")
-                && ["/vk", "/model", "/transcript"]
-                    .iter()
-                    .any(|file| p.ends_with(file)) =>
+                && ModelFile::ALL.iter().any(|file| p.ends_with(file.suffix())) =>
             {
                 "GET"
             }
@@ -240,14 +266,9 @@ impl Api {
     /// `<model>/model` (the canonical file), `<model>/vk` (the verifying key file) or
     /// `<model>/transcript` (the ceremony transcript of its keys).
     async fn model_file(&self, rest: &str) -> HttpResponse {
-        let files = [
-            ("/model", "model file"),
-            ("/vk", "verifying key"),
-            ("/transcript", "ceremony transcript"),
-        ];
-        let Some((reference, what)) = files
+        let Some((reference, file)) = ModelFile::ALL
             .iter()
-            .find_map(|(suffix, what)| Some((rest.strip_suffix(suffix)?, *what)))
+            .find_map(|file| Some((rest.strip_suffix(file.suffix())?, *file)))
         else {
             return error(404, "not_found", format!("no /v1/models/{rest} here"));
         };
@@ -258,15 +279,16 @@ impl Api {
                 format!("no model {reference}; see /v1/models"),
             );
         };
-        let read = match what {
-            "model file" => self
+        let read = match file {
+            ModelFile::Model => self
                 .validator
                 .canonical_model(index)
                 .await
-                .map(|b| Some(Vec::from(b))),
-            "verifying key" => self.validator.verifying_key(index).map(Some),
-            _ => self.validator.transcript(index).await,
+                .map(|bytes| Some(Vec::from(bytes))),
+            ModelFile::VerifyingKey => self.validator.verifying_key(index).map(Some),
+            ModelFile::Transcript => self.validator.transcript(index).await,
         };
+        let what = file.what();
         match read {
             Ok(Some(bytes)) => wire_http::text_response(200, "application/octet-stream", bytes),
             Ok(None) => error(

@@ -55,7 +55,7 @@ impl Default for Scores {
 }
 
 /// The pace verified answers are measured against: per model, the 10th-percentile latency
-/// of its last [`PACE_WINDOW`] verified answers. Kept in memory only: after a restart the
+/// of its last `PACE_WINDOW` (256) verified answers. Kept in memory only: after a restart the
 /// first answers set the pace again.
 #[derive(Debug, Default)]
 pub struct Pace {

@@ -81,6 +81,8 @@ fn binary(cs: &R1cs, bits: &[Wire]) -> Wire {
 pub(crate) mod testing {
     use crate::circuit::r1cs::{Change, Mode, R1cs, Tamper, Wire};
 
+    const CHANGES: [Change; 3] = [Change::Add(1), Change::Add(-1), Change::Flip];
+
     /// Runs `gadget` on `inputs` (allocated as witnesses) honestly, checks that the
     /// constraints hold and returns the outputs; then changes each witness the gadget
     /// allocates (by +1, −1 and 1 − v), lets the change flow through the rest of the
@@ -90,27 +92,10 @@ pub(crate) mod testing {
         inputs: &[i128],
         gadget: impl Fn(&mut R1cs, &[Wire]) -> Vec<Wire>,
     ) -> (Vec<i128>, usize) {
-        let (honest, expected) = run(inputs, &[], &gadget);
-        assert_eq!(honest.failure(), None, "inputs {inputs:?}");
-        assert_eq!(
-            honest.first_unsatisfied(),
-            None,
-            "the honest witness fails for inputs {inputs:?}"
-        );
-        let mut refused = 0;
-        for index in inputs.len()..honest.witness_count() {
-            for change in [Change::Add(1), Change::Add(-1), Change::Flip] {
-                let (cs, outputs) = run(inputs, &[Tamper { index, change }], &gadget);
-                if cs.first_unsatisfied().is_some() {
-                    refused += 1;
-                } else {
-                    assert_eq!(
-                        outputs, expected,
-                        "inputs {inputs:?}: witness {index} changed by {change:?} satisfies every constraint with other outputs"
-                    );
-                }
-            }
-        }
+        let (expected, witnesses) = honest(inputs, &gadget);
+        let singles = (inputs.len()..witnesses)
+            .flat_map(|index| CHANGES.map(|change| vec![Tamper { index, change }]));
+        let refused = refusals(inputs, &gadget, &expected, singles);
         (expected, refused)
     }
 
@@ -121,39 +106,66 @@ pub(crate) mod testing {
         inputs: &[i128],
         gadget: impl Fn(&mut R1cs, &[Wire]) -> Vec<Wire>,
     ) -> (Vec<i128>, usize) {
-        let (honest, expected) = run(inputs, &[], &gadget);
-        assert_eq!(honest.first_unsatisfied(), None, "inputs {inputs:?}");
-        let changes = [Change::Add(1), Change::Add(-1), Change::Flip];
+        let (expected, witnesses) = honest(inputs, &gadget);
+        let pairs = (inputs.len()..witnesses).flat_map(|first| {
+            (first + 1..witnesses).flat_map(move |second| {
+                CHANGES.into_iter().flat_map(move |a| {
+                    CHANGES.map(|b| {
+                        vec![
+                            Tamper {
+                                index: first,
+                                change: a,
+                            },
+                            Tamper {
+                                index: second,
+                                change: b,
+                            },
+                        ]
+                    })
+                })
+            })
+        });
+        let refused = refusals(inputs, &gadget, &expected, pairs);
+        (expected, refused)
+    }
+
+    /// The honest outputs, after checking that the honest witness satisfies every
+    /// constraint, and the number of witnesses.
+    fn honest(
+        inputs: &[i128],
+        gadget: &impl Fn(&mut R1cs, &[Wire]) -> Vec<Wire>,
+    ) -> (Vec<i128>, usize) {
+        let (honest, expected) = run(inputs, &[], gadget);
+        assert_eq!(honest.failure(), None, "inputs {inputs:?}");
+        assert_eq!(
+            honest.first_unsatisfied(),
+            None,
+            "the honest witness fails for inputs {inputs:?}"
+        );
+        (expected, honest.witness_count())
+    }
+
+    /// How many of the `tampers` the constraints refuse; panics at one they accept with
+    /// outputs other than `expected`.
+    fn refusals(
+        inputs: &[i128],
+        gadget: &impl Fn(&mut R1cs, &[Wire]) -> Vec<Wire>,
+        expected: &[i128],
+        tampers: impl Iterator<Item = Vec<Tamper>>,
+    ) -> usize {
         let mut refused = 0;
-        for first in inputs.len()..honest.witness_count() {
-            for second in first + 1..honest.witness_count() {
-                for (a, b) in changes
-                    .iter()
-                    .flat_map(|a| changes.iter().map(move |b| (*a, *b)))
-                {
-                    let tamper = [
-                        Tamper {
-                            index: first,
-                            change: a,
-                        },
-                        Tamper {
-                            index: second,
-                            change: b,
-                        },
-                    ];
-                    let (cs, outputs) = run(inputs, &tamper, &gadget);
-                    if cs.first_unsatisfied().is_some() {
-                        refused += 1;
-                    } else {
-                        assert_eq!(
-                            outputs, expected,
-                            "inputs {inputs:?}: witnesses {first} ({a:?}) and {second} ({b:?}) changed together satisfy every constraint with other outputs"
-                        );
-                    }
-                }
+        for tamper in tampers {
+            let (cs, outputs) = run(inputs, &tamper, gadget);
+            if cs.first_unsatisfied().is_some() {
+                refused += 1;
+            } else {
+                assert_eq!(
+                    outputs, expected,
+                    "inputs {inputs:?}: {tamper:?} satisfies every constraint with other outputs"
+                );
             }
         }
-        (expected, refused)
+        refused
     }
 
     /// Synthesises `gadget` on `inputs` (allocated as witnesses) with the given changes.
