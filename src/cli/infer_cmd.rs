@@ -266,6 +266,10 @@ impl InferArgs {
             .iter()
             .map(hex::encode)
             .collect();
+        anyhow::ensure!(
+            !hashes.is_empty(),
+            "the validator's ceremony transcript {hash} has no contribution: anyone can forge proofs its key accepts"
+        );
         for (i, hash) in hashes.iter().enumerate() {
             eprintln!("  contribution {:>3}  {hash}", i + 1);
         }
