@@ -146,7 +146,7 @@ fn import_models(
         Some(path) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let ptau = Ptau::read(&bytes).and_then(|ptau| ptau.check().map(|()| ptau));
+            let ptau = Ptau::read_checked(&bytes);
             Some(ptau.with_context(|| format!("{}: refused", path.display()))?)
         }
         None => None,

@@ -349,13 +349,22 @@ impl R1cs {
     /// The matrices in ark-relations' layout, made from the recorded rows in place: a
     /// one-shot prover has no other use for them, and copying a large circuit's rows
     /// costs as much as recording them did.
-    pub fn into_matrices(self) -> Matrices {
+    pub fn into_matrices(mut self) -> Matrices {
+        let rows = std::mem::take(&mut self.rows);
+        self.matrices_of(rows)
+    }
+
+    /// The matrices in ark-relations' layout.
+    pub fn matrices(&self) -> Matrices {
+        self.matrices_of(self.rows.clone())
+    }
+
+    fn matrices_of(&self, rows: Vec<[Lc; 3]>) -> Matrices {
         assert!(
             self.records(),
             "matrices come from a constraint-mode system"
         );
         let instance_variables = self.instance.len();
-        let witness_variables = self.witness.len();
         let column = |v: Var| match v {
             Var::One => 0,
             Var::Instance(i) => i as usize,
@@ -363,43 +372,14 @@ impl R1cs {
         };
         // (Fr, Var) and (Fr, usize) have one size, so each collect reuses its vector.
         let convert = |lc: Lc| lc.into_iter().map(|(c, v)| (c, column(v))).collect();
-        let rows = self.rows.len();
         let mut matrices = Matrices {
-            a: Vec::with_capacity(rows),
-            b: Vec::with_capacity(rows),
-            c: Vec::with_capacity(rows),
-            instance_variables,
-            witness_variables,
-        };
-        for [a, b, c] in self.rows {
-            matrices.a.push(convert(a));
-            matrices.b.push(convert(b));
-            matrices.c.push(convert(c));
-        }
-        matrices
-    }
-
-    /// The matrices in ark-relations' layout.
-    pub fn matrices(&self) -> Matrices {
-        assert!(
-            self.records(),
-            "matrices come from a constraint-mode system"
-        );
-        let instance_variables = self.instance.len();
-        let column = |v: Var| match v {
-            Var::One => 0,
-            Var::Instance(i) => i as usize,
-            Var::Witness(i) => instance_variables + i as usize,
-        };
-        let convert = |lc: &Lc| lc.iter().map(|&(c, v)| (c, column(v))).collect::<Vec<_>>();
-        let mut matrices = Matrices {
-            a: Vec::with_capacity(self.rows.len()),
-            b: Vec::with_capacity(self.rows.len()),
-            c: Vec::with_capacity(self.rows.len()),
+            a: Vec::with_capacity(rows.len()),
+            b: Vec::with_capacity(rows.len()),
+            c: Vec::with_capacity(rows.len()),
             instance_variables,
             witness_variables: self.witness.len(),
         };
-        for [a, b, c] in &self.rows {
+        for [a, b, c] in rows {
             matrices.a.push(convert(a));
             matrices.b.push(convert(b));
             matrices.c.push(convert(c));

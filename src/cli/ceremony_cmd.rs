@@ -232,9 +232,8 @@ fn verified(
 
 pub(super) fn read_ptau(path: &Path) -> anyhow::Result<Ptau> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let ptau = Ptau::read(&bytes)
-        .and_then(|ptau| ptau.check().map(|()| ptau))
-        .with_context(|| format!("{}: refused", path.display()))?;
+    let ptau =
+        Ptau::read_checked(&bytes).with_context(|| format!("{}: refused", path.display()))?;
     if ptau.contributions == 0 {
         eprintln!(
             "sn2: warning: no one has contributed to {}: its τ is known to whoever made it",
@@ -256,7 +255,7 @@ fn write_transcript(path: &Path, transcript: &Transcript) -> anyhow::Result<()> 
 
 fn verify_ptau(file: &Path) -> anyhow::Result<Outcome> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let checked = Ptau::read(&bytes).and_then(|ptau| ptau.check().map(|()| ptau));
+    let checked = Ptau::read_checked(&bytes);
     match checked {
         Ok(ptau) => {
             println!(

@@ -1,11 +1,11 @@
 //! Key files: a versioned header naming the kind of key, the circuit revision, the backend
 //! and the model, then the backend's bytes. A key file's SHA-256 is its fingerprint; the
 //! verifying key's fingerprint is the model fingerprint shown to users, since it is what
-//! a proof is checked against. Keys live in the model's folder as `keys/<backend>.pk` and `.vk`, with
-//! `keys/<backend>.provenance.json` saying where they came from: a setup run here
-//! (single-party: whoever ran it could forge proofs its key accepts) or a ceremony, whose
-//! transcript is kept as `keys/<backend>.transcript`; keys without that record came from
-//! elsewhere.
+//! a proof is checked against. Keys live in the model's folder as `keys/<backend>.pk` and
+//! `.vk`, with `keys/<backend>.provenance.json` saying where they came from: a setup run
+//! here (single-party: whoever ran it could forge proofs its key accepts) or a ceremony,
+//! whose transcript is kept as `keys/<backend>.transcript`; keys without that record came
+//! from elsewhere.
 
 use std::path::PathBuf;
 
@@ -61,16 +61,17 @@ pub fn decode<'a>(
     model: &ModelId,
 ) -> Result<&'a [u8], ProofError> {
     let bad = |reason: String| ProofError::MalformedKey(reason);
+    let stale = |revision: u16| ProofError::StaleKey {
+        revision,
+        model: model.to_string(),
+    };
     let header_len = MAGIC.len() + 2 + 1 + 2 + 1;
     if bytes.len() < MAGIC.len() + 2 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(bad("not an sn2 key file".into()));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     if version == 1 {
-        return Err(ProofError::StaleKey {
-            revision: 1,
-            model: model.to_string(),
-        });
+        return Err(stale(1));
     }
     if version != VERSION {
         return Err(bad(format!(
@@ -85,10 +86,7 @@ pub fn decode<'a>(
     }
     let revision = u16::from_le_bytes([bytes[11], bytes[12]]);
     if revision != crate::circuit::REVISION {
-        return Err(ProofError::StaleKey {
-            revision,
-            model: model.to_string(),
-        });
+        return Err(stale(revision));
     }
     let name_len = bytes[13] as usize;
     let rest = &bytes[header_len..];

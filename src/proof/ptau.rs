@@ -192,6 +192,14 @@ fn points<P: Send>(
 }
 
 impl Ptau {
+    /// Reads a `.ptau` file and checks it whole: each point ([`Ptau::read`]) and the
+    /// powers' consistency ([`Ptau::check`]).
+    pub fn read_checked(bytes: &[u8]) -> Result<Self, PtauError> {
+        let ptau = Self::read(bytes)?;
+        ptau.check()?;
+        Ok(ptau)
+    }
+
     /// Reads a `.ptau` file, checking each point; the powers' consistency is [`Ptau::check`].
     pub fn read(bytes: &[u8]) -> Result<Self, PtauError> {
         let sections = Sections::parse(bytes)?;

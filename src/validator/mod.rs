@@ -610,7 +610,6 @@ impl Validator {
             .position(|m| m.stored.id.to_hex() == reference || m.stored.info.name == reference)
     }
 
-    /// The verifying key file of model `index`.
     /// The ceremony transcript of model `index`'s keys; `None` for a single-party setup.
     pub async fn transcript(&self, index: usize) -> anyhow::Result<Option<Vec<u8>>> {
         let model = &self.models[index];
@@ -625,6 +624,7 @@ impl Validator {
         Ok(Some(bytes))
     }
 
+    /// The verifying key file of model `index`.
     pub fn verifying_key(&self, index: usize) -> anyhow::Result<Vec<u8>> {
         let system = proof::default_backend();
         Ok(key_files::read(
