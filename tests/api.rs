@@ -148,6 +148,34 @@ async fn a_user_gets_a_verified_answer_that_sn2_infer_checks_again() {
     devnet.stop().await;
 }
 
+/// A validator that accepts the connection and reads the request, then never answers:
+/// `sn2 infer` gives up at its `--timeout` with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sn2_infer_gives_up_on_a_validator_that_never_answers() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, sn2::model::input::format_input(&[0.5; 64])).unwrap();
+    let output = tokio::task::spawn_blocking(move || sn2_infer(&url, &input, &["--timeout", "1"]))
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not answer within 1 s"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_clear_4xx_and_the_api_serves_on() {
     let devnet = Devnet::start(&options(1, 0)).await.unwrap();

@@ -49,6 +49,10 @@ pub struct InferArgs {
     /// contribute` printed it); may be given more than once.
     #[arg(long, value_name = "HASH", requires = "ptau")]
     contribution: Vec<String>,
+    /// Give up on any one call to the API (a listing, a file, the inference) after this
+    /// many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
 }
 
 /// The largest answer read from the API (model files included).
@@ -58,6 +62,8 @@ struct Api {
     base: String,
     key: Option<String>,
     client: HttpClient,
+    /// Each call's deadline: a validator that stops answering must not hold `sn2 infer`.
+    timeout: std::time::Duration,
 }
 
 impl Api {
@@ -73,11 +79,16 @@ impl Api {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .with_context(|| format!("{url} is not a usable URL"))?;
-        let (status, bytes) = self
-            .client
-            .raw(request, MAX_RESPONSE)
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
+        let (status, bytes) =
+            tokio::time::timeout(self.timeout, self.client.raw(request, MAX_RESPONSE))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{url} did not answer within {} s (--timeout)",
+                        self.timeout.as_secs()
+                    )
+                })?
+                .with_context(|| format!("cannot reach {url}"))?;
         if status != 200 {
             let message = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
@@ -108,6 +119,7 @@ impl InferArgs {
                 .ok()
                 .filter(|k| !k.is_empty()),
             client: HttpClient::default(),
+            timeout: std::time::Duration::from_secs(self.timeout),
         };
         let listing: serde_json::Value =
             serde_json::from_slice(&api.call("GET", "/v1/models", None).await?)
