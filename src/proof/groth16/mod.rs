@@ -13,6 +13,7 @@ use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use rand_core::OsRng;
 
 pub mod ceremony;
+mod key_format;
 mod msm;
 mod prover;
 mod setup;
@@ -100,9 +101,7 @@ impl ProofSystem for Groth16Bn254 {
         // (a one-shot `sn2 prove` pays for both).
         let (key, shape) = rayon::join(
             || {
-                let key = whole_key(proving_key, |bytes| {
-                    ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
-                })?;
+                let key = key_format::read(proving_key)?;
                 let b_g2 = prover::SparseBases::of(&key);
                 Ok::<_, ProofError>((key, b_g2))
             },
@@ -154,12 +153,11 @@ impl ProofSystem for Groth16Bn254 {
     }
 }
 
-/// A proving key's files' payloads: the proving key uncompressed (the prover reads it
-/// without checks, fast), the verifying key compressed (small, and checked when read).
+/// A proving key's files' payloads: the proving key as the prover holds it in memory (read
+/// without checks, fast: [`key_format`]), the verifying key compressed (small, and checked
+/// when read).
 fn key_pair(key: &ProvingKey<Bn254>) -> KeyPair {
-    let mut proving = Vec::new();
-    key.serialize_uncompressed(&mut proving)
-        .expect("serialising to memory cannot fail");
+    let proving = key_format::write(key);
     let mut verifying = Vec::new();
     key.vk
         .serialize_compressed(&mut verifying)
@@ -176,13 +174,16 @@ fn whole_key<T>(
     let mut rest = bytes;
     let key = read(&mut rest).map_err(|e| ProofError::MalformedKey(e.to_string()))?;
     if !rest.is_empty() {
-        let count = rest.len();
-        return Err(ProofError::MalformedKey(format!(
-            "the file goes on for {count} {} after the key: it holds more than one key, or something was appended",
-            if count == 1 { "byte" } else { "bytes" }
-        )));
+        return Err(bytes_after_key(rest.len()));
     }
     Ok(key)
+}
+
+fn bytes_after_key(count: usize) -> ProofError {
+    ProofError::MalformedKey(format!(
+        "the file goes on for {count} {} after the key: it holds more than one key, or something was appended",
+        if count == 1 { "byte" } else { "bytes" }
+    ))
 }
 
 /// ark-groth16's own prover on the same circuit and key, with the circuit's matrices made
@@ -198,9 +199,7 @@ pub struct ReferenceProver {
 
 impl ReferenceProver {
     pub fn new(model: Arc<QuantModel>, proving_key: &[u8]) -> Result<Self, ProofError> {
-        let key = whole_key(proving_key, |bytes| {
-            ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
-        })?;
+        let key = key_format::read(proving_key)?;
         let m = constraint_system(&model).matrices();
         Ok(Self {
             model,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ark_bn254::{Bn254, Fr};
 use ark_ff::UniformRand;
-use ark_groth16::{Groth16, Proof, ProvingKey, VerifyingKey, prepare_verifying_key};
+use ark_groth16::{Groth16, Proof, VerifyingKey, prepare_verifying_key};
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
 use rand_core::OsRng;
 
@@ -84,8 +84,7 @@ fn proofs_cross_between_this_prover_and_ark_groth16() {
 #[test]
 fn a_tampered_witness_gives_a_proof_that_is_refused() {
     let f = fixture();
-    let key =
-        ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(f.keys.proving.as_slice()).unwrap();
+    let key = super::key_format::read(&f.keys.proving).unwrap();
     let shape = prover::CircuitShape::of(constraint_system(&f.model)).unwrap();
     let b_g2 = prover::SparseBases::of(&key);
     let keyed = prover::KeyedShape::new(key, b_g2, shape);
