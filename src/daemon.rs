@@ -23,6 +23,7 @@ use crate::miner::{Miner, MinerOptions};
 use crate::model::ModelStore;
 use crate::shutdown::{Shutdown, stopped};
 use crate::update::watch::{Event, RESTART_EXIT_CODE, Watcher};
+use crate::validator::ceremony::{Ceremonies, CeremonyOptions};
 use crate::validator::{Validator, ValidatorOptions};
 
 /// The daemons' command line: one config file drives everything.
@@ -306,7 +307,8 @@ async fn announce_axon(chain: Arc<dyn Chain>, address: SocketAddr, mut shutdown:
 }
 
 /// Asks `main` to stop the daemon and exit with [`RESTART_EXIT_CODE`], so that systemd
-/// restarts it from the profile a new release was installed into.
+/// restarts it: from the profile a new release was installed into, or onto keys a
+/// ceremony made.
 type RestartRequest = tokio::sync::mpsc::Sender<()>;
 
 /// Starts the release watcher `[update]` asks for (none when `mode = "off"`).
@@ -455,10 +457,19 @@ async fn run_validator(
             &config.update,
             shutdown.clone(),
             move |event| validator.metrics().update_event(event),
-            restart,
+            restart.clone(),
         );
     }
     tokio::spawn(sync.clone().run(shutdown.clone()));
+    if let Some(options) = CeremonyOptions::from_config(config) {
+        spawn_ceremonies(
+            options,
+            &validator,
+            &sync,
+            shutdown.clone(),
+            restart.clone(),
+        );
+    }
     let mut tasks = Vec::new();
     if metrics_enabled {
         let server = validator
@@ -509,6 +520,59 @@ async fn run_validator(
     Ok(())
 }
 
+/// Starts this validator's part in its models' ceremonies, in the background (checking
+/// the powers of tau takes a while, and the validator serves meanwhile): it serves its
+/// transcripts on its key server, looks at the other validators' (those with a permit and
+/// an announced address), and restarts onto a ceremony's keys once it installs them.
+fn spawn_ceremonies(
+    options: CeremonyOptions,
+    validator: &Arc<Validator>,
+    sync: &Arc<MetagraphSync>,
+    shutdown: Shutdown,
+    restart: RestartRequest,
+) {
+    let models = validator.stored_models();
+    let validator = validator.clone();
+    let metagraph = sync.subscribe();
+    let me = validator.hotkey().public();
+    tokio::spawn(async move {
+        tracing::info!(ptau = %options.ptau.display(), quorum = options.quorum, "taking part in the models' ceremonies");
+        let started = tokio::task::spawn_blocking(move || Ceremonies::start(options, models)).await;
+        let ceremonies = match started {
+            Ok(Ok(ceremonies)) => Arc::new(ceremonies),
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "[validator.ceremony]: cannot take part in the ceremonies; this validator keeps its keys");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "[validator.ceremony]: starting the ceremonies panicked");
+                return;
+            }
+        };
+        validator.serve_ceremonies(ceremonies.clone());
+        let peers = move || {
+            metagraph
+                .borrow()
+                .metagraph
+                .as_ref()
+                .map(|m| {
+                    m.neurons
+                        .iter()
+                        .filter(|n| n.validator_permit && n.hotkey != me)
+                        .filter_map(|n| n.axon)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        ceremonies
+            .run(peers, shutdown, move |stored| {
+                tracing::info!(model = %stored.info.name, "a ceremony's keys are installed: restarting onto them");
+                let _ = restart.try_send(());
+            })
+            .await;
+    });
+}
+
 /// The `main` of both daemons: start up, serve until a stop signal, stop cleanly. Returns
 /// the process exit code, printing start-up errors in full.
 pub fn main(role: Role) -> std::process::ExitCode {
@@ -543,7 +607,7 @@ pub fn main(role: Role) -> std::process::ExitCode {
                 false
             }
             Some(()) = restart_requested.recv() => {
-                tracing::info!("stopping to restart into the new release");
+                tracing::info!("stopping to restart (into a new release, or onto new keys)");
                 true
             }
             ended = &mut service => {

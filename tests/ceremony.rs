@@ -470,3 +470,257 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
     assert!(!ok && err.contains("refused"), "{err}");
     devnet.stop().await;
 }
+
+/// A validator's key server for the ceremony test: its ceremony routes on loopback, as
+/// `sn2-validator` serves them beside its keys.
+async fn serve_ceremonies(
+    ceremonies: std::sync::Arc<sn2::validator::ceremony::Ceremonies>,
+    shutdown: sn2::shutdown::Shutdown,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(sn2::wire::http::serve(
+        listener,
+        sn2::wire::http::Limits::new(0),
+        std::sync::Arc::new(|_, _| {}),
+        move |parts, _| {
+            let ceremonies = ceremonies.clone();
+            async move {
+                ceremonies
+                    .handle(parts.uri.path())
+                    .unwrap_or_else(|| sn2::wire::http::text_response(404, "text/plain", ""))
+            }
+        },
+        shutdown,
+    ));
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_one_set_of_keys() {
+    use sn2::validator::ceremony::{Ceremonies, CeremonyOptions, Listed};
+    use std::sync::Arc;
+    if snarkjs().is_none() {
+        return;
+    }
+    let powers = tokio::task::spawn_blocking(digits_mlp_ptau).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
+    let (_stop, shutdown) = sn2::shutdown::channel();
+
+    // Three validators, each with its own models directory and private state.
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let models = dir.path().join(format!("v{i}/models"));
+        let (ok, _, err) = sn2(&[
+            "model",
+            "import",
+            root.join("model.onnx").to_str().unwrap(),
+            "--calibration",
+            root.join("calibration.json").to_str().unwrap(),
+            "--models-dir",
+            models.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        let stored = sn2::model::ModelStore::new(&models)
+            .open("digits-mlp")
+            .unwrap();
+        let options = CeremonyOptions {
+            ptau: powers.join("final.ptau"),
+            quorum: 3,
+            poll_interval: std::time::Duration::from_secs(1),
+            state_dir: dir.path().join(format!("v{i}/state")),
+        };
+        let ceremonies =
+            tokio::task::spawn_blocking(move || Ceremonies::start(options, vec![stored]))
+                .await
+                .unwrap()
+                .unwrap();
+        let ceremonies = Arc::new(ceremonies);
+        let address = serve_ceremonies(ceremonies.clone(), shutdown.clone()).await;
+        nodes.push((ceremonies, address, models));
+    }
+    // All start from the same transcript: the powers of tau and the circuit fix it.
+    let first: Vec<Vec<Listed>> = nodes.iter().map(|n| n.0.listing()).collect();
+    assert!(
+        first
+            .iter()
+            .all(|l| l == &first[0] && l[0].contributions == 0),
+        "{first:?}"
+    );
+
+    // A fourth key server lists a better transcript than any (more contributions) and
+    // serves a damaged one: it is refused, and asked for once only.
+    let honest = nodes[0].0.listing()[0].clone();
+    let liar_listing = serde_json::json!({ "ceremonies": [{
+        "model": honest.model, "transcript": "ff".repeat(32), "contributions": 9 }] })
+    .to_string();
+    let liar_served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let liar = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let served = liar_served.clone();
+        tokio::spawn(sn2::wire::http::serve(
+            listener,
+            sn2::wire::http::Limits::new(0),
+            Arc::new(|_, _| {}),
+            move |parts, _| {
+                let (listing, served) = (liar_listing.clone(), served.clone());
+                async move {
+                    if parts.uri.path() == "/ceremonies" {
+                        sn2::wire::http::text_response(200, "application/json", listing)
+                    } else {
+                        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        sn2::wire::http::text_response(
+                            200,
+                            "application/octet-stream",
+                            vec![7u8; 4096],
+                        )
+                    }
+                }
+            },
+            shutdown.clone(),
+        ));
+        address
+    };
+
+    // Each looks at the others in turn until all hold one transcript with every one's
+    // contribution (a fork from contributions made at once is settled on the way).
+    let mut installs = [0; 3];
+    let mut looks = 0;
+    loop {
+        for (i, (ceremonies, _, _)) in nodes.iter().enumerate() {
+            let mut peers: Vec<_> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, n)| n.1)
+                .collect();
+            peers.push(liar);
+            installs[i] += ceremonies.look(&peers).await.len();
+        }
+        looks += 1;
+        let listings: Vec<Vec<Listed>> = nodes.iter().map(|n| n.0.listing()).collect();
+        if listings.iter().all(|l| l == &listings[0]) && installs.iter().all(|&n| n > 0) {
+            break;
+        }
+        assert!(looks < 12, "no agreement after {looks} looks: {listings:?}");
+    }
+    let agreed = nodes[0].0.listing()[0].clone();
+    assert_eq!(agreed.contributions, 3, "{agreed:?}");
+    assert_eq!(
+        liar_served.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "each validator asked the liar once"
+    );
+
+    // Every validator installed the agreed transcript's keys: the same verifying key, with
+    // the ceremony as its provenance, pinned in its private state.
+    let fingerprints: Vec<String> = nodes
+        .iter()
+        .map(|(_, _, models)| {
+            let stored = sn2::model::ModelStore::new(models)
+                .open("digits-mlp")
+                .unwrap();
+            let vk = sn2::proof::keys::read(
+                &stored,
+                "groth16-bn254",
+                sn2::proof::keys::KeyKind::Verifying,
+            )
+            .unwrap();
+            let record = sn2::proof::keys::provenance(&stored, "groth16-bn254", &vk).unwrap();
+            assert_eq!(
+                record.transcript.as_deref(),
+                Some(agreed.transcript.as_str())
+            );
+            assert_eq!(record.parties, 3);
+            sn2::proof::keys::fingerprint(&vk)
+        })
+        .collect();
+    assert!(
+        fingerprints.iter().all(|f| f == &fingerprints[0]),
+        "{fingerprints:?}"
+    );
+    for i in 0..3 {
+        let pins =
+            std::fs::read_to_string(dir.path().join(format!("v{i}/state/key-pins.json"))).unwrap();
+        assert!(
+            pins.contains(&fingerprints[0]) && pins.contains("\"ceremony\""),
+            "{pins}"
+        );
+    }
+    // The transcript each serves verifies with `sn2 ceremony verify` and lists three
+    // contributions, one of them each validator's own.
+    let transcript = dir.path().join("agreed.transcript");
+    std::fs::write(
+        &transcript,
+        std::fs::read(
+            dir.path()
+                .join(format!("v0/state/ceremony/{}.transcript", agreed.model)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let (ok, out, err) = sn2(&[
+        "ceremony",
+        "verify",
+        transcript.to_str().unwrap(),
+        "--ptau",
+        powers.join("final.ptau").to_str().unwrap(),
+        "--models-dir",
+        nodes[0].2.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains(&agreed.transcript), "{out}{err}");
+    for i in 0..3 {
+        let ours = std::fs::read_to_string(
+            dir.path()
+                .join(format!("v{i}/state/ceremony/contributions.json")),
+        )
+        .unwrap();
+        let ours: Vec<String> = serde_json::from_str(&ours).unwrap();
+        assert!(
+            ours.iter().any(|hash| out.contains(hash.as_str())),
+            "validator {i}: {ours:?} in {out}"
+        );
+    }
+
+    // A proof made with one validator's installed proving key verifies with another's keys.
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, sn2::model::input::format_input(&[0.25; 64])).unwrap();
+    let proof = dir.path().join("proof.json");
+    let (ok, _, err) = sn2(&[
+        "prove",
+        "--model",
+        "digits-mlp",
+        "--models-dir",
+        nodes[1].2.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        proof.to_str().unwrap(),
+        "--miner",
+        "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = sn2(&[
+        "verify",
+        "--model",
+        "digits-mlp",
+        "--models-dir",
+        nodes[2].2.to_str().unwrap(),
+        "--proof",
+        proof.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+
+    // Another look changes nothing: no new contribution, no new install.
+    for (i, (ceremonies, _, _)) in nodes.iter().enumerate() {
+        let peers: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.1 != nodes[i].1)
+            .map(|n| n.1)
+            .collect();
+        assert!(ceremonies.look(&peers).await.is_empty());
+        assert_eq!(ceremonies.listing()[0], agreed);
+    }
+}

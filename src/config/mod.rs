@@ -186,6 +186,32 @@ pub struct ValidatorConfig {
     pub key_server: Option<PublicAddr>,
     /// How weights go on chain; `auto` chooses from the chain (see [`WeightsMode`]).
     pub weights_mode: WeightsMode,
+    /// Taking part in the models' phase-2 ceremonies with the subnet's other validators.
+    pub ceremony: CeremonyConfig,
+}
+
+/// `[validator.ceremony]`: keys made with the other validators, sound if any one of them
+/// was honest (see `validator::ceremony`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CeremonyConfig {
+    /// The powers of tau (snarkjs `.ptau`, prepared for phase 2) every taking part starts
+    /// from; unset: this validator takes no part and keeps the keys it has.
+    pub ptau: Option<PathBuf>,
+    /// Contributions that end a ceremony; its keys then replace the model's.
+    pub quorum: Count,
+    /// Time between two looks at the other validators' transcripts.
+    pub poll_interval_secs: Seconds,
+}
+
+impl Default for CeremonyConfig {
+    fn default() -> Self {
+        Self {
+            ptau: None,
+            quorum: Count::new(3),
+            poll_interval_secs: Seconds::new(60),
+        }
+    }
 }
 
 /// How a validator puts its weights on chain.
@@ -330,6 +356,7 @@ impl Default for ValidatorConfig {
             models: Vec::new(),
             key_server: None,
             weights_mode: WeightsMode::Auto,
+            ceremony: CeremonyConfig::default(),
         }
     }
 }
@@ -585,6 +612,7 @@ impl Config {
         ]
         .into_iter()
         .chain(self.wallet.hotkey_file.as_mut())
+        .chain(self.validator.ceremony.ptau.as_mut())
         {
             let expanded = crate::fs::expand_home(path);
             *path = if expanded.is_relative() {

@@ -98,6 +98,16 @@ impl Config {
                 message: "`key_server` is set but `[metrics] enabled = false`: the key server is the metrics listener; enable it or remove `key_server`".into(),
             });
         }
+        if self.validator.ceremony.ptau.is_some()
+            && self.validator.key_server.is_none()
+            && self.chain.backend == ChainBackend::Subtensor
+        {
+            return Some(Refusal {
+                section: "validator.ceremony",
+                key: "ptau",
+                message: "`[validator.ceremony] ptau` is set but `key_server` is not: the other validators fetch this validator's transcripts from its announced key server; set `key_server`, or remove `ptau` to take no part".into(),
+            });
+        }
         if self.api.enabled
             && self.metrics.enabled
             && share_a_port(self.api.listen.0, self.metrics.listen.0)

@@ -343,6 +343,14 @@ fn what_a_daemon_refuses_at_start_is_refused_for_its_role() {
             "[chain]\nbackend = \"subtensor\"\n[validator]\nkey_server = \"203.0.113.7:9090\"\n",
         ),
         (
+            "[chain]\nbackend = \"subtensor\"\n[validator.ceremony]\nptau = \"/var/lib/sn2/pot.ptau\"\n",
+            Role::Validator,
+            false,
+            "validator.ceremony.ptau",
+            "fetch this validator's transcripts",
+            "[chain]\nbackend = \"subtensor\"\n[validator]\nkey_server = \"203.0.113.7:9090\"\n[validator.ceremony]\nptau = \"/var/lib/sn2/pot.ptau\"\n",
+        ),
+        (
             "[chain]\nbackend = \"local\"\n[api]\nenabled = true\nlisten = \"0.0.0.0:9090\"\n",
             Role::Validator,
             true,

@@ -60,6 +60,8 @@ pub enum Origin {
     Setup,
     /// Found on disk the first time this validator used the model.
     FirstUse,
+    /// Installed from a ceremony this validator verified and contributed to.
+    Ceremony,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +142,7 @@ impl KeyPins {
             let how = match pin.origin {
                 Origin::Setup => "made",
                 Origin::FirstUse => "first used",
+                Origin::Ceremony => "installed from a ceremony",
             };
             for (kind, found_print, recorded) in [
                 ("verifying", found.verifying_key, &pin.verifying_key),
@@ -164,6 +167,13 @@ impl KeyPins {
         } else {
             Origin::FirstUse
         };
+        self.pin(found, origin)?;
+        Ok(Checked::Recorded(origin))
+    }
+
+    /// Records `found` as the model's keys, in place of any earlier record: keys this
+    /// validator has just installed itself.
+    pub fn pin(&mut self, found: Found<'_>, origin: Origin) -> Result<(), PinError> {
         self.file.models.insert(
             found.id.to_string(),
             Pin {
@@ -173,8 +183,7 @@ impl KeyPins {
                 recorded_at_ms: crate::wire::now_ms(),
             },
         );
-        self.save()?;
-        Ok(Checked::Recorded(origin))
+        self.save()
     }
 
     fn save(&self) -> Result<(), PinError> {

@@ -9,11 +9,13 @@
 //! miner still answering an earlier query is left out of the next sample. The keys are
 //! pinned in the validator's state and checked to be one pair at start ([`key_pins`]). At
 //! each round the scores are saved and weights set. The validator makes its own keys
-//! (setup belongs to the verifier) and serves its proving keys to miners by hash, next to
+//! (setup belongs to the verifier), or with `[validator.ceremony]` makes them with the
+//! subnet's other validators ([`ceremony`]), and serves its proving keys to miners by hash, next to
 //! `/metrics` and `/health`, on a listener whose every connection has deadlines (see
 //! [`wire_http::Limits`]).
 
 pub mod api;
+pub mod ceremony;
 pub mod key_pins;
 pub mod score;
 
@@ -130,6 +132,8 @@ pub struct Validator {
     http: HttpClient,
     sessions: tokio::sync::Mutex<HashMap<String, Arc<Session>>>,
     stats: Mutex<HashMap<String, MinerStats>>,
+    /// The ceremonies the key server offers, once started (`[validator.ceremony]`).
+    ceremonies: std::sync::OnceLock<Arc<ceremony::Ceremonies>>,
 }
 
 /// How one query ended.
@@ -356,6 +360,7 @@ impl Validator {
             http: HttpClient::default(),
             sessions: tokio::sync::Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
+            ceremonies: std::sync::OnceLock::new(),
         }))
     }
 
@@ -373,6 +378,16 @@ impl Validator {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The models this validator queries.
+    pub fn stored_models(&self) -> Vec<StoredModel> {
+        self.models.iter().map(|m| m.stored.clone()).collect()
+    }
+
+    /// Offers `ceremonies` on the key server (`/ceremonies`); once only.
+    pub fn serve_ceremonies(&self, ceremonies: Arc<ceremony::Ceremonies>) {
+        let _ = self.ceremonies.set(ceremonies);
     }
 
     /// Runs rounds until `shutdown`, one every `round_interval` whatever the miners do;
@@ -925,8 +940,9 @@ impl Validator {
     }
 
     /// Binds `address`; the returned future serves `/metrics`, `/health`,
-    /// `/keys/<sha256>` (proving keys), `/models` (what this validator asks for) and
-    /// `/models/<id>` (canonical model files) until `shutdown`. Once this returns, miners
+    /// `/keys/<sha256>` (proving keys), `/models` (what this validator asks for),
+    /// `/models/<id>` (canonical model files) and, when it takes part in ceremonies,
+    /// `/ceremonies` and `/ceremonies/<id>` (its transcripts) until `shutdown`. Once this returns, miners
     /// can fetch keys and models.
     pub async fn listen_http(
         self: Arc<Self>,
@@ -972,6 +988,9 @@ impl Validator {
                     text_response(500, "text/plain", "cannot read the key\n")
                 }
             };
+        }
+        if let Some(response) = self.ceremonies.get().and_then(|c| c.handle(path)) {
+            return response;
         }
         if path == "/models" {
             let models: Vec<serde_json::Value> = self

@@ -43,7 +43,7 @@ use crate::proof::ptau::Ptau;
 const MAGIC: &[u8; 12] = b"SN2CEREMONY\0";
 const VERSION: u16 = 1;
 /// A contribution's record: δ in G1 and G2, then `s`, `d·s` and `d·r`.
-const CONTRIBUTION_BYTES: usize = 64 + 128 + 64 + 64 + 128;
+pub const CONTRIBUTION_BYTES: usize = 64 + 128 + 64 + 64 + 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CeremonyError {
@@ -116,6 +116,19 @@ impl Transcript {
     /// The key as the contributions so far have made it.
     pub fn key(&self) -> &ProvingKey<Bn254> {
         &self.key
+    }
+
+    /// Each contribution's hash, in order, as [`Verified::contribution_hashes`] lists them
+    /// (computed, not checked: verify a transcript from elsewhere first).
+    pub fn contribution_hashes(&self) -> Vec<[u8; 32]> {
+        let mut previous = self.initial_hash;
+        self.contributions
+            .iter()
+            .map(|c| {
+                previous = chain(&previous, c);
+                previous
+            })
+            .collect()
     }
 
     /// The last contribution's hash, chained from the initial key's.
