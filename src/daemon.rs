@@ -550,6 +550,7 @@ fn spawn_ceremonies(
             }
         };
         validator.serve_ceremonies(ceremonies.clone());
+        tracing::info!("serving the ceremonies' transcripts (/ceremonies)");
         let peers = move || {
             metagraph
                 .borrow()

@@ -584,23 +584,34 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
         address
     };
 
-    // Each looks at the others in turn until all hold one transcript with every one's
-    // contribution (a fork from contributions made at once is settled on the way).
+    // All look at once, so the first contributions fork the transcript three ways; the
+    // looks that follow settle the forks until all hold one transcript with every one's
+    // contribution.
     let mut installs = [0; 3];
     let mut looks = 0;
     loop {
-        for (i, (ceremonies, _, _)) in nodes.iter().enumerate() {
-            let mut peers: Vec<_> = nodes
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, n)| n.1)
-                .collect();
-            peers.push(liar);
-            installs[i] += ceremonies.look(&peers).await.len();
+        let running: Vec<_> = nodes
+            .iter()
+            .map(|(ceremonies, me, _)| {
+                let mut peers: Vec<_> = nodes.iter().map(|n| n.1).filter(|a| a != me).collect();
+                peers.push(liar);
+                let ceremonies = ceremonies.clone();
+                tokio::spawn(async move { ceremonies.look(&peers).await.len() })
+            })
+            .collect();
+        for (i, look) in running.into_iter().enumerate() {
+            installs[i] += look.await.unwrap();
         }
         looks += 1;
-        let listings: Vec<Vec<Listed>> = nodes.iter().map(|n| n.0.listing()).collect();
+        let listings: Vec<Listed> = nodes.iter().map(|n| n.0.listing()[0].clone()).collect();
+        if looks == 1 {
+            assert!(
+                listings.iter().all(|l| l.contributions == 1)
+                    && listings[0].transcript != listings[1].transcript
+                    && listings[1].transcript != listings[2].transcript,
+                "{listings:?}"
+            );
+        }
         if listings.iter().all(|l| l == &listings[0]) && installs.iter().all(|&n| n > 0) {
             break;
         }
@@ -723,4 +734,132 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
         assert!(ceremonies.look(&peers).await.is_empty());
         assert_eq!(ceremonies.listing()[0], agreed);
     }
+}
+
+/// A validator daemon's config in `dir` (its wallet made by `sn2 keys new`, digits-mlp
+/// imported) taking part in ceremonies from `ptau`; the neurons are written later, once
+/// every validator's hotkey is known. Returns the config and its key server's address.
+fn ceremony_validator(dir: &Path, ptau: &Path) -> (PathBuf, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let metrics = format!("127.0.0.1:{}", sn2::devnet::free_port().unwrap());
+    let config = dir.join("sn2.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[chain]\nbackend = \"local\"\nsync_interval_secs = 1\n\
+             [wallet]\npath = \"wallets\"\nname = \"ops\"\nhotkey = \"v\"\n\
+             [metrics]\nlisten = \"{metrics}\"\n\
+             [models]\ndir = \"models\"\n\
+             [validator]\nstate_dir = \"state\"\nround_interval_secs = 3600\n\
+             [validator.ceremony]\nptau = \"{}\"\nquorum = 2\npoll_interval_secs = 1\n",
+            ptau.display()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let (ok, _, err) = sn2(&["keys", "new", "--config", config_arg]);
+    assert!(ok, "{err}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
+    let (ok, _, err) = sn2(&[
+        "model",
+        "import",
+        root.join("model.onnx").to_str().unwrap(),
+        "--calibration",
+        root.join("calibration.json").to_str().unwrap(),
+        "--config",
+        config_arg,
+    ]);
+    assert!(ok, "{err}");
+    (config, metrics)
+}
+
+#[test]
+fn validator_daemons_finish_a_ceremony_together_and_restart_onto_its_keys() {
+    use common::daemon::Daemon;
+    if snarkjs().is_none() {
+        return;
+    }
+    let ptau = digits_mlp_ptau().join("final.ptau");
+    let dir = tempfile::tempdir().unwrap();
+    let validators: Vec<(PathBuf, String)> = (0..2)
+        .map(|i| ceremony_validator(&dir.path().join(format!("v{i}")), &ptau))
+        .collect();
+    // One metagraph for both: each validator, with a permit and its key server as axon.
+    let neurons: Vec<String> = validators
+        .iter()
+        .enumerate()
+        .map(|(uid, (config, metrics))| {
+            let hotkey: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(config.parent().unwrap().join("wallets/ops/hotkeys/v")).unwrap(),
+            )
+            .unwrap();
+            format!(
+                "{{ uid = {uid}, hotkey = \"{}\", axon = \"{metrics}\", validator_permit = true, stake = 1000.0 }}",
+                hotkey["ss58Address"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for (config, _) in &validators {
+        let text = std::fs::read_to_string(config).unwrap().replace(
+            "sync_interval_secs = 1\n",
+            &format!(
+                "sync_interval_secs = 1\nneurons = [{}]\n",
+                neurons.join(", ")
+            ),
+        );
+        std::fs::write(config, text).unwrap();
+    }
+
+    // Each makes its own keys, starts the ceremony, and once a transcript holds two
+    // contributions, its own among them, installs its keys and stops to be restarted.
+    let daemons: Vec<Daemon> = validators
+        .iter()
+        .map(|(config, _)| Daemon::start(env!("CARGO_BIN_EXE_sn2-validator"), config))
+        .collect();
+    for mut daemon in daemons {
+        daemon.wait_for("installed the ceremony's keys");
+        let (status, lines) = daemon.finish();
+        assert_eq!(status.code(), Some(75), "{lines:#?}");
+    }
+
+    // Started again (as systemd does on exit code 75), it proves with the ceremony's keys:
+    // they are pinned, so it starts, and its key server serves the transcript.
+    let (config, metrics) = &validators[0];
+    let mut daemon = Daemon::start(env!("CARGO_BIN_EXE_sn2-validator"), config);
+    let loaded = daemon.wait_for("model loaded, its keys checked");
+    daemon.wait_for_ready();
+    daemon.wait_for("serving the ceremonies");
+    let listing = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(
+            sn2::wire::http::HttpClient::default()
+                .get(&format!("http://{metrics}/ceremonies"), 1 << 20),
+        )
+        .unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&listing).unwrap();
+    daemon.signal("TERM");
+    let (status, lines) = daemon.finish();
+    assert!(status.success(), "{lines:#?}");
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::fs::read_dir(config.parent().unwrap().join("models"))
+                .unwrap()
+                .map(|e| e.unwrap().path().join("keys/groth16-bn254.provenance.json"))
+                .find(|p| p.exists())
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["origin"], "ceremony", "{record}");
+    assert_eq!(record["parties"], 2, "{record}");
+    assert!(
+        loaded.contains(record["verifying_key"].as_str().unwrap()),
+        "{loaded} {record}"
+    );
+    assert_eq!(listing["ceremonies"][0]["contributions"], 2, "{listing}");
+    assert_eq!(
+        listing["ceremonies"][0]["transcript"], record["transcript"],
+        "{listing}"
+    );
 }

@@ -1,10 +1,11 @@
 //! The `sn2` tool and the daemons as an operator meets them: exit codes, messages, files.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+mod common;
+use common::daemon::Daemon;
 
 fn sn2(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sn2"))
@@ -173,97 +174,6 @@ fn keys_show_refuses_a_world_readable_hotkey() {
     let shown = sn2(&["keys", "show", "--config", config.to_str().unwrap()]);
     assert_eq!(shown.status.code(), Some(1));
     assert!(stderr(&shown).contains("chmod 600"), "{}", stderr(&shown));
-}
-
-/// A daemon started with a config, its standard error read line by line.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Daemon {
-    fn start(binary: &str, config: &Path) -> Self {
-        Self::start_with(binary, config, &[])
-    }
-
-    fn start_with(binary: &str, config: &Path, env: &[(&str, &Path)]) -> Self {
-        let mut child = Command::new(binary)
-            .env("SN2_CONFIG", config)
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (sender, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a log line containing `needle`; the limit only keeps a broken daemon from
-    /// hanging the test suite.
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no log line with {needle:?}; saw {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// The daemon's own `ready` line, logged once every listener is bound; not a line
-    /// that only contains the word (a model's, or "already").
-    fn wait_for_ready(&mut self) -> String {
-        loop {
-            let line = self.wait_for("ready");
-            if line.contains(": ready ")
-                || line.ends_with(": ready")
-                || line.contains("\"message\":\"ready\"")
-            {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let status = self.child.wait().unwrap();
-        let mut seen = std::mem::take(&mut self.seen);
-        seen.extend(self.lines.iter());
-        (status, seen)
-    }
-}
-
-/// A test that fails midway leaves no daemon behind to hold its ports for the next test.
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

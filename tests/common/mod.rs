@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub mod daemon;
+
 use std::sync::Arc;
 
 use sn2::model::QuantModel;
