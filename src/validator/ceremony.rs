@@ -345,16 +345,20 @@ impl Ceremonies {
         let name = &model.stored.info.name;
         match checked {
             Ok(Ok(held)) => {
-                tracing::info!(model = %name, %url, transcript = %listed.transcript, contributions = listed.contributions, "adopted a better ceremony transcript");
+                tracing::info!(model = %name, %url, transcript = %hex::encode(held.hash), contributions = held.contributions.len(), "adopted a better ceremony transcript");
                 *model.held.lock().expect("not poisoned") = held;
                 true
             }
-            Ok(Err(error)) => {
+            Ok(Err(Refusal::Invalid(error))) => {
                 tracing::warn!(model = %name, %url, error = %format!("{error:#}"), "refused a ceremony transcript");
                 self.refused
                     .lock()
                     .expect("not poisoned")
                     .insert(listed.transcript.clone());
+                false
+            }
+            Ok(Err(Refusal::PassedOver(error))) => {
+                tracing::info!(model = %name, %url, error = %format!("{error:#}"), "a peer's transcript changed since its listing; passed over");
                 false
             }
             Err(error) => {
@@ -364,20 +368,36 @@ impl Ceremonies {
         }
     }
 
-    /// Verifies a downloaded transcript whole and saves it as the one held.
-    fn verify(&self, index: usize, bytes: Bytes, listed: &Listed) -> anyhow::Result<Held> {
+    /// Verifies a downloaded transcript whole and, if it is better than the one held,
+    /// saves it as the one held.
+    fn verify(&self, index: usize, bytes: Bytes, listed: &Listed) -> Result<Held, Refusal> {
         let model = &self.models[index];
-        let transcript = Transcript::read(&bytes)?;
+        let invalid = |e: anyhow::Error| Refusal::Invalid(e);
+        let transcript = Transcript::read(&bytes).map_err(|e| invalid(e.into()))?;
         let system = groth16::ceremony::circuit(&model.stored.model);
-        let verified = transcript.verify(&model.stored.id, &system, &self.ptau)?;
-        let hash = hex::encode(verified.transcript_hash);
-        anyhow::ensure!(
-            hash == listed.transcript && verified.contribution_hashes.len() == listed.contributions,
-            "it is not the transcript listed: it hashes to {hash} with {} contributions",
-            verified.contribution_hashes.len()
-        );
+        let verified = transcript
+            .verify(&model.stored.id, &system, &self.ptau)
+            .map_err(|e| invalid(e.into()))?;
+        // The listing is only a hint: the peer may have moved on between listing and
+        // serving. What counts is a valid transcript better than the one held.
+        let found = Listed {
+            model: listed.model.clone(),
+            transcript: hex::encode(verified.transcript_hash),
+            contributions: verified.contribution_hashes.len(),
+        };
+        let (count, hash) = {
+            let held = model.held.lock().expect("not poisoned");
+            (held.contributions.len(), hex::encode(held.hash))
+        };
+        if !found.better_than(count, &hash) {
+            return Err(Refusal::PassedOver(anyhow::anyhow!(
+                "it holds {} contributions ({}), no better than the {count} held here",
+                found.contributions,
+                found.transcript
+            )));
+        }
         let dir = ceremony_dir(&self.options.state_dir);
-        save(&transcript_file(&dir, &model.stored.id), &bytes)?;
+        save(&transcript_file(&dir, &model.stored.id), &bytes).map_err(Refusal::PassedOver)?;
         Ok(Held {
             bytes,
             hash: verified.transcript_hash,
@@ -457,6 +477,15 @@ impl Ceremonies {
     }
 }
 
+/// Why a downloaded transcript was not adopted.
+enum Refusal {
+    /// It does not verify: never fetched again.
+    Invalid(anyhow::Error),
+    /// Passed over this time: it verifies but is no better than the one held (the peer
+    /// moved on since its listing), or it could not be saved. Another look may take it.
+    PassedOver(anyhow::Error),
+}
+
 fn held_of(transcript: &Transcript) -> Held {
     let contributions = transcript.contribution_hashes();
     Held {
@@ -496,4 +525,27 @@ fn read_ours(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
 fn write_ours(dir: &Path, ours: &BTreeSet<String>) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(ours).expect("hashes serialise");
     save(&dir.join("contributions.json"), &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(contributions: usize, transcript: &str) -> Listed {
+        Listed {
+            model: "ab".into(),
+            transcript: transcript.into(),
+            contributions,
+        }
+    }
+
+    #[test]
+    fn more_contributions_win_then_the_smaller_hash_and_never_a_tie() {
+        assert!(listed(3, "ff").better_than(2, "00"));
+        assert!(!listed(2, "00").better_than(3, "ff"));
+        assert!(listed(2, "0a").better_than(2, "0b"));
+        assert!(!listed(2, "0b").better_than(2, "0a"));
+        // Not better than itself: a validator never adopts what it holds.
+        assert!(!listed(2, "0a").better_than(2, "0a"));
+    }
 }
