@@ -66,6 +66,22 @@ fn sn2(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Imports the digits-mlp reference model with `sn2 model import`, into the models
+/// directory that `flag` (`--models-dir` or `--config`) and `value` name.
+fn import_digits_mlp(flag: &str, value: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
+    let (ok, _, err) = sn2(&[
+        "model",
+        "import",
+        root.join("model.onnx").to_str().unwrap(),
+        "--calibration",
+        root.join("calibration.json").to_str().unwrap(),
+        flag,
+        value,
+    ]);
+    assert!(ok, "{err}");
+}
+
 /// snarkjs's powers of tau of 2^11 (one contribution; `p1.ptau` unprepared,
 /// `final.ptau` prepared), made once for the tests that need them: digits-mlp, with
 /// 1,435 constraints and 76 public inputs, needs a domain of 2^11.
@@ -236,16 +252,7 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
     let ptau = powers.join("final.ptau").to_str().unwrap().to_string();
     let (models, transcript) = (path("models"), path("t.ceremony"));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
-    let (ok, _, err) = sn2(&[
-        "model",
-        "import",
-        root.join("model.onnx").to_str().unwrap(),
-        "--calibration",
-        root.join("calibration.json").to_str().unwrap(),
-        "--models-dir",
-        &models,
-    ]);
-    assert!(ok, "{err}");
+    import_digits_mlp("--models-dir", &models);
 
     // Powers of tau that were not prepared for phase 2 get a message saying how.
     let (ok, _, err) = sn2(&[
@@ -505,23 +512,13 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
     }
     let powers = tokio::task::spawn_blocking(digits_mlp_ptau).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
     let (_stop, shutdown) = sn2::shutdown::channel();
 
     // Three validators, each with its own models directory and private state.
     let mut nodes = Vec::new();
     for i in 0..3 {
         let models = dir.path().join(format!("v{i}/models"));
-        let (ok, _, err) = sn2(&[
-            "model",
-            "import",
-            root.join("model.onnx").to_str().unwrap(),
-            "--calibration",
-            root.join("calibration.json").to_str().unwrap(),
-            "--models-dir",
-            models.to_str().unwrap(),
-        ]);
-        assert!(ok, "{err}");
+        import_digits_mlp("--models-dir", models.to_str().unwrap());
         let stored = sn2::model::ModelStore::new(&models)
             .open("digits-mlp")
             .unwrap();
@@ -759,17 +756,7 @@ fn ceremony_validator(dir: &Path, ptau: &Path) -> (PathBuf, String) {
     let config_arg = config.to_str().unwrap();
     let (ok, _, err) = sn2(&["keys", "new", "--config", config_arg]);
     assert!(ok, "{err}");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp");
-    let (ok, _, err) = sn2(&[
-        "model",
-        "import",
-        root.join("model.onnx").to_str().unwrap(),
-        "--calibration",
-        root.join("calibration.json").to_str().unwrap(),
-        "--config",
-        config_arg,
-    ]);
-    assert!(ok, "{err}");
+    import_digits_mlp("--config", config_arg);
     (config, metrics)
 }
 

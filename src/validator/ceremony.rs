@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use super::key_pins::{self, KeyPins};
 use crate::model::{ModelId, StoredModel};
-use crate::proof::groth16::{self, ceremony::Transcript};
+use crate::proof::groth16;
+use crate::proof::groth16::ceremony::{CeremonyError, Transcript};
 use crate::proof::keys as key_files;
 use crate::proof::ptau::Ptau;
 use crate::shutdown::{Shutdown, stopped};
@@ -80,12 +81,17 @@ pub struct Listed {
 }
 
 impl Listed {
-    /// Whether `self` comes after `other` in the order every validator uses.
-    fn better_than(&self, contributions: usize, hash: &str) -> bool {
+    /// Where a transcript stands in the order every validator uses: more contributions
+    /// first, then the smaller hash.
+    fn rank(&self) -> (usize, std::cmp::Reverse<&str>) {
         (
             self.contributions,
             std::cmp::Reverse(self.transcript.as_str()),
-        ) > (contributions, std::cmp::Reverse(hash))
+        )
+    }
+
+    fn better_than(&self, other: &Listed) -> bool {
+        self.rank() > other.rank()
     }
 }
 
@@ -103,9 +109,29 @@ struct Held {
     contributions: Vec<[u8; 32]>,
 }
 
+impl Held {
+    fn listed(&self, model: &ModelId) -> Listed {
+        Listed {
+            model: model.to_hex(),
+            transcript: hex::encode(self.hash),
+            contributions: self.contributions.len(),
+        }
+    }
+}
+
 struct ModelCeremony {
     stored: StoredModel,
     held: Mutex<Held>,
+}
+
+impl ModelCeremony {
+    /// What it holds, as `/ceremonies` lists it.
+    fn listed(&self) -> Listed {
+        self.held
+            .lock()
+            .expect("not poisoned")
+            .listed(&self.stored.id)
+    }
 }
 
 /// This validator's ceremonies: what it serves, and its looks at the other validators'.
@@ -133,11 +159,10 @@ impl Ceremonies {
         })?;
         let ptau = Ptau::read_checked(&bytes)
             .with_context(|| format!("the powers of tau {}", options.ptau.display()))?;
-        anyhow::ensure!(
-            ptau.prepared(),
-            "the powers of tau {} are not prepared for phase 2: run `snarkjs powersoftau prepare phase2 IN OUT` once and point [validator.ceremony] ptau at OUT",
-            options.ptau.display()
-        );
+        if !ptau.prepared() {
+            return Err(anyhow::Error::new(CeremonyError::Unprepared)
+                .context(format!("the powers of tau {}", options.ptau.display())));
+        }
         let dir = ceremony_dir(&options.state_dir);
         crate::fs::create_private_dir(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -181,17 +206,7 @@ impl Ceremonies {
 
     /// What this validator holds, per model: `/ceremonies`.
     pub fn listing(&self) -> Vec<Listed> {
-        self.models
-            .iter()
-            .map(|m| {
-                let held = m.held.lock().expect("not poisoned");
-                Listed {
-                    model: m.stored.id.to_hex(),
-                    transcript: hex::encode(held.hash),
-                    contributions: held.contributions.len(),
-                }
-            })
-            .collect()
+        self.models.iter().map(|m| m.listed()).collect()
     }
 
     /// The key server's ceremony routes: `/ceremonies` and `/ceremonies/<model id>`;
@@ -295,31 +310,25 @@ impl Ceremonies {
         listings: &[(SocketAddr, Vec<Listed>)],
     ) -> Vec<(SocketAddr, Listed)> {
         let model = &self.models[index];
-        let id = model.stored.id.to_hex();
-        let (count, hash) = {
-            let held = model.held.lock().expect("not poisoned");
-            (held.contributions.len(), hex::encode(held.hash))
-        };
+        let held = model.listed();
         let refused = self.refused.lock().expect("not poisoned");
         let mut found: Vec<(SocketAddr, Listed)> = listings
             .iter()
             .flat_map(|(peer, listed)| listed.iter().map(move |l| (*peer, l.clone())))
             .filter(|(_, l)| {
-                l.model == id
+                l.model == held.model
                     && l.contributions <= MAX_CONTRIBUTIONS
-                    && l.better_than(count, &hash)
+                    && l.better_than(&held)
                     && !refused.contains(&l.transcript)
             })
             .collect();
-        found.sort_by(|(_, a), (_, b)| {
-            (b.contributions, a.transcript.as_str()).cmp(&(a.contributions, b.transcript.as_str()))
-        });
+        found.sort_by(|(_, a), (_, b)| b.rank().cmp(&a.rank()));
         found.dedup_by(|(_, a), (_, b)| a.transcript == b.transcript);
         found
     }
 
-    /// Downloads `listed` from `peer`, verifies it and holds it; false (and the hash is
-    /// not tried again) when it does not verify or is not what was listed.
+    /// Downloads `listed` from `peer`, verifies it and holds it; false when it does not
+    /// verify (that hash is then never fetched again) or is no better than the one held.
     async fn adopt(self: &Arc<Self>, index: usize, peer: SocketAddr, listed: &Listed) -> bool {
         let model = &self.models[index];
         let url = format!("http://{peer}/ceremonies/{}", listed.model);
@@ -385,15 +394,13 @@ impl Ceremonies {
             transcript: hex::encode(verified.transcript_hash),
             contributions: verified.contribution_hashes.len(),
         };
-        let (count, hash) = {
-            let held = model.held.lock().expect("not poisoned");
-            (held.contributions.len(), hex::encode(held.hash))
-        };
-        if !found.better_than(count, &hash) {
+        let held = model.listed();
+        if !found.better_than(&held) {
             return Err(Refusal::PassedOver(anyhow::anyhow!(
-                "it holds {} contributions ({}), no better than the {count} held here",
+                "it holds {} contributions ({}), no better than the {} held here",
                 found.contributions,
-                found.transcript
+                found.transcript,
+                held.contributions
             )));
         }
         let dir = ceremony_dir(&self.options.state_dir);
@@ -541,11 +548,11 @@ mod tests {
 
     #[test]
     fn more_contributions_win_then_the_smaller_hash_and_never_a_tie() {
-        assert!(listed(3, "ff").better_than(2, "00"));
-        assert!(!listed(2, "00").better_than(3, "ff"));
-        assert!(listed(2, "0a").better_than(2, "0b"));
-        assert!(!listed(2, "0b").better_than(2, "0a"));
+        assert!(listed(3, "ff").better_than(&listed(2, "00")));
+        assert!(!listed(2, "00").better_than(&listed(3, "ff")));
+        assert!(listed(2, "0a").better_than(&listed(2, "0b")));
+        assert!(!listed(2, "0b").better_than(&listed(2, "0a")));
         // Not better than itself: a validator never adopts what it holds.
-        assert!(!listed(2, "0a").better_than(2, "0a"));
+        assert!(!listed(2, "0a").better_than(&listed(2, "0a")));
     }
 }
