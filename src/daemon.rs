@@ -398,6 +398,20 @@ async fn run_miner(
         options,
         metrics.clone(),
     );
+    if let Some(path) = config.miner.ptau.clone() {
+        // Checked now, off the critical path, so that a bad file shows in the log at once.
+        let miner = miner.clone();
+        tokio::spawn(async move {
+            match miner.powers_of_tau().await {
+                Ok(ptau) => {
+                    tracing::info!(ptau = %path.display(), power = ptau.power, "powers of tau checked: proving keys are taken only from ceremonies verified against them")
+                }
+                Err(error) => {
+                    tracing::error!(%error, "[miner] ptau is unusable: no proving key will be taken until it is put right")
+                }
+            }
+        });
+    }
     let hotkey = miner.hotkey().ss58();
     // Bound before READY: systemd is told only once the miner is reachable.
     let serving = tokio::spawn(miner.clone().listen(listen, shutdown.clone()).await?);

@@ -59,6 +59,9 @@ pub struct DevnetOptions {
     /// are then finished from a ceremony over it, with one contribution made here, instead
     /// of its own single-party setup; its API serves the transcript.
     pub ceremony_ptau: Option<std::path::PathBuf>,
+    /// Each miner's `[miner] ptau`: keys are then taken only from ceremony transcripts
+    /// that verify against it.
+    pub miner_ptau: Option<std::path::PathBuf>,
 }
 
 impl Default for DevnetOptions {
@@ -72,6 +75,7 @@ impl Default for DevnetOptions {
             request_timeout: Duration::from_secs(30),
             prover_memory_bytes: crate::miner::ModelFetch::default().prover_memory_bytes,
             ceremony_ptau: None,
+            miner_ptau: None,
         }
     }
 }
@@ -142,15 +146,7 @@ fn import_models(
     ceremony_ptau: Option<&std::path::Path>,
 ) -> anyhow::Result<ModelStore> {
     let store = ModelStore::new(dir);
-    let ptau = match ceremony_ptau {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let ptau = Ptau::read_checked(&bytes);
-            Some(ptau.with_context(|| format!("{}: refused", path.display()))?)
-        }
-        None => None,
-    };
+    let ptau = ceremony_ptau.map(Ptau::read_prepared_file).transpose()?;
     for name in names {
         let (_, onnx, calibration) = REFERENCE_MODELS
             .iter()
@@ -244,6 +240,7 @@ impl Devnet {
                     behaviour,
                     fetch: crate::miner::ModelFetch {
                         prover_memory_bytes: options.prover_memory_bytes,
+                        ceremony_ptau: options.miner_ptau.clone(),
                         ..Default::default()
                     },
                 },

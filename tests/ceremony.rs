@@ -404,11 +404,16 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
         models: vec!["digits-mlp".into()],
         round_interval: std::time::Duration::from_secs(3600),
         ceremony_ptau: Some(ptau.clone()),
+        miner_ptau: Some(ptau.clone()),
         ..Default::default()
     })
     .await
     .unwrap();
     let url = format!("http://{}", devnet.api);
+    let [validator_transcript] = &files_ending(&devnet.dir().join("validator"), ".transcript")[..]
+    else {
+        panic!("the devnet's validator keeps one transcript");
+    };
 
     let listing = sn2::wire::http::HttpClient::default()
         .get(&format!("{url}/v1/models"), 1 << 20)
@@ -434,12 +439,28 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
         })
     };
 
+    // The miner takes keys only from a transcript it verifies. One more contribution
+    // makes a transcript that verifies but not the key the validator names: refused.
+    let served = std::fs::read(validator_transcript).unwrap();
+    let mut longer = sn2::proof::groth16::ceremony::Transcript::read(&served).unwrap();
+    longer.contribute();
+    std::fs::write(validator_transcript, longer.to_bytes()).unwrap();
+    let (ok, _, err) = infer(vec![]).await.unwrap();
+    assert!(!ok && err.contains("makes proving key"), "{err}");
+    assert!(files_ending(&devnet.dir().join("miner-1"), ".pk").is_empty());
+
+    std::fs::write(validator_transcript, &served).unwrap();
     let (ok, out, err) = infer(vec![]).await.unwrap();
     assert!(ok, "{out}{err}");
     assert!(
         err.contains("not checked here") && err.contains(&transcript),
         "{err}"
     );
+    // The miner keeps the transcript it verified beside the key it made from it.
+    let [kept] = &files_ending(&devnet.dir().join("miner-1"), ".transcript")[..] else {
+        panic!("the miner keeps one transcript");
+    };
+    assert_eq!(std::fs::read(kept).unwrap(), served);
 
     let with_ptau = vec!["--ptau".to_string(), ptau.to_str().unwrap().into()];
     let (ok, out, err) = infer(with_ptau.clone()).await.unwrap();
@@ -475,6 +496,58 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
     .await
     .unwrap();
     assert!(!ok && err.contains("refused"), "{err}");
+    devnet.stop().await;
+}
+
+/// The files under `dir`, at any depth, whose names end with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_ending(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_with_powers_of_tau_refuses_keys_from_a_validators_own_setup() {
+    if snarkjs().is_none() {
+        return;
+    }
+    let powers = tokio::task::spawn_blocking(digits_mlp_ptau).await.unwrap();
+    let devnet = sn2::devnet::Devnet::start(&sn2::devnet::DevnetOptions {
+        miners: 1,
+        models: vec!["digits-mlp".into()],
+        round_interval: std::time::Duration::from_secs(3600),
+        miner_ptau: Some(powers.join("final.ptau")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, sn2::model::input::format_input(&[0.5; 64])).unwrap();
+    let url = format!("http://{}", devnet.api);
+    let input = input.to_str().unwrap().to_string();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        sn2(&[
+            "infer",
+            "--validator",
+            &url,
+            "--model",
+            "digits-mlp",
+            "--input",
+            &input,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("its own setup"), "{err}");
+    assert!(files_ending(&devnet.dir().join("miner-1"), ".pk").is_empty());
     devnet.stop().await;
 }
 

@@ -42,7 +42,8 @@ pub struct DevnetArgs {
     round_interval: u64,
     /// Finish the validator's keys from a ceremony over these powers of tau (a snarkjs
     /// file prepared for phase 2), with one contribution made here, instead of its own
-    /// setup: `sn2 infer --ptau` the same file then verifies the ceremony.
+    /// setup; the miners take keys only from a transcript they verify against the same
+    /// file, and `sn2 infer --ptau` it then verifies the ceremony too.
     #[arg(long, value_name = "FILE")]
     ceremony_ptau: Option<std::path::PathBuf>,
 }
@@ -66,6 +67,7 @@ impl DevnetArgs {
             round_interval: Duration::from_secs(self.round_interval.max(1)),
             request_timeout: Duration::from_secs(30),
             ceremony_ptau: self.ceremony_ptau.clone(),
+            miner_ptau: self.ceremony_ptau.clone(),
             ..Default::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

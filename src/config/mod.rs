@@ -163,6 +163,9 @@ pub struct MinerConfig {
     /// key's size); past it the least recently used is dropped and loaded again when asked
     /// for.
     pub prover_memory_bytes: Count,
+    /// Powers of tau (snarkjs `.ptau`, prepared for phase 2): when set, proving keys are
+    /// taken only from a ceremony transcript verified against them.
+    pub ptau: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -341,6 +344,7 @@ impl Default for MinerConfig {
             max_model_bytes: Count::new(64 * 1024 * 1024),
             model_cache_bytes: Count::new(4 * 1024 * 1024 * 1024),
             prover_memory_bytes: Count::new(4 * 1024 * 1024 * 1024),
+            ptau: None,
         }
     }
 }
@@ -613,6 +617,7 @@ impl Config {
         .into_iter()
         .chain(self.wallet.hotkey_file.as_mut())
         .chain(self.validator.ceremony.ptau.as_mut())
+        .chain(self.miner.ptau.as_mut())
         {
             let expanded = crate::fs::expand_home(path);
             *path = if expanded.is_relative() {

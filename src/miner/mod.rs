@@ -8,7 +8,10 @@
 //! the validator's signed request names, from the address that validator announced (its
 //! axon on chain, or its entry in the local configuration), never from an address a
 //! request names; one download per key, with a deadline, before a proving slot is taken;
-//! cached on disk by hash. Models travel the same way: a request for a model the miner
+//! cached on disk by hash. With `[miner] ptau`, a key is taken only from a ceremony: the
+//! miner fetches the key's transcript instead (`/keys/<sha256>/transcript`), verifies it
+//! against its own powers of tau and the model's circuit, and makes the key from it, so
+//! that its proofs convince whoever trusts one contributor. Models travel the same way: a request for a model the miner
 //! lacks fetches its canonical file from that validator (`/models/<id>`), checked against
 //! the id (its SHA-256), and keeps it in a cache with a byte limit (`cache.rs`);
 //! `[miner] models` can pin the ids it serves. Every refusal is counted by reason
@@ -29,6 +32,8 @@ use crate::chain::Metagraph;
 use crate::keys::{Hotkey, PublicKey};
 use crate::metrics::Metrics;
 use crate::model::{ModelId, ModelStore};
+use crate::proof::groth16::ceremony::{self, CONTRIBUTION_BYTES, Transcript};
+use crate::proof::ptau::Ptau;
 use crate::proof::{self, Binding, Prover, keys as key_files};
 use crate::wire::auth::{ReplayCache, sha256_hex};
 use crate::wire::http::HttpClient;
@@ -73,6 +78,10 @@ pub struct ModelFetch {
     /// Bytes of proving keys whose provers are kept in memory; past it the least recently
     /// used prover is dropped (and loaded from disk again when asked for).
     pub prover_memory_bytes: u64,
+    /// Powers of tau (a snarkjs `.ptau` prepared for phase 2): when set, a proving key is
+    /// taken only as the key of a ceremony transcript that verifies against them and the
+    /// model's circuit, made here from that transcript (`[miner] ptau`).
+    pub ceremony_ptau: Option<std::path::PathBuf>,
 }
 
 impl Default for ModelFetch {
@@ -82,6 +91,7 @@ impl Default for ModelFetch {
             cache_bytes: 4 << 30,
             allowed: Vec::new(),
             prover_memory_bytes: 4 << 30,
+            ceremony_ptau: None,
         }
     }
 }
@@ -104,6 +114,7 @@ impl MinerOptions {
                     .filter_map(|id| ModelId::from_hex(id))
                     .collect(),
                 prover_memory_bytes: config.prover_memory_bytes.get() as u64,
+                ceremony_ptau: config.ptau.clone(),
             },
         }
     }
@@ -135,6 +146,8 @@ pub struct Miner {
     handshakes: Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
     /// KiB of large HTTP bodies being read at once (see [`Miner::admit_body`]).
     large_bodies: Arc<Semaphore>,
+    /// `fetch.ceremony_ptau`, read and checked by the first that needs it.
+    ceremony_ptau: tokio::sync::OnceCell<Arc<Ptau>>,
 }
 
 /// HTTP bodies up to this size are read without counting against the budget of large
@@ -180,6 +193,7 @@ impl Miner {
             metrics,
             handshakes: Mutex::new(HashMap::new()),
             large_bodies: Arc::new(Semaphore::new(large_bodies_kib)),
+            ceremony_ptau: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -599,25 +613,18 @@ impl Miner {
         validator: &PublicKey,
     ) -> Result<(Arc<dyn Prover>, u64), WireError> {
         let cached = stored.keys_dir().join(format!("{key_hash}.pk"));
+        // With powers of tau, only a key whose transcript was verified here is taken; the
+        // transcript is kept once verified, so a key cached without one was not.
+        let verified_before = self.options.fetch.ceremony_ptau.is_none()
+            || transcript_beside(stored, key_hash).exists();
         let bytes = match std::fs::read(&cached) {
-            Ok(bytes) if sha256_hex(&bytes) == key_hash => bytes,
+            Ok(bytes) if sha256_hex(&bytes) == key_hash && verified_before => bytes,
             _ => {
-                let address = self.key_server(
-                    validator,
-                    &format!("proving key {key_hash}"),
-                    ErrorCode::UnknownKey,
-                )?;
-                let url = format!("http://{address}/keys/{key_hash}");
-                tracing::info!(%url, model = %stored.id, "fetching a proving key");
-                let bytes = self
-                    .download(&url, self.options.max_key_bytes, ErrorCode::UnknownKey)
-                    .await?;
-                if sha256_hex(&bytes) != key_hash {
-                    return Err(WireError::new(
-                        ErrorCode::UnknownKey,
-                        format!("{url} served a key with another hash"),
-                    ));
-                }
+                let bytes = if self.options.fetch.ceremony_ptau.is_some() {
+                    self.key_from_ceremony(stored, key_hash, validator).await?
+                } else {
+                    self.fetch_key(stored, key_hash, validator).await?
+                };
                 if let Err(error) = crate::fs::write_atomic(&cached, &bytes, 0o644) {
                     tracing::warn!(%error, path = %cached.display(), "cannot cache a proving key");
                 }
@@ -644,6 +651,144 @@ impl Miner {
             })?;
         Ok((Arc::from(prover), key_bytes))
     }
+
+    /// A validator's proving key (by hash), downloaded from its announced address.
+    async fn fetch_key(
+        &self,
+        stored: &StoredModel,
+        key_hash: &str,
+        validator: &PublicKey,
+    ) -> Result<Vec<u8>, WireError> {
+        let address = self.key_server(
+            validator,
+            &format!("proving key {key_hash}"),
+            ErrorCode::UnknownKey,
+        )?;
+        let url = format!("http://{address}/keys/{key_hash}");
+        tracing::info!(%url, model = %stored.id, "fetching a proving key");
+        let bytes = self
+            .download(&url, self.options.max_key_bytes, ErrorCode::UnknownKey)
+            .await?;
+        if sha256_hex(&bytes) != key_hash {
+            return Err(WireError::new(
+                ErrorCode::UnknownKey,
+                format!("{url} served a key with another hash"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// With `[miner] ptau`: a validator's proving key (by hash) made here from the
+    /// ceremony transcript the validator serves beside it, once the transcript verifies
+    /// against the powers of tau and the model's circuit, holds a contribution, and makes
+    /// exactly the key named. The key itself is never downloaded. The transcript is kept
+    /// beside the key, and what it proved is logged.
+    async fn key_from_ceremony(
+        &self,
+        stored: &StoredModel,
+        key_hash: &str,
+        validator: &PublicKey,
+    ) -> Result<Vec<u8>, WireError> {
+        let refused = |why: String| WireError::new(ErrorCode::UnknownKey, why);
+        let ptau = self.powers_of_tau().await.map_err(|e| {
+            refused(format!(
+                "this miner takes only keys whose ceremony it verifies, and its powers of tau are unusable: {e}"
+            ))
+        })?;
+        let address = self.key_server(
+            validator,
+            &format!("proving key {key_hash}"),
+            ErrorCode::UnknownKey,
+        )?;
+        let url = format!("http://{address}/keys/{key_hash}/transcript");
+        tracing::info!(%url, model = %stored.id, "fetching a proving key's ceremony transcript");
+        // A transcript is the key and its contributions; no subnet has this many validators.
+        let limit = self
+            .options
+            .max_key_bytes
+            .saturating_add(MAX_TRANSCRIPT_CONTRIBUTIONS * CONTRIBUTION_BYTES);
+        let transcript_bytes = self
+            .download(&url, limit, ErrorCode::UnknownKey)
+            .await
+            .map_err(|e| {
+                refused(format!(
+                    "{}; this miner takes only proving keys whose ceremony transcript it verifies ([miner] ptau), and a validator whose keys come from its own setup has none",
+                    e.message
+                ))
+            })?;
+        let (id, model, hash) = (stored.id, stored.model.clone(), key_hash.to_string());
+        let backend = proof::default_backend().name();
+        let made = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let transcript = Transcript::read(&transcript_bytes).map_err(|e| e.to_string())?;
+            let verified = transcript
+                .verify(&id, &ceremony::circuit(&model), &ptau)
+                .map_err(|e| e.to_string())?;
+            if verified.contribution_hashes.is_empty() {
+                return Err(
+                    "it holds no contribution, so anyone can forge proofs its key accepts".into(),
+                );
+            }
+            let key = key_files::encode(
+                key_files::KeyKind::Proving,
+                backend,
+                &id,
+                &transcript.key_pair().proving,
+            );
+            let made = sha256_hex(&key);
+            if made != hash {
+                return Err(format!("it makes proving key {made}, not {hash}"));
+            }
+            Ok((key, transcript_bytes, verified))
+        })
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|why| {
+            tracing::warn!(%validator, %url, %why, "a ceremony transcript is refused");
+            refused(format!(
+                "the ceremony transcript from {url} is refused: {why}"
+            ))
+        })?;
+        let (key, transcript_bytes, verified) = made;
+        // Written only once verified: beside a cached key of this hash, it says so.
+        let kept = transcript_beside(stored, key_hash);
+        if let Err(error) = crate::fs::write_atomic(&kept, &transcript_bytes, 0o644) {
+            tracing::warn!(%error, path = %kept.display(), "cannot keep a verified ceremony transcript");
+        }
+        tracing::info!(
+            model = %stored.id,
+            proving_key = %key_hash,
+            contributions = verified.contribution_hashes.len(),
+            transcript = %hex::encode(verified.transcript_hash),
+            "proving key made from a ceremony transcript verified here"
+        );
+        Ok(key)
+    }
+
+    /// `[miner] ptau`, read and checked once (on a blocking thread); an error is not kept,
+    /// so a file put right is read at the next request.
+    pub async fn powers_of_tau(&self) -> Result<Arc<Ptau>, String> {
+        let Some(path) = self.options.fetch.ceremony_ptau.clone() else {
+            return Err("no powers of tau are configured ([miner] ptau)".into());
+        };
+        self.ceremony_ptau
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || Ptau::read_prepared_file(&path))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// The most contributions a transcript fetched by a miner may hold.
+const MAX_TRANSCRIPT_CONTRIBUTIONS: usize = 4096;
+
+/// Where a miner keeps the ceremony transcript it verified for a proving key.
+fn transcript_beside(stored: &StoredModel, key_hash: &str) -> std::path::PathBuf {
+    stored.keys_dir().join(format!("{key_hash}.transcript"))
 }
 
 fn valid_sha256(text: &str) -> bool {

@@ -41,6 +41,21 @@ pub enum PtauError {
     Curve(String),
     #[error("the powers are not consistent: {0}; the file is damaged or was made wrongly")]
     Inconsistent(String),
+    #[error("cannot read the powers of tau {}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: refused: it has no Lagrange forms; prepare it with `snarkjs powersoftau prepare phase2 IN OUT` (once; the Hermez files are already prepared)",
+        path.display()
+    )]
+    Unprepared { path: std::path::PathBuf },
+    #[error("{}: refused: {source}", path.display())]
+    Refused {
+        path: std::path::PathBuf,
+        source: Box<PtauError>,
+    },
 }
 
 /// The powers of τ, α and β of a `.ptau` file, up to its power.
@@ -197,6 +212,26 @@ impl Ptau {
     pub fn read_checked(bytes: &[u8]) -> Result<Self, PtauError> {
         let ptau = Self::read(bytes)?;
         ptau.check()?;
+        Ok(ptau)
+    }
+
+    /// Reads the `.ptau` file at `path`, checks it whole, and requires the Lagrange forms
+    /// that a phase 2 starts from: what a validator's ceremonies and a miner's check of
+    /// them need. Seconds of CPU for large files: call it off the async threads.
+    pub fn read_prepared_file(path: &std::path::Path) -> Result<Self, PtauError> {
+        let bytes = std::fs::read(path).map_err(|source| PtauError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ptau = Self::read_checked(&bytes).map_err(|source| PtauError::Refused {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        if !ptau.prepared() {
+            return Err(PtauError::Unprepared {
+                path: path.to_path_buf(),
+            });
+        }
         Ok(ptau)
     }
 

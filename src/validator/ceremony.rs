@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::key_pins::{self, KeyPins};
 use crate::model::{ModelId, StoredModel};
 use crate::proof::groth16;
-use crate::proof::groth16::ceremony::{CeremonyError, Transcript};
+use crate::proof::groth16::ceremony::Transcript;
 use crate::proof::keys as key_files;
 use crate::proof::ptau::Ptau;
 use crate::shutdown::{Shutdown, stopped};
@@ -151,18 +151,8 @@ impl Ceremonies {
     /// directory, starting the ones it lacks. Seconds of CPU for large models: call it off
     /// the async threads.
     pub fn start(options: CeremonyOptions, models: Vec<StoredModel>) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(&options.ptau).with_context(|| {
-            format!(
-                "cannot read the powers of tau {} ([validator.ceremony] ptau)",
-                options.ptau.display()
-            )
-        })?;
-        let ptau = Ptau::read_checked(&bytes)
-            .with_context(|| format!("the powers of tau {}", options.ptau.display()))?;
-        if !ptau.prepared() {
-            return Err(anyhow::Error::new(CeremonyError::Unprepared)
-                .context(format!("the powers of tau {}", options.ptau.display())));
-        }
+        let ptau = Ptau::read_prepared_file(&options.ptau)
+            .context("the powers of tau of `[validator.ceremony] ptau`")?;
         let dir = ceremony_dir(&options.state_dir);
         crate::fs::create_private_dir(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;

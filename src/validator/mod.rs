@@ -940,7 +940,8 @@ impl Validator {
     }
 
     /// Binds `address`; the returned future serves `/metrics`, `/health`,
-    /// `/keys/<sha256>` (proving keys), `/models` (what this validator asks for),
+    /// `/keys/<sha256>` (proving keys) and `/keys/<sha256>/transcript` (the ceremony
+    /// transcript that made one), `/models` (what this validator asks for),
     /// `/models/<id>` (canonical model files) and, when it takes part in ceremonies,
     /// `/ceremonies` and `/ceremonies/<id>` (its transcripts) until `shutdown`. Once this returns, miners
     /// can fetch keys and models.
@@ -977,6 +978,26 @@ impl Validator {
         if path == "/health" {
             let body = serde_json::json!({ "status": "ok", "hotkey": self.hotkey.ss58(), "models": self.models.len() });
             return text_response(200, "application/json", body.to_string());
+        }
+        if let Some(hash) = path
+            .strip_prefix("/keys/")
+            .and_then(|rest| rest.strip_suffix("/transcript"))
+            && let Some(index) = self.models.iter().position(|m| m.proving_key_hash == hash)
+        {
+            return match self.transcript(index).await {
+                Ok(Some(bytes)) => text_response(200, "application/octet-stream", bytes),
+                Ok(None) => text_response(
+                    404,
+                    "text/plain",
+                    format!(
+                        "proving key {hash} comes from this validator's own setup, not from a ceremony: it has no transcript\n"
+                    ),
+                ),
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "cannot serve a ceremony transcript");
+                    text_response(500, "text/plain", "cannot read the transcript\n")
+                }
+            };
         }
         if let Some(hash) = path.strip_prefix("/keys/")
             && let Some(entry) = self.models.iter().find(|m| m.proving_key_hash == hash)
