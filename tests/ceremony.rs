@@ -32,18 +32,24 @@ fn snarkjs() -> Option<Command> {
 }
 
 fn run_snarkjs(dir: &Path, args: &[&str]) {
+    let (ok, said) = snarkjs_says(dir, args);
+    assert!(ok, "snarkjs {args:?}: {said}");
+}
+
+/// `snarkjs ARGS` in `dir`: (success, stdout and stderr).
+fn snarkjs_says(dir: &Path, args: &[&str]) -> (bool, String) {
     let output = snarkjs()
         .expect("checked before")
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "snarkjs {args:?}: {}{}",
+    let said = format!(
+        "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    (output.status.success(), said)
 }
 
 /// `sn2 ceremony ptau verify FILE`: (success, stdout and stderr).
@@ -386,6 +392,33 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
         said.contains("ceremony of 3 contributions") && said.contains(&hashes[2]),
         "{said}"
     );
+
+    // snarkjs, another implementation, checks the same proof from sn2's export, and
+    // refuses it once one output is changed.
+    let exported = d.join("snarkjs");
+    let (ok, out, err) = sn2(&[
+        "verify",
+        "--model",
+        "digits-mlp",
+        "--proof",
+        &proof,
+        "--snarkjs",
+        exported.to_str().unwrap(),
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{out}{err}");
+    let files = ["verification_key.json", "public.json", "proof.json"];
+    let (ok, said) = snarkjs_says(&exported, &[&["groth16", "verify"][..], &files].concat());
+    assert!(ok && said.contains("OK"), "{said}");
+    let public = exported.join("public.json");
+    let mut signals: Vec<String> =
+        serde_json::from_slice(&std::fs::read(&public).unwrap()).unwrap();
+    let last = signals.last_mut().unwrap();
+    *last = (last.parse::<u128>().unwrap() + 1).to_string();
+    std::fs::write(&public, serde_json::to_vec(&signals).unwrap()).unwrap();
+    let (ok, said) = snarkjs_says(&exported, &[&["groth16", "verify"][..], &files].concat());
+    assert!(!ok && said.contains("Invalid proof"), "{said}");
 }
 
 /// `sn2 infer` against a devnet whose validator finished its keys from a ceremony over

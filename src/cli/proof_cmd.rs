@@ -51,6 +51,11 @@ pub struct VerifyArgs {
     /// Also require the proof to be bound to this nonce (hex).
     #[arg(long, value_name = "HEX")]
     nonce: Option<String>,
+    /// Also write the proof, once it holds here, as snarkjs's files in DIR
+    /// (`verification_key.json`, `public.json`, `proof.json`), so that `snarkjs groth16
+    /// verify` checks it without sn2. One proof only.
+    #[arg(long, value_name = "DIR")]
+    snarkjs: Option<PathBuf>,
     #[command(flatten)]
     dir: ModelsDirArgs,
 }
@@ -206,6 +211,10 @@ impl ProveArgs {
 
 impl VerifyArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
+        anyhow::ensure!(
+            self.snarkjs.is_none() || self.proof.len() == 1,
+            "--snarkjs writes one proof's files: give one --proof"
+        );
         let stored = self.dir.open(&self.model)?;
         // Each file is read and checked against the flags on its own; the proofs that pass
         // are verified together, per backend.
@@ -301,11 +310,56 @@ impl VerifyArgs {
         {
             eprintln!("note: {convinces}");
         }
+        if let (Some(dir), true, [(_, file, statement, proof)]) =
+            (&self.snarkjs, all_hold, &claims[..])
+        {
+            self.write_snarkjs(dir, &stored, file, statement, proof)?;
+        }
         Ok(if all_hold {
             Outcome::Success
         } else {
             Outcome::Failure
         })
+    }
+
+    /// Writes a verified proof as snarkjs's three files in `dir`.
+    fn write_snarkjs(
+        &self,
+        dir: &std::path::Path,
+        stored: &crate::model::StoredModel,
+        file: &ProofFile,
+        statement: &Statement,
+        proof: &[u8],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            file.backend == proof::groth16::NAME,
+            "--snarkjs: the proof is of backend `{}`; snarkjs checks only {}",
+            file.backend,
+            proof::groth16::NAME
+        );
+        let verifying = self
+            .dir
+            .read_key(stored, &file.backend, KeyKind::Verifying)?;
+        let payload = keys::decode(&verifying, KeyKind::Verifying, &file.backend, &stored.id)?;
+        let files = proof::groth16::snarkjs::export(&stored.model, payload, statement, proof)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut written = Vec::new();
+        for (name, value) in [
+            ("verification_key.json", &files.verification_key),
+            ("public.json", &files.public),
+            ("proof.json", &files.proof),
+        ] {
+            let path = dir.join(name);
+            let json = serde_json::to_string_pretty(value)?;
+            crate::fs::write_atomic(&path, json.as_bytes(), 0o644)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            written.push(path.display().to_string());
+        }
+        eprintln!(
+            "snarkjs's files written; to check the proof with snarkjs: snarkjs groth16 verify {}",
+            written.join(" ")
+        );
+        Ok(())
     }
 
     /// A proof file's statement and proof, after checking it is for this model (and the

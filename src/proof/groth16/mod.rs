@@ -17,6 +17,7 @@ mod key_format;
 mod msm;
 mod prover;
 mod setup;
+pub mod snarkjs;
 #[cfg(test)]
 mod tests;
 mod verifier;
