@@ -26,8 +26,8 @@ pub fn encode_output(y: i32) -> u32 {
     (y as i64 + OUTPUT_OFFSET) as u32
 }
 
-/// The public inputs of a statement, in the circuit's order.
-#[cfg(test)]
+/// The public inputs of a statement, in the circuit's order (what snarkjs's `public.json`
+/// lists; the verifier sums the same values against its key in place).
 pub fn public_inputs(input: &[i8], binding: Fr, output: &[i32]) -> Vec<Fr> {
     input
         .iter()

@@ -6,7 +6,7 @@
 //! in its order: each input value, the binding (model, miner and nonce as one field
 //! element), each output value.
 
-use ark_bn254::{Bn254, Fr, G1Affine, G2Affine};
+use ark_bn254::{Bn254, G1Affine, G2Affine};
 use ark_ec::AffineRepr;
 use ark_ff::PrimeField;
 use ark_groth16::{Proof, VerifyingKey};
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::{PROOF_BYTES, binding_element, whole_key};
 use crate::model::QuantModel;
-use crate::proof::circuit::{encode_input, encode_output};
+use crate::proof::circuit::public_inputs;
 use crate::proof::{ProofError, Statement};
 
 /// The three files `snarkjs groth16 verify` reads.
@@ -38,7 +38,11 @@ pub fn export(
     let key = whole_key(verifying_key, |bytes| {
         VerifyingKey::<Bn254>::deserialize_compressed(bytes)
     })?;
-    let public = public_signals(statement);
+    let public = public_inputs(
+        &statement.input,
+        binding_element(&statement.binding),
+        &statement.output,
+    );
     if key.gamma_abc_g1.len() != public.len() + 1
         || statement.input.len() != model.input_len()
         || statement.output.len() != model.output_len()
@@ -81,16 +85,6 @@ pub fn export(
     })
 }
 
-/// The circuit's public inputs for `statement`, in the verifying key's order.
-fn public_signals(statement: &Statement) -> Vec<Fr> {
-    let inputs = statement.input.iter().map(|&x| Fr::from(encode_input(x)));
-    let outputs = statement.output.iter().map(|&y| Fr::from(encode_output(y)));
-    inputs
-        .chain([binding_element(&statement.binding)])
-        .chain(outputs)
-        .collect()
-}
-
 /// A field element as snarkjs writes it: its integer in decimal, "0" for zero.
 fn decimal<F: PrimeField>(x: F) -> String {
     x.into_bigint().to_string()
@@ -117,6 +111,7 @@ fn g2(point: &G2Affine) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ark_bn254::Fr;
     use ark_ff::{One, Zero};
 
     #[test]
