@@ -41,7 +41,7 @@ pub struct ModelBench {
     pub prove_1_thread_ms: f64,
     pub prove_2_threads_ms: f64,
     /// A whole `sn2 prove` process (median wall time): reading the model and the key,
-    /// making the circuit's matrices, proving with the default threads, writing the file.
+    /// proving with the default threads, writing the file.
     pub prove_process_ms: Option<f64>,
     pub verify_ms: f64,
     /// Proofs per second checked in batches of [`BATCH`] (one multi-pairing per batch).
@@ -165,8 +165,8 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
         prove_ms[slot] = median(runs_with_stages.iter().map(|(t, _)| *t).collect());
     }
     let peak = peak_memory_mib();
-    // ark-groth16's prover on the same key, cached matrices and input, when the backend
-    // is Groth16.
+    // ark-groth16's prover on the same key and input, with the circuit's matrices made
+    // beforehand (not timed), when the backend is Groth16.
     if system.name() == proof::groth16::NAME {
         let reference = proof::groth16::ReferenceProver::new(model.clone(), &keys.proving)?;
         let mut times = in_pool(2, || -> anyhow::Result<Vec<Duration>> {

@@ -38,11 +38,22 @@ pub type Lc = Vec<(Fr, Var)>;
 pub struct Wire {
     pub(crate) lc: Lc,
     pub(crate) value: i128,
+    /// The value in the field, for the few wires that are not small integers (an inverse,
+    /// the binding); boxed because wires are many and almost none has one.
+    field: Option<Box<Fr>>,
 }
 
 impl Wire {
     pub fn value(&self) -> i128 {
         self.value
+    }
+
+    /// The value as the constraint system sees it.
+    fn field_value(&self) -> Fr {
+        match &self.field {
+            Some(field) => **field,
+            None => small_integer(self.value),
+        }
     }
 }
 
@@ -76,6 +87,9 @@ pub struct R1cs {
     instance: Vec<Fr>,
     witness: Vec<Fr>,
     rows: Vec<[Lc; 3]>,
+    /// Each row's `A·z` and `B·z`, from the values of its wires (both modes): with the
+    /// assignment, all that a prover needs of the rows.
+    row_values: Vec<(Fr, Fr)>,
     /// The operator each recorded row belongs to (constraint mode only).
     row_labels: Vec<&'static str>,
     constraints: usize,
@@ -105,6 +119,7 @@ impl R1cs {
             instance: vec![Fr::one()],
             witness: Vec::new(),
             rows: Vec::new(),
+            row_values: Vec::new(),
             row_labels: Vec::new(),
             constraints: 0,
             operator: "circuit",
@@ -142,6 +157,17 @@ impl R1cs {
                 Lc::new()
             },
             value,
+            field: None,
+        }
+    }
+
+    /// A new public input holding a field element that is not a small integer (the
+    /// binding), as its wire; the wire's integer value is meaningless and must not be used.
+    pub fn public_field(&mut self, value: Fr) -> Wire {
+        let var = self.public_input(value);
+        Wire {
+            field: Some(Box::new(value)),
+            ..self.variable(var, 0)
         }
     }
 
@@ -154,6 +180,7 @@ impl R1cs {
                 Lc::new()
             },
             value,
+            field: None,
         }
     }
 
@@ -175,7 +202,10 @@ impl R1cs {
             Change::Add(delta) => value + Fr::from(delta),
             Change::Flip => Fr::one() - value,
         });
-        self.push_witness(value, 0)
+        Wire {
+            field: Some(Box::new(value)),
+            ..self.push_witness(value, 0)
+        }
     }
 
     /// The changes the tests asked for at the next witness.
@@ -203,6 +233,7 @@ impl R1cs {
                 Lc::new()
             },
             value,
+            field: None,
         }
     }
 
@@ -211,10 +242,17 @@ impl R1cs {
         let value = terms.iter().fold(constant, |sum, &(c, w)| {
             sum.wrapping_add(c.wrapping_mul(w.value))
         });
+        // No gadget sums a wire that is not an integer today; should one, its sum is one too.
+        let field = terms.iter().any(|(_, w)| w.field.is_some()).then(|| {
+            Box::new(terms.iter().fold(small_integer(constant), |sum, &(c, w)| {
+                sum + small_integer(c) * w.field_value()
+            }))
+        });
         if !self.records() {
             return Wire {
                 lc: Lc::new(),
                 value,
+                field,
             };
         }
         // Every wire's combination is sorted with the constant one first. The constants
@@ -246,12 +284,14 @@ impl R1cs {
         Wire {
             lc: compact(lc),
             value,
+            field,
         }
     }
 
     /// Records `a · b = c`.
     pub fn enforce(&mut self, a: &Wire, b: &Wire, c: &Wire) {
         self.constraints += 1;
+        self.row_values.push((a.field_value(), b.field_value()));
         if self.records() {
             self.rows.push([a.lc.clone(), b.lc.clone(), c.lc.clone()]);
             self.row_labels.push(self.operator);
@@ -323,7 +363,9 @@ impl R1cs {
         costs.into_iter().filter(|&(_, n)| n > 0).collect()
     }
 
-    /// The first constraint that the assignment does not satisfy, with its operator.
+    /// The first constraint that the assignment does not satisfy, or whose recorded
+    /// values (what the prover uses for `A·z` and `B·z`) are not those of its linear
+    /// combinations, with its operator.
     pub fn first_unsatisfied(&self) -> Option<(usize, &'static str)> {
         assert!(
             self.records(),
@@ -342,8 +384,17 @@ impl R1cs {
         };
         self.rows
             .iter()
-            .position(|[a, b, c]| value(a) * value(b) != value(c))
+            .zip(&self.row_values)
+            .position(|([a, b, c], &recorded)| {
+                let (a, b) = (value(a), value(b));
+                a * b != value(c) || (a, b) != recorded
+            })
             .map(|i| (i, self.row_labels[i]))
+    }
+
+    /// Each row's `A·z` and `B·z`, in order.
+    pub fn row_values(&self) -> &[(Fr, Fr)] {
+        &self.row_values
     }
 
     /// The matrices in ark-relations' layout, made from the recorded rows in place: a
@@ -411,7 +462,7 @@ fn compact(mut lc: Lc) -> Lc {
 fn small_integer(c: i128) -> Fr {
     const LIMIT: i128 = 1 << 10;
     static TABLE: std::sync::OnceLock<Vec<Fr>> = std::sync::OnceLock::new();
-    if c.abs() > LIMIT {
+    if c.unsigned_abs() > LIMIT as u128 {
         return Fr::from(c);
     }
     let table = TABLE.get_or_init(|| (-LIMIT..=LIMIT).map(Fr::from).collect());

@@ -55,8 +55,7 @@ pub(super) fn synthesize_into(
         .iter()
         .map(|&x| cs.public_integer(x as i128, -(INPUT_OFFSET as i128)))
         .collect();
-    let binding_var = cs.public_input(binding);
-    let binding_wire = cs.variable(binding_var, 0);
+    let binding_wire = cs.public_field(binding);
     let square = cs.alloc_field(binding.square());
     cs.enforce(&binding_wire, &binding_wire, &square);
     let outputs = model.synthesize(&mut cs, wires);

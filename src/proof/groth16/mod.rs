@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ark_bn254::{Bn254, Fr};
-use ark_ff::{One, PrimeField, UniformRand};
+use ark_ff::{PrimeField, UniformRand};
 use ark_groth16::{Groth16, ProvingKey, VerifyingKey, prepare_verifying_key};
 use ark_relations::gr1cs::{
     ConstraintSynthesizer, ConstraintSystemRef, LinearCombination, SynthesisError, Variable,
@@ -37,8 +37,8 @@ fn binding_element(binding: &Binding) -> Fr {
     Fr::from_le_bytes_mod_order(&binding.0)
 }
 
-/// The constraint system of `model` on a zero input: what setup and the cached matrices
-/// are made from (the constraints do not depend on the values).
+/// The constraint system of `model` on a zero input: what setup and the reference prover's
+/// matrices are made from (the constraints do not depend on the values).
 fn constraint_system(model: &QuantModel) -> R1cs {
     let input = vec![0i8; model.input_len()];
     synthesize(model, &input, Fr::from(0u64), Mode::Constraints).0
@@ -97,28 +97,18 @@ impl ProofSystem for Groth16Bn254 {
         proving_key: &[u8],
     ) -> Result<Box<dyn Prover>, ProofError> {
         // The proving key comes from this node's own disk or its validator; checking every
-        // point would cost seconds and protect only the prover from itself. Reading it and
-        // making the circuit's matrices take about as long each, so they run side by side
-        // (a one-shot `sn2 prove` pays for both).
-        let (key, shape) = rayon::join(
-            || {
-                let key = key_format::read(proving_key)?;
-                let b_g2 = prover::SparseBases::of(&key);
-                Ok::<_, ProofError>((key, b_g2))
-            },
-            || prover::CircuitShape::of(constraint_system(&model)),
-        );
-        let (key, b_g2) = key?;
+        // point would cost seconds and protect only the prover from itself. Nothing else
+        // is needed before a proof: the prover holds no matrices (see `prover`).
+        let key = key_format::read(proving_key)?;
         let expected_inputs = model.input_len() + 1 + model.output_len() + 1;
         if key.vk.gamma_abc_g1.len() != expected_inputs {
             return Err(ProofError::MalformedKey(
                 "the proving key is for another model".into(),
             ));
         }
-        let shape = shape?;
         Ok(Box::new(Groth16Prover {
             model,
-            keyed: prover::KeyedShape::new(key, b_g2, shape),
+            prepared: prover::PreparedKey::new(key),
         }))
     }
 
@@ -233,7 +223,7 @@ impl ReferenceProver {
 
 struct Groth16Prover {
     model: Arc<QuantModel>,
-    keyed: prover::KeyedShape,
+    prepared: prover::PreparedKey,
 }
 
 impl Groth16Prover {
@@ -249,25 +239,15 @@ impl Groth16Prover {
                 found: input.len(),
             }));
         }
-        // Values only: the matrices are cached.
+        // Values only: the rows' values are all the prover needs of the circuit.
         let started = std::time::Instant::now();
         let (cs, output) = synthesize(&self.model, input, binding_element(binding), Mode::Witness);
         if let Some(failure) = cs.failure() {
             return Err(ProofError::Synthesis(failure.to_string()));
         }
-        let shape = &self.keyed.shape;
-        if cs.instance_count() != shape.instance_variables
-            || cs.witness_count() != shape.witness_variables
-        {
-            return Err(ProofError::Synthesis(
-                "the witness does not fit the circuit".into(),
-            ));
-        }
-        let assignment = cs.assignment();
-        debug_assert!(assignment[0].is_one());
         let witness = started.elapsed();
         let (r, s) = (Fr::rand(&mut OsRng), Fr::rand(&mut OsRng));
-        let (proof, mut timings) = prover::prove(&self.keyed, &assignment, r, s);
+        let (proof, mut timings) = prover::prove(&self.prepared, &cs, r, s)?;
         timings.witness = witness;
         let mut bytes = Vec::with_capacity(PROOF_BYTES);
         proof

@@ -2,11 +2,16 @@
 //!
 //! The proof is standard Groth16 (the same equations as ark-groth16's prover, checked by
 //! the unchanged verifier); what differs is the work:
-//! - the constraint matrices and the FFT domain are made once per model, not per proof;
+//! - the prover holds no constraint matrices: the synthesis of the witness knows each
+//!   row's `A·z` and `B·z` as the values of the row's wires, which is all the quotient
+//!   needs of the rows; so a prover is ready once its key is read, and a one-shot proof
+//!   never builds the circuit's linear combinations;
 //! - `C·z` is never evaluated: in a satisfied system each row's `C·z` is `(A·z)(B·z)`, so
-//!   the product of the two already computed vectors stands in for it (a witness that
-//!   does not satisfy the system still gives a proof the verifier refuses, because the
-//!   multi-scalar multiplications use the witness itself);
+//!   the product of the other two stands in for it. Neither shortcut can make a false
+//!   proof pass: a witness that does not satisfy the system, or rows' values that are not
+//!   the witness's, give a quotient that is not the polynomial the key commits to, and
+//!   the verifier refuses the proof (the multi-scalar multiplications use the witness
+//!   itself);
 //! - the multi-scalar multiplications see each witness value's size (most are bits or
 //!   small signed integers) and sum them by size class (ark-ec's signed partition);
 //! - B in G2, the most expensive sum per term, skips the variables that never appear in
@@ -18,86 +23,61 @@ use std::time::{Duration, Instant};
 
 use ark_bn254::{Bn254, Fr, G1Projective, G2Affine, G2Projective};
 use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
-use ark_ff::{FftField, Field, One, PrimeField, Zero};
+use ark_ff::{FftField, Field, PrimeField, Zero};
 use ark_groth16::{Proof, ProvingKey};
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
-use ark_relations::gr1cs::Matrix;
 use rayon::prelude::*;
 
 use crate::circuit::r1cs::R1cs;
 use crate::proof::ProofError;
 
-/// A model's circuit as the prover needs it, computed once per prover.
-pub(super) struct CircuitShape {
-    a: Matrix<Fr>,
-    b: Matrix<Fr>,
-    /// For each row whose B is its A plus a constant (a boolean's `b·(b − 1)`, whose `b`
-    /// may be the long combination a decomposition's lowest bit is), that constant.
-    b_is_a_plus: Vec<Option<Fr>>,
-    pub(super) instance_variables: usize,
-    pub(super) witness_variables: usize,
+/// Where the quotient is computed: the QAP's evaluation domain (the rows, then one per
+/// public input, rounded up to a power of two) and a coset of it.
+struct QuotientDomain {
     domain: Radix2EvaluationDomain<Fr>,
     coset: Radix2EvaluationDomain<Fr>,
     /// 1 / Z(g) for the coset's generator g: Z is constant on the coset.
     vanishing_inverse_on_coset: Fr,
 }
 
-impl CircuitShape {
-    pub(super) fn of(system: R1cs) -> Result<Self, ProofError> {
-        let m = system.into_matrices();
-        let constraints = m.a.len();
+impl QuotientDomain {
+    fn of(rows: usize, instance_variables: usize) -> Result<Self, ProofError> {
         let too_large = || ProofError::Synthesis("the circuit is too large for BN254's FFT".into());
-        let domain = Radix2EvaluationDomain::<Fr>::new(constraints + m.instance_variables)
-            .ok_or_else(too_large)?;
+        let domain =
+            Radix2EvaluationDomain::<Fr>::new(rows + instance_variables).ok_or_else(too_large)?;
         let coset = domain.get_coset(Fr::GENERATOR).ok_or_else(too_large)?;
         let vanishing_inverse_on_coset = domain
             .evaluate_vanishing_polynomial(Fr::GENERATOR)
             .inverse()
             .ok_or_else(too_large)?;
-        let b_is_a_plus =
-            m.a.par_iter()
-                .zip(&m.b)
-                .map(|(a, b)| offset_between(a, b))
-                .collect();
         Ok(Self {
-            a: m.a,
-            b: m.b,
-            b_is_a_plus,
-            instance_variables: m.instance_variables,
-            witness_variables: m.witness_variables,
             domain,
             coset,
             vanishing_inverse_on_coset,
         })
     }
 
-    fn constraints(&self) -> usize {
-        self.a.len()
-    }
-
     /// The coefficients of h = (A·B − C) / Z, where A, B, C interpolate the rows' values
     /// (and, as in ark-groth16's libsnark reduction, the public inputs after the rows of
-    /// A, which makes them independent in the QAP).
-    fn quotient(&self, z: &[Fr]) -> Vec<Fr> {
+    /// A, which makes them independent in the QAP). `rows` holds each row's `A·z` and
+    /// `B·z`, as the witness's synthesis found them; `instance` the constant one and the
+    /// public inputs.
+    fn quotient(&self, rows: &[(Fr, Fr)], instance: &[Fr]) -> Vec<Fr> {
         let n = self.domain.size();
-        let rows = self.constraints();
         let mut a = vec![Fr::zero(); n];
         let mut b = vec![Fr::zero(); n];
-        a[..rows]
+        a[..rows.len()]
             .par_iter_mut()
-            .zip(&mut b[..rows])
-            .zip(self.a.par_iter().zip(&self.b).zip(&self.b_is_a_plus))
-            .for_each(|((a, b), ((a_row, b_row), b_is_a_plus))| {
-                *a = evaluate(a_row, z);
-                *b = match b_is_a_plus {
-                    Some(constant) => *a + constant,
-                    None => evaluate(b_row, z),
-                };
+            .zip(&mut b[..rows.len()])
+            .zip(rows)
+            .for_each(|((a, b), (a_value, b_value))| {
+                *a = *a_value;
+                *b = *b_value;
             });
-        a[rows..rows + self.instance_variables].copy_from_slice(&z[..self.instance_variables]);
+        a[rows.len()..rows.len() + instance.len()].copy_from_slice(instance);
         let mut c: Vec<Fr> = a.par_iter().zip(&b).map(|(a, b)| *a * b).collect();
         // The padding rows hold the public inputs in A and nothing in B: their C is zero.
-        c[rows..].iter_mut().for_each(|c| *c = Fr::zero());
+        c[rows.len()..].iter_mut().for_each(|c| *c = Fr::zero());
         rayon::join(
             || {
                 rayon::join(
@@ -125,48 +105,21 @@ impl CircuitShape {
     }
 }
 
-/// `Some(c)` when the row `b` is the row `a` plus `c` times the constant one (column 0).
-pub(super) fn offset_between(a: &[(Fr, usize)], b: &[(Fr, usize)]) -> Option<Fr> {
-    fn split(row: &[(Fr, usize)]) -> (Fr, &[(Fr, usize)]) {
-        match row {
-            [(constant, 0), rest @ ..] => (*constant, rest),
-            _ => (Fr::zero(), row),
-        }
-    }
-    let (a_constant, a_rest) = split(a);
-    let (b_constant, b_rest) = split(b);
-    (a_rest == b_rest).then(|| b_constant - a_constant)
-}
-
-fn evaluate(row: &[(Fr, usize)], z: &[Fr]) -> Fr {
-    row.iter()
-        .map(|(coefficient, index)| {
-            let value = z[*index];
-            if coefficient.is_one() {
-                value
-            } else {
-                value * coefficient
-            }
-        })
-        .sum()
-}
-
 /// The proving key with what the prover derives from it once.
-pub(super) struct KeyedShape {
+pub(super) struct PreparedKey {
     pub(super) key: ProvingKey<Bn254>,
-    pub(super) shape: CircuitShape,
     b_g2: SparseBases,
 }
 
 /// The variables with a point in B's G2 query, and those points: most variables (the
 /// bits of range checks, the outputs of lookups) never appear in a B row.
-pub(super) struct SparseBases {
+struct SparseBases {
     variables: Vec<usize>,
     bases: Vec<G2Affine>,
 }
 
 impl SparseBases {
-    pub(super) fn of(key: &ProvingKey<Bn254>) -> Self {
+    fn of(key: &ProvingKey<Bn254>) -> Self {
         let (variables, bases) = key.b_g2_query[1..]
             .iter()
             .enumerate()
@@ -177,9 +130,28 @@ impl SparseBases {
     }
 }
 
-impl KeyedShape {
-    pub(super) fn new(key: ProvingKey<Bn254>, b_g2: SparseBases, shape: CircuitShape) -> Self {
-        Self { key, shape, b_g2 }
+impl PreparedKey {
+    pub(super) fn new(key: ProvingKey<Bn254>) -> Self {
+        let b_g2 = SparseBases::of(&key);
+        Self { key, b_g2 }
+    }
+
+    /// Checks that the synthesised `system` is the circuit this key was made for, as far
+    /// as its shape shows: the same variables, and rows that need the key's domain.
+    fn fits(&self, system: &R1cs, domain: &QuotientDomain) -> Result<(), ProofError> {
+        let key = &self.key;
+        let variables = system.instance_count() + system.witness_count();
+        if key.a_query.len() != variables
+            || key.b_g1_query.len() != variables
+            || key.b_g2_query.len() != variables
+            || key.l_query.len() != system.witness_count()
+            || key.h_query.len() + 1 != domain.domain.size()
+        {
+            return Err(ProofError::MalformedKey(
+                "the proving key does not fit this model's circuit: it was made for another model, or is damaged".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -195,19 +167,27 @@ pub(super) struct Timings {
     pub(super) c: Duration,
 }
 
-/// A Groth16 proof for the full assignment `z` (the constant one, the public inputs, then
-/// the witness), with the blinding factors `r` and `s`.
-pub(super) fn prove(keyed: &KeyedShape, z: &[Fr], r: Fr, s: Fr) -> (Proof<Bn254>, Timings) {
-    let pk = &keyed.key;
-    let shape = &keyed.shape;
+/// A Groth16 proof for `system`, a synthesised witness (its assignment: the constant one,
+/// the public inputs, then the witness; and its rows' values), with the blinding factors
+/// `r` and `s`.
+pub(super) fn prove(
+    prepared: &PreparedKey,
+    system: &R1cs,
+    r: Fr,
+    s: Fr,
+) -> Result<(Proof<Bn254>, Timings), ProofError> {
+    let domain = QuotientDomain::of(system.constraint_count(), system.instance_count())?;
+    prepared.fits(system, &domain)?;
+    let pk = &prepared.key;
+    let z = system.assignment();
     let mut timings = Timings::default();
     let started = Instant::now();
-    let h = shape.quotient(z);
+    let h = domain.quotient(system.row_values(), system.instance_values());
     timings.quotient = started.elapsed();
 
     let started = Instant::now();
     let scalars: Vec<_> = z[1..].par_iter().map(|v| v.into_bigint()).collect();
-    let witness_scalars = &scalars[shape.instance_variables - 1..];
+    let witness_scalars = &scalars[system.instance_count() - 1..];
     let a = pk.vk.alpha_g1.into_group()
         + pk.a_query[0]
         + G1Projective::msm_bigint(&pk.a_query[1..], &scalars)
@@ -222,10 +202,15 @@ pub(super) fn prove(keyed: &KeyedShape, z: &[Fr], r: Fr, s: Fr) -> (Proof<Bn254>
     timings.b_g1 = started.elapsed();
 
     let started = Instant::now();
-    let b_g2_scalars: Vec<_> = keyed.b_g2.variables.iter().map(|&i| scalars[i]).collect();
+    let b_g2_scalars: Vec<_> = prepared
+        .b_g2
+        .variables
+        .iter()
+        .map(|&i| scalars[i])
+        .collect();
     let b_g2 = pk.vk.beta_g2.into_group()
         + pk.b_g2_query[0]
-        + G2Projective::msm_bigint(&keyed.b_g2.bases, &b_g2_scalars)
+        + G2Projective::msm_bigint(&prepared.b_g2.bases, &b_g2_scalars)
         + pk.vk.delta_g2 * s;
     timings.b_g2 = started.elapsed();
 
@@ -243,5 +228,5 @@ pub(super) fn prove(keyed: &KeyedShape, z: &[Fr], r: Fr, s: Fr) -> (Proof<Bn254>
         b: b_g2.into_affine(),
         c: c.into_affine(),
     };
-    (proof, timings)
+    Ok((proof, timings))
 }

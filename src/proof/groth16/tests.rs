@@ -84,10 +84,7 @@ fn proofs_cross_between_this_prover_and_ark_groth16() {
 #[test]
 fn a_tampered_witness_gives_a_proof_that_is_refused() {
     let f = fixture();
-    let key = super::key_format::read(&f.keys.proving).unwrap();
-    let shape = prover::CircuitShape::of(constraint_system(&f.model)).unwrap();
-    let b_g2 = prover::SparseBases::of(&key);
-    let keyed = prover::KeyedShape::new(key, b_g2, shape);
+    let prepared = prover::PreparedKey::new(super::key_format::read(&f.keys.proving).unwrap());
     let input = random_input(&f.model, 2);
     let binding = Binding([6; 31]);
     let honest_output = f.model.evaluate(&input).unwrap();
@@ -99,12 +96,8 @@ fn a_tampered_witness_gives_a_proof_that_is_refused() {
             let mut cs = R1cs::new(Mode::Witness);
             cs.tamper = vec![Tamper { index, change }];
             let (cs, claimed) = synthesize_into(cs, &f.model, &input, binding_element(&binding));
-            let (proof, _) = prover::prove(
-                &keyed,
-                &cs.assignment(),
-                Fr::rand(&mut OsRng),
-                Fr::rand(&mut OsRng),
-            );
+            let (proof, _) =
+                prover::prove(&prepared, &cs, Fr::rand(&mut OsRng), Fr::rand(&mut OsRng)).unwrap();
             let mut bytes = Vec::new();
             proof.serialize_compressed(&mut bytes).unwrap();
             // Whatever output the changed witness carries, honest or not, is refused.
@@ -234,25 +227,14 @@ fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
 }
 
 #[test]
-fn rows_whose_b_is_their_a_plus_a_constant_are_found_and_only_those() {
-    let (two, five) = (Fr::from(2u64), Fr::from(5u64));
-    let a = vec![(two, 0), (Fr::from(3u64), 4), (Fr::from(9u64), 7)];
-    let mut b = a.clone();
-    b[0].0 = five;
-    assert_eq!(prover::offset_between(&a, &b), Some(Fr::from(3u64)));
-    // Without a constant on either side, or on one side only.
-    assert_eq!(
-        prover::offset_between(&a[1..], &a[1..]),
-        Some(Fr::from(0u64))
-    );
-    assert_eq!(prover::offset_between(&a[1..], &b), Some(five));
-    assert_eq!(prover::offset_between(&a, &b[1..]), Some(-two));
-    // A coefficient or a column that differs.
-    let mut other = b.clone();
-    other[2].0 = Fr::from(8u64);
-    assert_eq!(prover::offset_between(&a, &other), None);
-    let mut other = b.clone();
-    other[2].1 = 8;
-    assert_eq!(prover::offset_between(&a, &other), None);
-    assert_eq!(prover::offset_between(&a, &b[..2]), None);
+fn the_rows_values_the_prover_uses_are_those_of_the_rows_for_every_operator() {
+    let model = every_operator_model();
+    for seed in 0..4 {
+        let input = random_input(&model, seed);
+        let binding = binding_element(&Binding([seed as u8; 31]));
+        let (cs, _) = synthesize(&model, &input, binding, Mode::Constraints);
+        assert_eq!(cs.first_unsatisfied(), None, "input {seed}");
+        let (witness, _) = synthesize(&model, &input, binding, Mode::Witness);
+        assert_eq!(witness.row_values(), cs.row_values(), "input {seed}");
+    }
 }
