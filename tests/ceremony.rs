@@ -457,20 +457,7 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
     assert_eq!(ceremony["contributions"], 1, "{listing}");
     let transcript = ceremony["transcript"].as_str().unwrap().to_string();
 
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.json");
-    std::fs::write(&input, sn2::model::input::format_input(&[0.5; 64])).unwrap();
-    let infer = |extra: Vec<String>| {
-        let (url, input) = (url.clone(), input.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut args = vec!["infer".to_string(), "--validator".into(), url];
-            args.extend(["--model".into(), "digits-mlp".into(), "--input".into()]);
-            args.push(input.to_str().unwrap().into());
-            args.extend(extra);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            sn2(&args)
-        })
-    };
+    let infer = |extra: Vec<String>| infer_digits_mlp(&devnet, extra);
 
     // The miner takes keys only from a transcript it verifies. One more contribution
     // makes a transcript that verifies but not the key the validator names: refused.
@@ -478,12 +465,12 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
     let mut longer = sn2::proof::groth16::ceremony::Transcript::read(&served).unwrap();
     longer.contribute();
     std::fs::write(validator_transcript, longer.to_bytes()).unwrap();
-    let (ok, _, err) = infer(vec![]).await.unwrap();
+    let (ok, _, err) = infer(vec![]).await;
     assert!(!ok && err.contains("makes proving key"), "{err}");
     assert!(files_ending(&devnet.dir().join("miner-1"), ".pk").is_empty());
 
     std::fs::write(validator_transcript, &served).unwrap();
-    let (ok, out, err) = infer(vec![]).await.unwrap();
+    let (ok, out, err) = infer(vec![]).await;
     assert!(ok, "{out}{err}");
     assert!(
         err.contains("not checked here") && err.contains(&transcript),
@@ -496,7 +483,7 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
     assert_eq!(std::fs::read(kept).unwrap(), served);
 
     let with_ptau = vec!["--ptau".to_string(), ptau.to_str().unwrap().into()];
-    let (ok, out, err) = infer(with_ptau.clone()).await.unwrap();
+    let (ok, out, err) = infer(with_ptau.clone()).await;
     assert!(ok, "{out}{err}");
     assert!(
         err.contains("verified here") && err.contains(&transcript),
@@ -512,13 +499,13 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
 
     let mut mine = with_ptau.clone();
     mine.extend(["--contribution".to_string(), listed.to_uppercase()]);
-    let (ok, out, err) = infer(mine).await.unwrap();
+    let (ok, out, err) = infer(mine).await;
     assert!(ok, "{out}{err}");
     assert!(err.contains("without trusting anyone else"), "{err}");
 
     let mut absent = with_ptau;
     absent.extend(["--contribution".to_string(), "ab".repeat(32)]);
-    let (ok, _, err) = infer(absent).await.unwrap();
+    let (ok, _, err) = infer(absent).await;
     assert!(!ok && err.contains("is not in the ceremony"), "{err}");
 
     // Powers of tau other than the ceremony's: the transcript does not start from them.
@@ -526,10 +513,31 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
         "--ptau".into(),
         powers.join("p0.ptau").to_str().unwrap().into(),
     ])
-    .await
-    .unwrap();
+    .await;
     assert!(!ok && err.contains("refused"), "{err}");
     devnet.stop().await;
+}
+
+/// `sn2 infer` of digits-mlp on one input against `devnet`'s API, with `extra` arguments,
+/// on a blocking thread: (success, stdout, stderr).
+async fn infer_digits_mlp(
+    devnet: &sn2::devnet::Devnet,
+    extra: Vec<String>,
+) -> (bool, String, String) {
+    let url = format!("http://{}", devnet.api);
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("input.json");
+        std::fs::write(&input, sn2::model::input::format_input(&[0.5; 64])).unwrap();
+        let mut args = vec!["infer".to_string(), "--validator".into(), url];
+        args.extend(["--model".into(), "digits-mlp".into(), "--input".into()]);
+        args.push(input.to_str().unwrap().into());
+        args.extend(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sn2(&args)
+    })
+    .await
+    .unwrap()
 }
 
 /// The files under `dir`, at any depth, whose names end with `suffix`.
@@ -561,24 +569,7 @@ async fn a_miner_with_powers_of_tau_refuses_keys_from_a_validators_own_setup() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.json");
-    std::fs::write(&input, sn2::model::input::format_input(&[0.5; 64])).unwrap();
-    let url = format!("http://{}", devnet.api);
-    let input = input.to_str().unwrap().to_string();
-    let (ok, _, err) = tokio::task::spawn_blocking(move || {
-        sn2(&[
-            "infer",
-            "--validator",
-            &url,
-            "--model",
-            "digits-mlp",
-            "--input",
-            &input,
-        ])
-    })
-    .await
-    .unwrap();
+    let (ok, _, err) = infer_digits_mlp(&devnet, vec![]).await;
     assert!(!ok && err.contains("its own setup"), "{err}");
     assert!(files_ending(&devnet.dir().join("miner-1"), ".pk").is_empty());
     devnet.stop().await;

@@ -16,7 +16,7 @@ use sn2::chain::{LocalChain, StaticNeuron};
 use sn2::devnet::{REFERENCE_MODELS, free_port};
 use sn2::keys::Hotkey;
 use sn2::metrics::Metrics;
-use sn2::miner::{Behaviour, Miner, MinerOptions};
+use sn2::miner::{Behaviour, Miner, MinerOptions, ModelFetch};
 use sn2::model::input::DataSet;
 use sn2::model::{ModelStore, StoredModel};
 use sn2::proof::{self, keys as key_files};
@@ -375,6 +375,33 @@ async fn trickling_key_server() -> (SocketAddr, Arc<AtomicUsize>) {
     (address, connections)
 }
 
+/// A key server that declares a body of a gigabyte and sends it as fast as it is read,
+/// counting the bytes it gets out.
+async fn flooding_key_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(loopback(0)).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n";
+                if stream.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = vec![7u8; 64 * 1024];
+                while stream.write_all(&chunk).await.is_ok() {
+                    counted.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (address, sent)
+}
+
 /// A key server with one real proving key; returns its address and the key's hash.
 async fn key_server(dir: &Path) -> (SocketAddr, String) {
     let (_, stored) = import_digits(dir);
@@ -487,6 +514,75 @@ async fn a_trickling_key_download_holds_no_proving_slot_and_ends_at_its_deadline
         );
     }
     assert_eq!(trickle_connections.load(Ordering::SeqCst), 1);
+    let _ = stop.send(true);
+}
+
+/// With `[miner] ptau` the miner downloads a key's ceremony transcript, not the key; that
+/// download is bounded in size and in time as a key's is, and nothing of it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ceremony_transcript_too_large_or_too_slow_is_refused_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (miner_key, flooding, slow) = (
+        Hotkey::from_seed(&[1; 32]),
+        Hotkey::from_seed(&[2; 32]),
+        Hotkey::from_seed(&[3; 32]),
+    );
+    let (flood, sent) = flooding_key_server().await;
+    let (trickle, _) = trickling_key_server().await;
+    let neurons = [
+        neuron(0, &flooding, Some(flood), true),
+        neuron(1, &slow, Some(trickle), true),
+    ];
+    // snarkjs's powers of tau of 2^2 prepared for phase 2 (a fuzzing seed): the miner
+    // checks them before it downloads anything. They are too few for any model, but no
+    // transcript here gets as far as being verified.
+    let ptau = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ptau_file/prepared-power-2");
+    let options = MinerOptions {
+        max_key_bytes: 1 << 20,
+        key_fetch_timeout: Duration::from_secs(4),
+        fetch: ModelFetch {
+            ceremony_ptau: Some(ptau),
+            ..Default::default()
+        },
+        ..miner_options(quick_limits())
+    };
+    let miner_dir = dir.path().join("miner");
+    let (miner, address, stop) = start_miner(&miner_dir, miner_key, &neurons, options).await;
+    let model = import_digits(&dir.path().join("ids")).1.id.to_hex();
+    let miner_public = miner.hotkey().public();
+    let ask_for_a_key_from = |validator: Hotkey| {
+        let request = prove_request(&model, &"ab".repeat(32));
+        async move {
+            HttpClient::default()
+                .request(address, &validator, &miner_public, &request, 1 << 20)
+                .await
+        }
+    };
+
+    let answer = ask_for_a_key_from(flooding).await;
+    assert!(
+        matches!(&answer, Err(ClientError::Refused(e)) if e.code == ErrorCode::UnknownKey && e.message.contains("over the limit") && e.message.contains("[miner] ptau")),
+        "{answer:?}"
+    );
+    // The miner stopped reading a few megabytes in (the rest is the sockets' buffers).
+    let flooded = sent.load(Ordering::SeqCst);
+    assert!(flooded < 16 << 20, "{flooded} bytes were read");
+
+    let answer = ask_for_a_key_from(slow).await;
+    assert!(
+        matches!(&answer, Err(ClientError::Refused(e)) if e.code == ErrorCode::UnknownKey && e.message.contains("longer than 4 s")),
+        "{answer:?}"
+    );
+
+    for stored in ModelStore::new(&miner_dir).list().unwrap() {
+        let kept: Vec<_> = std::fs::read_dir(stored.keys_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        assert!(kept.is_empty(), "{kept:?}");
+    }
     let _ = stop.send(true);
 }
 
