@@ -363,15 +363,33 @@ impl R1cs {
         costs.into_iter().filter(|&(_, n)| n > 0).collect()
     }
 
-    /// The first constraint that the assignment does not satisfy, or whose recorded
-    /// values (what the prover uses for `A·z` and `B·z`) are not those of its linear
-    /// combinations, with its operator.
+    /// The first constraint that the assignment does not satisfy, with its operator.
     pub fn first_unsatisfied(&self) -> Option<(usize, &'static str)> {
+        let value = self.evaluator();
+        self.rows
+            .iter()
+            .position(|[a, b, c]| value(a) * value(b) != value(c))
+            .map(|i| (i, self.row_labels[i]))
+    }
+
+    /// The first row whose recorded values (what the prover takes for `A·z` and `B·z`)
+    /// are not those of its linear combinations, with its operator.
+    pub fn first_misrecorded(&self) -> Option<(usize, &'static str)> {
+        let value = self.evaluator();
+        self.rows
+            .iter()
+            .zip(&self.row_values)
+            .position(|([a, b, _], &recorded)| (value(a), value(b)) != recorded)
+            .map(|i| (i, self.row_labels[i]))
+    }
+
+    /// A linear combination's value under the assignment.
+    fn evaluator(&self) -> impl Fn(&Lc) -> Fr + '_ {
         assert!(
             self.records(),
             "only a constraint-mode system can be checked"
         );
-        let value = |lc: &Lc| -> Fr {
+        |lc: &Lc| -> Fr {
             lc.iter()
                 .map(|&(c, v)| {
                     c * match v {
@@ -381,15 +399,7 @@ impl R1cs {
                     }
                 })
                 .sum()
-        };
-        self.rows
-            .iter()
-            .zip(&self.row_values)
-            .position(|([a, b, c], &recorded)| {
-                let (a, b) = (value(a), value(b));
-                a * b != value(c) || (a, b) != recorded
-            })
-            .map(|i| (i, self.row_labels[i]))
+        }
     }
 
     /// Each row's `A·z` and `B·z`, in order.

@@ -142,6 +142,11 @@ pub(crate) mod testing {
             None,
             "the honest witness fails for inputs {inputs:?}"
         );
+        assert_eq!(
+            honest.first_misrecorded(),
+            None,
+            "the prover would take other values for inputs {inputs:?}"
+        );
         (expected, honest.witness_count())
     }
 

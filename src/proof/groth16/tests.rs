@@ -234,6 +234,7 @@ fn the_rows_values_the_prover_uses_are_those_of_the_rows_for_every_operator() {
         let binding = binding_element(&Binding([seed as u8; 31]));
         let (cs, _) = synthesize(&model, &input, binding, Mode::Constraints);
         assert_eq!(cs.first_unsatisfied(), None, "input {seed}");
+        assert_eq!(cs.first_misrecorded(), None, "input {seed}");
         let (witness, _) = synthesize(&model, &input, binding, Mode::Witness);
         assert_eq!(witness.row_values(), cs.row_values(), "input {seed}");
     }
