@@ -327,12 +327,21 @@ impl Transcript {
         if !rest.is_empty() {
             return Err(bad("it goes on after its key"));
         }
-        Ok(Self {
+        let transcript = Self {
             model,
             initial_hash,
             contributions,
             key,
-        })
+        };
+        // arkworks reads a point flagged as infinity whatever its coordinates say, so one
+        // transcript has many encodings; only the one sn2 writes is taken, so that equal
+        // transcripts are equal bytes wherever they are served and kept.
+        if transcript.to_bytes() != bytes {
+            return Err(bad(
+                "a point in it is not written the one way sn2 writes it (the point at infinity with coordinates other than zero)",
+            ));
+        }
+        Ok(transcript)
     }
 }
 
