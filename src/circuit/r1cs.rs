@@ -92,7 +92,6 @@ pub struct R1cs {
     row_values: Vec<(Fr, Fr)>,
     /// The operator each recorded row belongs to (constraint mode only).
     row_labels: Vec<&'static str>,
-    constraints: usize,
     operator: &'static str,
     operator_start: usize,
     costs: BTreeMap<&'static str, usize>,
@@ -121,7 +120,6 @@ impl R1cs {
             rows: Vec::new(),
             row_values: Vec::new(),
             row_labels: Vec::new(),
-            constraints: 0,
             operator: "circuit",
             operator_start: 0,
             costs: BTreeMap::new(),
@@ -140,7 +138,7 @@ impl R1cs {
     }
 
     /// A new public input holding `value`.
-    pub fn public_input(&mut self, value: Fr) -> Var {
+    fn public_input(&mut self, value: Fr) -> Var {
         self.instance.push(value);
         Var::Instance((self.instance.len() - 1) as u32)
     }
@@ -171,8 +169,9 @@ impl R1cs {
         }
     }
 
-    /// A wire of the variable `var` (known to hold `value`).
-    pub fn variable(&self, var: Var, value: i128) -> Wire {
+    /// A wire of the variable `var`, known to hold the small integer `value` (what the
+    /// prover records for it: a field value goes through `public_field` or `alloc_field`).
+    fn variable(&self, var: Var, value: i128) -> Wire {
         Wire {
             lc: if self.records() {
                 vec![(Fr::one(), var)]
@@ -239,11 +238,15 @@ impl R1cs {
 
     /// `Σ coefficient·wire + constant`, free.
     pub fn sum(&self, terms: &[(i128, &Wire)], constant: i128) -> Wire {
-        let value = terms.iter().fold(constant, |sum, &(c, w)| {
-            sum.wrapping_add(c.wrapping_mul(w.value))
+        // One pass over the terms: in witness mode it is all the work a sum does.
+        let (value, any_field) = terms.iter().fold((constant, false), |(sum, any), &(c, w)| {
+            (
+                sum.wrapping_add(c.wrapping_mul(w.value)),
+                any || w.field.is_some(),
+            )
         });
         // No gadget sums a wire that is not an integer today; should one, its sum is one too.
-        let field = terms.iter().any(|(_, w)| w.field.is_some()).then(|| {
+        let field = any_field.then(|| {
             Box::new(terms.iter().fold(small_integer(constant), |sum, &(c, w)| {
                 sum + small_integer(c) * w.field_value()
             }))
@@ -290,7 +293,6 @@ impl R1cs {
 
     /// Records `a · b = c`.
     pub fn enforce(&mut self, a: &Wire, b: &Wire, c: &Wire) {
-        self.constraints += 1;
         self.row_values.push((a.field_value(), b.field_value()));
         if self.records() {
             self.rows.push([a.lc.clone(), b.lc.clone(), c.lc.clone()]);
@@ -330,7 +332,7 @@ impl R1cs {
     }
 
     pub fn constraint_count(&self) -> usize {
-        self.constraints
+        self.row_values.len()
     }
 
     pub fn witness_count(&self) -> usize {
@@ -359,7 +361,7 @@ impl R1cs {
     /// Constraints per operator, in the order of [`Arith::enter`] labels.
     pub fn costs(&self) -> Vec<(&'static str, usize)> {
         let mut costs = self.costs.clone();
-        *costs.entry(self.operator).or_default() += self.constraints - self.operator_start;
+        *costs.entry(self.operator).or_default() += self.row_values.len() - self.operator_start;
         costs.into_iter().filter(|&(_, n)| n > 0).collect()
     }
 
@@ -516,8 +518,9 @@ impl Arith for R1cs {
     }
 
     fn enter(&mut self, operator: &'static str) {
-        *self.costs.entry(self.operator).or_default() += self.constraints - self.operator_start;
+        *self.costs.entry(self.operator).or_default() +=
+            self.row_values.len() - self.operator_start;
         self.operator = operator;
-        self.operator_start = self.constraints;
+        self.operator_start = self.row_values.len();
     }
 }
