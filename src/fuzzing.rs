@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::model::input::{DataSet, format_input, parse_input};
 use crate::model::{ModelId, QuantModel, codec};
-use crate::proof::{self, ProofFile, keys as key_files};
+use crate::proof::{self, ProofFile, groth16, keys as key_files};
 use crate::update::manifest::Manifest;
 use crate::update::nixkey::{NixSignature, SecretKey, parse_public};
 use crate::update::{Policy, verify};
@@ -214,6 +214,12 @@ pub fn key_file(data: &[u8]) {
         &fixture.id,
     ) {
         let _ = system.verifier(&fixture.model, payload);
+        if let Some(rewritten) = groth16::rewritten_key(payload, key_files::KeyKind::Verifying) {
+            assert_eq!(
+                rewritten, payload,
+                "a verifying key encodes back to its bytes"
+            );
+        }
     }
     if let Ok(payload) = key_files::decode(
         data,
@@ -222,6 +228,12 @@ pub fn key_file(data: &[u8]) {
         &fixture.id,
     ) {
         let _ = system.prover(fixture.model.clone(), payload);
+        if let Some(rewritten) = groth16::rewritten_key(payload, key_files::KeyKind::Proving) {
+            assert_eq!(
+                rewritten, payload,
+                "a proving key encodes back to its bytes"
+            );
+        }
     }
 }
 
@@ -238,6 +250,9 @@ pub fn proof_file(data: &[u8]) {
         return;
     };
     let _ = fixture.verifier.verify(&statement, &proof);
+    if let Some(rewritten) = groth16::rewritten_proof(&proof) {
+        assert_eq!(rewritten, proof, "a proof encodes back to its bytes");
+    }
 }
 
 /// A signed release manifest, checked as a daemon checks one it polled; what parses

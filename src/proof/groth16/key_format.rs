@@ -19,7 +19,7 @@
 use ark_bn254::{Bn254, Fq, Fq2, G1Affine, G2Affine};
 use ark_ff::{BigInt, PrimeField};
 use ark_groth16::{ProvingKey, VerifyingKey};
-use ark_serialize::CanonicalDeserialize;
+use ark_serialize::{CanonicalDeserialize, Compress};
 use rayon::prelude::*;
 
 use crate::proof::ProofError;
@@ -61,12 +61,21 @@ pub fn write(key: &ProvingKey<Bn254>) -> Vec<u8> {
     out
 }
 
+/// Whether `bytes` are in this format rather than arkworks' older one.
+pub fn is_current(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
 /// The proving key in `bytes`, which must be all of them.
 pub fn read(bytes: &[u8]) -> Result<ProvingKey<Bn254>, ProofError> {
     let Some(payload) = bytes.strip_prefix(MAGIC) else {
-        return super::whole_key(bytes, |bytes| {
+        let key = super::whole_key(bytes, |bytes| {
             ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
-        });
+        })?;
+        if !super::encodes_to(&key, bytes, Compress::No) {
+            return Err(ProofError::MalformedKey(super::NOT_CANONICAL.into()));
+        }
+        return Ok(key);
     };
     let mut reader = Reader { rest: payload };
     let alpha_g1 = reader.g1("α")?;

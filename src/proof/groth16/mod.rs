@@ -9,7 +9,7 @@ use ark_groth16::{Groth16, ProvingKey, VerifyingKey, prepare_verifying_key};
 use ark_relations::gr1cs::{
     ConstraintSynthesizer, ConstraintSystemRef, LinearCombination, SynthesisError, Variable,
 };
-use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
+use ark_serialize::{CanonicalDeserialize, CanonicalSerialize, Compress};
 use rand_core::OsRng;
 
 pub mod ceremony;
@@ -117,9 +117,7 @@ impl ProofSystem for Groth16Bn254 {
         model: &QuantModel,
         verifying_key: &[u8],
     ) -> Result<Box<dyn Verifier>, ProofError> {
-        let key = whole_key(verifying_key, |bytes| {
-            VerifyingKey::<Bn254>::deserialize_compressed(bytes)
-        })?;
+        let key = read_verifying_key(verifying_key)?;
         // One point per public input, plus one for the constant.
         let expected = model.input_len() + 1 + model.output_len() + 1;
         if key.gamma_abc_g1.len() != expected {
@@ -168,6 +166,59 @@ fn whole_key<T>(
         return Err(bytes_after_key(rest.len()));
     }
     Ok(key)
+}
+
+/// A verifying key's payload (arkworks' compressed form, every point checked), refused
+/// unless it is the one encoding of its key: arkworks reads a point flagged as infinity
+/// whatever its coordinate says, and a key with many encodings would have many
+/// fingerprints.
+fn read_verifying_key(bytes: &[u8]) -> Result<VerifyingKey<Bn254>, ProofError> {
+    let key = whole_key(bytes, |bytes| {
+        VerifyingKey::<Bn254>::deserialize_compressed(bytes)
+    })?;
+    if !encodes_to(&key, bytes, Compress::Yes) {
+        return Err(ProofError::MalformedKey(NOT_CANONICAL.into()));
+    }
+    Ok(key)
+}
+
+const NOT_CANONICAL: &str = "a point at infinity carries coordinates: this is not the encoding sn2 writes, so the file was altered or made by other software; fetch or make the key again";
+
+/// A key's payload read and written back, if it reads: what decodes must encode back to
+/// what decoded (the fuzz targets' check that a key has one encoding).
+pub(crate) fn rewritten_key(payload: &[u8], kind: super::keys::KeyKind) -> Option<Vec<u8>> {
+    match kind {
+        super::keys::KeyKind::Verifying => {
+            let key = read_verifying_key(payload).ok()?;
+            let mut out = Vec::new();
+            key.serialize_compressed(&mut out).ok()?;
+            Some(out)
+        }
+        super::keys::KeyKind::Proving => {
+            let key = key_format::read(payload).ok()?;
+            if key_format::is_current(payload) {
+                Some(key_format::write(&key))
+            } else {
+                let mut out = Vec::new();
+                key.serialize_uncompressed(&mut out).ok()?;
+                Some(out)
+            }
+        }
+    }
+}
+
+/// A proof's bytes read and written back, if they read (see [`rewritten_key`]).
+pub(crate) fn rewritten_proof(bytes: &[u8]) -> Option<Vec<u8>> {
+    let proof = verifier::read_proof(bytes).ok()?;
+    let mut out = Vec::new();
+    proof.serialize_compressed(&mut out).ok()?;
+    Some(out)
+}
+
+/// Whether `value` written in the form `compress` gives exactly `bytes`.
+fn encodes_to<T: CanonicalSerialize>(value: &T, bytes: &[u8], compress: Compress) -> bool {
+    let mut encoded = Vec::with_capacity(bytes.len());
+    value.serialize_with_mode(&mut encoded, compress).is_ok() && encoded == bytes
 }
 
 fn bytes_after_key(count: usize) -> ProofError {

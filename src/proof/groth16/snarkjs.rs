@@ -6,14 +6,13 @@
 //! in its order: each input value, the binding (model, miner and nonce as one field
 //! element), each output value.
 
-use ark_bn254::{Bn254, G1Affine, G2Affine};
+use ark_bn254::{G1Affine, G2Affine};
 use ark_ec::AffineRepr;
 use ark_ff::PrimeField;
-use ark_groth16::{Proof, VerifyingKey};
-use ark_serialize::CanonicalDeserialize;
 use serde_json::{Value, json};
 
-use super::{PROOF_BYTES, binding_element, whole_key};
+use super::verifier::read_proof;
+use super::{binding_element, read_verifying_key};
 use crate::model::QuantModel;
 use crate::proof::circuit::public_inputs;
 use crate::proof::{ProofError, Statement};
@@ -35,9 +34,7 @@ pub fn export(
     statement: &Statement,
     proof: &[u8],
 ) -> Result<SnarkjsFiles, ProofError> {
-    let key = whole_key(verifying_key, |bytes| {
-        VerifyingKey::<Bn254>::deserialize_compressed(bytes)
-    })?;
+    let key = read_verifying_key(verifying_key)?;
     let public = public_inputs(
         &statement.input,
         binding_element(&statement.binding),
@@ -55,14 +52,7 @@ pub fn export(
             model.output_len()
         )));
     }
-    if proof.len() != PROOF_BYTES {
-        return Err(ProofError::MalformedProof(format!(
-            "{} bytes; a proof has {PROOF_BYTES}",
-            proof.len()
-        )));
-    }
-    let proof = Proof::<Bn254>::deserialize_compressed(proof)
-        .map_err(|e| ProofError::MalformedProof(e.to_string()))?;
+    let proof = read_proof(proof)?;
     Ok(SnarkjsFiles {
         verification_key: json!({
             "protocol": "groth16",

@@ -12,6 +12,7 @@ use super::*;
 use crate::circuit::r1cs::{Change, Tamper};
 use crate::model::testing::{Numbers, every_operator_model};
 use crate::proof::circuit::{public_inputs, synthesize_into};
+use crate::proof::keys::KeyKind;
 use crate::proof::{Statement, Verifier};
 
 /// A random input without −128, whose public value is 0: a damaged key's point for that
@@ -223,6 +224,74 @@ fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
                 );
             }
         }
+    }
+}
+
+/// Sets the infinity flag (bit 6 of a coordinate's last byte) of the point whose flagged
+/// coordinate ends at `end`, leaving its other bytes: arkworks reads that as the point at
+/// infinity, whatever they hold.
+fn flagged_infinity(bytes: &[u8], end: usize) -> Vec<u8> {
+    let mut bent = bytes.to_vec();
+    bent[end - 1] |= 0x40;
+    bent
+}
+
+#[test]
+fn a_point_at_infinity_with_coordinates_is_refused_in_keys_and_proofs() {
+    let f = fixture();
+    let binding = Binding([2; 31]);
+    let (statement, proof) = proven(&f, 5, binding);
+    // A proof: A is the first 32 bytes (x, its flags in the top bits of the last).
+    let bent = flagged_infinity(&proof, 32);
+    let refused = f
+        .verifier
+        .verify(&statement, &bent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("at infinity carries coordinates"),
+        "{refused}"
+    );
+    assert!(
+        snarkjs::export(&f.model, &f.keys.verifying, &statement, &bent).is_err(),
+        "exported for snarkjs"
+    );
+    // A verifying key: α in G1 comes first.
+    let bent = flagged_infinity(&f.keys.verifying, 32);
+    let refused = Groth16Bn254
+        .verifier(&f.model, &bent)
+        .err()
+        .expect("a verifying key with a flagged α loaded")
+        .to_string();
+    assert!(
+        refused.contains("at infinity carries coordinates"),
+        "{refused}"
+    );
+    // A proving key in arkworks' older form: α's x, then its y with the flags.
+    let key = key_format::read(&f.keys.proving).unwrap();
+    let mut legacy = Vec::new();
+    key.serialize_uncompressed(&mut legacy).unwrap();
+    assert!(Groth16Bn254.prover(f.model.clone(), &legacy).is_ok());
+    assert_eq!(
+        rewritten_key(&legacy, KeyKind::Proving),
+        Some(legacy.clone())
+    );
+    let refused = Groth16Bn254
+        .prover(f.model.clone(), &flagged_infinity(&legacy, 64))
+        .err()
+        .expect("a proving key with a flagged α loaded")
+        .to_string();
+    assert!(
+        refused.contains("at infinity carries coordinates"),
+        "{refused}"
+    );
+    // What sn2 writes reads back to itself.
+    assert_eq!(rewritten_proof(&proof), Some(proof));
+    for (payload, kind) in [
+        (&f.keys.verifying, KeyKind::Verifying),
+        (&f.keys.proving, KeyKind::Proving),
+    ] {
+        assert_eq!(rewritten_key(payload, kind).as_ref(), Some(payload));
     }
 }
 

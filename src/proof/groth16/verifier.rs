@@ -12,7 +12,7 @@ use ark_ec::pairing::Pairing;
 use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
 use ark_ff::{Field, PrimeField, Zero};
 use ark_groth16::{Groth16, PreparedVerifyingKey, Proof};
-use ark_serialize::CanonicalDeserialize;
+use ark_serialize::{CanonicalDeserialize, Compress};
 use rand_core::{OsRng, RngCore};
 use rayon::prelude::*;
 
@@ -39,14 +39,7 @@ impl Groth16Verifier {
                 self.output_len
             )));
         }
-        if proof.len() != PROOF_BYTES {
-            return Err(ProofError::MalformedProof(format!(
-                "{} bytes; a proof has {PROOF_BYTES}",
-                proof.len()
-            )));
-        }
-        Proof::<Bn254>::deserialize_compressed(proof)
-            .map_err(|e| ProofError::MalformedProof(e.to_string()))
+        read_proof(proof)
     }
 
     /// The key's bases split as the circuit orders its public inputs: the constant, the
@@ -169,4 +162,24 @@ impl Verifier for Groth16Verifier {
         }
         results
     }
+}
+
+/// A proof's 128 bytes (arkworks' compressed form), checked: points on the curve and in
+/// the right subgroup, and in their one encoding (arkworks reads a point flagged as
+/// infinity whatever its coordinate says), so that one proof is one string of bytes.
+pub(super) fn read_proof(bytes: &[u8]) -> Result<Proof<Bn254>, ProofError> {
+    if bytes.len() != PROOF_BYTES {
+        return Err(ProofError::MalformedProof(format!(
+            "{} bytes; a proof has {PROOF_BYTES}",
+            bytes.len()
+        )));
+    }
+    let proof = Proof::<Bn254>::deserialize_compressed(bytes)
+        .map_err(|e| ProofError::MalformedProof(e.to_string()))?;
+    if !super::encodes_to(&proof, bytes, Compress::Yes) {
+        return Err(ProofError::MalformedProof(
+            "a point at infinity carries coordinates: this is not the encoding of any proof sn2 makes".into(),
+        ));
+    }
+    Ok(proof)
 }
