@@ -1004,3 +1004,255 @@ fn validator_daemons_finish_a_ceremony_together_and_restart_onto_its_keys() {
         assert!(status.success(), "{lines:#?}");
     }
 }
+
+/// The sections of an iden3 container (`.zkey`), in order: (id, bytes).
+fn container_sections(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let count = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    let mut at = 12;
+    (0..count)
+        .map(|_| {
+            let id = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+            let size = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
+            at += 12 + size;
+            (id, bytes[at - size..at].to_vec())
+        })
+        .collect()
+}
+
+/// A container of `sections` with `bytes`'s magic and version.
+fn container(bytes: &[u8], sections: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let mut out = bytes[..8].to_vec();
+    out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for (id, section) in sections {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&(section.len() as u64).to_le_bytes());
+        out.extend_from_slice(section);
+    }
+    out
+}
+
+/// The hex digits snarkjs printed for a contribution's hash (eight-digit groups over
+/// four lines, after `label`).
+fn snarkjs_hash(said: &str, label: &str) -> String {
+    let after = &said[said
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {said}"))..];
+    after
+        .lines()
+        .skip(1)
+        .take(4)
+        .flat_map(|line| line.split_whitespace().map(str::to_string))
+        .filter(|word| word.len() == 8 && word.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect()
+}
+
+/// A phase 2 run with snarkjs alone on the circuit sn2 writes (`sn2 ceremony r1cs`): two
+/// parties contribute with `snarkjs zkey contribute`, `snarkjs zkey verify` accepts it, and
+/// `sn2 ceremony import` checks it again itself before installing its keys, listing each
+/// contribution by the hash snarkjs gave its contributor. A proof made with those keys
+/// passes `snarkjs groth16 verify` under the verifying key snarkjs exports from its own
+/// file, and the proof's witness passes `snarkjs wtns check` against the circuit. A zkey
+/// nobody contributed to, one whose contributions were dropped, reordered or altered, and
+/// one cut short are refused, and the model's keys stay as they were.
+#[test]
+fn a_snarkjs_ceremony_on_sn2s_circuit_gives_keys_sn2_checks_and_snarkjs_verifies() {
+    if snarkjs().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let powers = digits_mlp_ptau();
+    let path = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let ptau = powers.join("final.ptau").to_str().unwrap().to_string();
+    let models = path("models");
+    import_digits_mlp("--models-dir", &models);
+    let (ok, _, err) = sn2(&["model", "setup", "digits-mlp", "--models-dir", &models]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = sn2(&[
+        "ceremony",
+        "r1cs",
+        "digits-mlp",
+        "--out",
+        &path("circuit.r1cs"),
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("circuit.r1cs"), "{out}");
+    run_snarkjs(d, &["zkey", "new", "circuit.r1cs", &ptau, "c0.zkey"]);
+    let mut hashes = Vec::new();
+    for (i, name) in ["alice", "bob"].iter().enumerate() {
+        let (ok, said) = snarkjs_says(
+            d,
+            &[
+                "zkey",
+                "contribute",
+                &format!("c{i}.zkey"),
+                &format!("c{}.zkey", i + 1),
+                &format!("--name={name}"),
+                &format!("-e=entropy of {name}"),
+            ],
+        );
+        assert!(ok, "{said}");
+        hashes.push(snarkjs_hash(&said, "Contribution Hash"));
+    }
+    let (ok, said) = snarkjs_says(d, &["zkey", "verify", "circuit.r1cs", &ptau, "c2.zkey"]);
+    assert!(ok && said.contains("ZKey Ok!"), "{said}");
+
+    let import = |zkey: &str| {
+        sn2(&[
+            "ceremony",
+            "import",
+            "digits-mlp",
+            zkey,
+            "--ptau",
+            &ptau,
+            "--models-dir",
+            &models,
+            "--force",
+        ])
+    };
+    // A zkey nobody has contributed to: its δ is the generator, anyone could forge.
+    let (ok, _, err) = import(&path("c0.zkey"));
+    assert!(!ok && err.contains("no party has contributed"), "{err}");
+
+    // Damaged ceremonies, each refused for what was done to it.
+    let good = std::fs::read(path("c2.zkey")).unwrap();
+    let sections = container_sections(&good);
+    let contributions = sections.iter().position(|(id, _)| *id == 10).unwrap();
+    let section = &sections[contributions].1;
+    // Each contribution: δ after, s, x·s (G1), x·r (G2), its transcript hash, its type,
+    // and its parameters (the name) with their length.
+    let record = |at: usize| {
+        let params = u32::from_le_bytes(section[at + 388..at + 392].try_into().unwrap());
+        at..at + 392 + params as usize
+    };
+    let first = record(68);
+    let second = record(first.end);
+    let with_contributions = |records: &[&[u8]], count: u32| {
+        let mut section10 = section[..64].to_vec();
+        section10.extend_from_slice(&count.to_le_bytes());
+        for r in records {
+            section10.extend_from_slice(r);
+        }
+        let mut changed = sections.clone();
+        changed[contributions].1 = section10;
+        container(&good, &changed)
+    };
+    let (one, two) = (&section[first.clone()], &section[second.clone()]);
+    let mut altered = two.to_vec();
+    altered[..64].copy_from_slice(&one[..64]); // δ after the second: the first's
+    let mut unproven = two.to_vec();
+    unproven[192..320].copy_from_slice(&one[192..320]); // x·r: the first's
+    // Two points of H swapped: each valid, neither where it belongs.
+    let h = sections.iter().position(|(id, _)| *id == 9).unwrap();
+    let mut swapped = sections.clone();
+    let (first_h, second_h) = (swapped[h].1[..64].to_vec(), swapped[h].1[64..128].to_vec());
+    swapped[h].1[..64].copy_from_slice(&second_h);
+    swapped[h].1[64..128].copy_from_slice(&first_h);
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "dropped",
+            with_contributions(&[one], 1),
+            "the one its contributions made",
+        ),
+        (
+            "reordered",
+            with_contributions(&[two, one], 2),
+            "transcript hash",
+        ),
+        (
+            "altered",
+            with_contributions(&[one, &altered], 2),
+            "contribution 2: its δ",
+        ),
+        (
+            "unproven",
+            with_contributions(&[one, &unproven], 2),
+            "proof of knowledge",
+        ),
+        ("H swapped", container(&good, &swapped), "H is not"),
+        ("cut", good[..good.len() - 100].to_vec(), "refused"),
+    ];
+    let keys = Path::new(&models);
+    let key_files = || {
+        files_ending(keys, ".vk")
+            .into_iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let before = key_files();
+    for (what, bytes, expected) in cases {
+        let file = path(&format!("{what}.zkey"));
+        std::fs::write(&file, bytes).unwrap();
+        let (ok, _, err) = import(&file);
+        assert!(!ok && err.contains(expected), "{what}: {err}");
+        assert_eq!(key_files(), before, "{what}: the keys changed");
+    }
+
+    // The ceremony itself: checked, listed by snarkjs's hashes, installed.
+    let (ok, out, err) = import(&path("c2.zkey"));
+    assert!(ok, "{err}");
+    assert!(out.contains("2 contributions"), "{out}");
+    for (hash, name) in hashes.iter().zip(["alice", "bob"]) {
+        assert_eq!(hash.len(), 128, "{hash}");
+        let line = out.lines().find(|l| l.contains(hash.as_str()));
+        assert!(
+            line.is_some_and(|l| l.contains(name)),
+            "{hash} {name} in {out}"
+        );
+    }
+
+    // A proof with those keys, its witness checked by snarkjs against the circuit, and
+    // the proof checked by snarkjs under snarkjs's own verifying key.
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits-mlp/test.json");
+    let (ok, _, err) = sn2(&[
+        "prove",
+        "--model",
+        "digits-mlp",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        &path("p.json"),
+        "--miner",
+        "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+        "--wtns",
+        &path("p.wtns"),
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, said) = snarkjs_says(d, &["wtns", "check", "circuit.r1cs", "p.wtns"]);
+    assert!(ok && said.contains("WITNESS IS CORRECT"), "{said}");
+    let (ok, out, err) = sn2(&[
+        "verify",
+        "--model",
+        "digits-mlp",
+        "--proof",
+        &path("p.json"),
+        "--snarkjs",
+        &path("out"),
+        "--models-dir",
+        &models,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        format!("{out}{err}").contains("a snarkjs ceremony of 2 contributions"),
+        "{out}{err}"
+    );
+    run_snarkjs(
+        d,
+        &["zkey", "export", "verificationkey", "c2.zkey", "vk.json"],
+    );
+    let (ok, said) = snarkjs_says(
+        d,
+        &[
+            "groth16",
+            "verify",
+            "vk.json",
+            "out/public.json",
+            "out/proof.json",
+        ],
+    );
+    assert!(ok && said.contains("OK"), "{said}");
+}

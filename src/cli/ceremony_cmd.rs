@@ -12,6 +12,7 @@ use super::Outcome;
 use super::model_cmd::ModelsDirArgs;
 use crate::model::StoredModel;
 use crate::proof::groth16::ceremony::{self, Transcript};
+use crate::proof::groth16::zkey;
 use crate::proof::keys;
 use crate::proof::ptau::Ptau;
 
@@ -49,6 +50,35 @@ pub enum CeremonyCommand {
         /// The powers of tau the ceremony started from.
         #[arg(long, value_name = "FILE")]
         ptau: PathBuf,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// Write the model's circuit as circom's `.r1cs`, which snarkjs reads: `snarkjs r1cs
+    /// info`, `snarkjs wtns check` (with the witness `sn2 prove --wtns` writes), or a
+    /// ceremony in snarkjs's own format (`snarkjs zkey new`).
+    R1cs {
+        /// Model id, id prefix (at least 8 hex digits) or name.
+        model: String,
+        /// Where to write the circuit.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: ModelsDirArgs,
+    },
+    /// Check a ceremony run with snarkjs on the circuit of `sn2 ceremony r1cs` (`snarkjs
+    /// zkey new`, then `zkey contribute` by each party) against the model and the powers
+    /// of tau, as `snarkjs zkey verify` does, and install its keys as the model's.
+    Import {
+        /// Model id, id prefix (at least 8 hex digits) or name.
+        model: String,
+        /// The ceremony's last `.zkey`.
+        zkey: PathBuf,
+        /// The powers of tau the ceremony started from (`snarkjs zkey new`'s).
+        #[arg(long, value_name = "FILE")]
+        ptau: PathBuf,
+        /// Replace keys the model already has.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         dir: ModelsDirArgs,
     },
@@ -103,6 +133,27 @@ impl CeremonyCommand {
                 );
                 Ok(Outcome::Success)
             }
+            CeremonyCommand::R1cs { model, out, dir } => {
+                let stored = dir.open(&model)?;
+                let circuit = crate::proof::groth16::circom::r1cs(&stored.model);
+                crate::fs::write_atomic(&out, &circuit, 0o644)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                println!(
+                    "{}: the circuit of `{}` ({}), {} bytes; its wires are sn2's variables in order (the constant one, the input, the binding, the output, then the witness)",
+                    out.display(),
+                    stored.info.name,
+                    stored.id.to_hex(),
+                    circuit.len()
+                );
+                Ok(Outcome::Success)
+            }
+            CeremonyCommand::Import {
+                model,
+                zkey,
+                ptau,
+                force,
+                dir,
+            } => import_zkey(&model, &zkey, &ptau, force, &dir),
             CeremonyCommand::Contribute { transcript, out } => {
                 let mut read = read_transcript(&transcript)?;
                 let started = Instant::now();
@@ -151,7 +202,7 @@ impl CeremonyCommand {
                     Ok(Outcome::Success)
                 }
                 Err(error) => {
-                    eprintln!("sn2: {}: refused: {error}", transcript.display());
+                    eprintln!("sn2: {}: refused: {}", transcript.display(), reason(&error));
                     Ok(Outcome::Failure)
                 }
             },
@@ -164,7 +215,7 @@ impl CeremonyCommand {
                 let (stored, read, verified) = match verified(&transcript, &ptau, &dir)? {
                     Ok(checked) => checked,
                     Err(error) => {
-                        eprintln!("sn2: {}: refused: {error}", transcript.display());
+                        eprintln!("sn2: {}: refused: {}", transcript.display(), reason(&error));
                         return Ok(Outcome::Failure);
                     }
                 };
@@ -174,15 +225,7 @@ impl CeremonyCommand {
                     transcript.display()
                 );
                 let backend = crate::proof::groth16::NAME;
-                if !force
-                    && let Ok(existing) = keys::read(&stored, backend, keys::KeyKind::Verifying)
-                {
-                    anyhow::bail!(
-                        "model `{}` already has {backend} keys (verifying key {}): proofs made with them would fail, and miners would need the new proving key; to replace them anyway, add --force",
-                        stored.info.name,
-                        keys::fingerprint(&existing)
-                    );
-                }
+                refuse_to_replace(&stored, force)?;
                 let summary = keys::install(
                     &stored,
                     backend,
@@ -205,6 +248,121 @@ impl CeremonyCommand {
             }
         }
     }
+}
+
+/// Why a ceremony was refused, without the word the command's message starts with.
+fn reason(error: &ceremony::CeremonyError) -> String {
+    let text = error.to_string();
+    text.strip_prefix("refused: ").unwrap_or(&text).to_string()
+}
+
+/// Unless `force`, refuses to go on when the model has keys already.
+fn refuse_to_replace(stored: &StoredModel, force: bool) -> anyhow::Result<()> {
+    let backend = crate::proof::groth16::NAME;
+    if !force && let Ok(existing) = keys::read(stored, backend, keys::KeyKind::Verifying) {
+        anyhow::bail!(
+            "model `{}` already has {backend} keys (verifying key {}): proofs made with them would fail, and miners would need the new proving key; to replace them anyway, add --force",
+            stored.info.name,
+            keys::fingerprint(&existing)
+        );
+    }
+    Ok(())
+}
+
+/// `sn2 ceremony import`: checks a snarkjs ceremony's zkey and installs its keys, once a
+/// proof made with them has verified.
+fn import_zkey(
+    model: &str,
+    zkey: &Path,
+    ptau: &Path,
+    force: bool,
+    dir: &ModelsDirArgs,
+) -> anyhow::Result<Outcome> {
+    let stored = dir.open(model)?;
+    refuse_to_replace(&stored, force)?;
+    let bytes = std::fs::read(zkey).with_context(|| format!("cannot read {}", zkey.display()))?;
+    let ptau = read_ptau(ptau)?;
+    let started = Instant::now();
+    let system = ceremony::circuit(&stored.model);
+    let verified = match zkey::verify(&bytes, &system, &ptau) {
+        Ok(verified) => verified,
+        Err(error) => {
+            eprintln!("sn2: {}: refused: {}", zkey.display(), reason(&error));
+            return Ok(Outcome::Failure);
+        }
+    };
+    drop(system);
+    let pair = verified.key_pair();
+    prove_and_verify_once(&stored, &pair)
+        .with_context(|| format!("{}: its keys do not prove and verify", zkey.display()))?;
+    println!(
+        "{}: a valid snarkjs ceremony for `{}` ({}), checked in {:.1} s; {} contribution{}:",
+        zkey.display(),
+        stored.info.name,
+        stored.id.to_hex(),
+        started.elapsed().as_secs_f64(),
+        verified.contributions.len(),
+        if verified.contributions.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    for (i, c) in verified.contributions.iter().enumerate() {
+        println!(
+            "  {:>3}  {}{}{}",
+            i + 1,
+            hex::encode(c.hash),
+            c.name
+                .as_deref()
+                .map(|name| format!("  {name:?}"))
+                .unwrap_or_default(),
+            if c.beacon { "  (beacon)" } else { "" }
+        );
+    }
+    let hash = hex::encode(
+        verified
+            .last_hash()
+            .expect("a verified ceremony has contributions"),
+    );
+    let summary = keys::install(
+        &stored,
+        crate::proof::groth16::NAME,
+        &pair,
+        keys::Origin::Snarkjs {
+            hash,
+            parties: verified.parties() as u32,
+        },
+    )?;
+    println!(
+        "keys for `{}` installed in {}",
+        stored.info.name,
+        stored.keys_dir().display()
+    );
+    println!("fingerprint {}", summary.verifying_fingerprint);
+    Ok(Outcome::Success)
+}
+
+/// One proof of a random input with `pair`, checked with its verifying key: what a key
+/// from elsewhere must do before it replaces the model's.
+fn prove_and_verify_once(stored: &StoredModel, pair: &crate::proof::KeyPair) -> anyhow::Result<()> {
+    use rand_core::RngCore as _;
+    let system = crate::proof::groth16::Groth16Bn254;
+    let model = std::sync::Arc::new(stored.model.clone());
+    let mut bytes = vec![0u8; model.input_len()];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    let input: Vec<i8> = bytes.into_iter().map(|b| b as i8).collect();
+    let binding = crate::proof::Binding([7; 31]);
+    let proven = crate::proof::ProofSystem::prover(&system, model.clone(), &pair.proving)?
+        .prove(&input, &binding)?;
+    let statement = crate::proof::Statement {
+        input,
+        output: proven.output,
+        binding,
+    };
+    crate::proof::ProofSystem::verifier(&system, &model, &pair.verifying)?
+        .verify(&statement, &proven.proof)?;
+    Ok(())
 }
 
 type Checked = (StoredModel, Transcript, ceremony::Verified);

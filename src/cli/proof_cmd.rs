@@ -30,6 +30,10 @@ pub struct ProveArgs {
     /// The request nonce (64 hex digits) [default: random].
     #[arg(long, value_name = "HEX")]
     nonce: Option<String>,
+    /// Also write the proof's witness as circom's `.wtns`, so that `snarkjs wtns check`
+    /// checks it against the circuit `sn2 ceremony r1cs` writes, without sn2.
+    #[arg(long, value_name = "FILE")]
+    wtns: Option<PathBuf>,
     #[command(flatten)]
     dir: ModelsDirArgs,
     #[command(flatten)]
@@ -183,7 +187,8 @@ impl ProveArgs {
             .read_key(&stored, system.name(), KeyKind::Verifying)?;
         let payload = keys::decode(&proving, KeyKind::Proving, system.name(), &stored.id)?;
         let prover = system.prover(Arc::new(stored.model.clone()), payload)?;
-        let proven = prover.prove(&input, &Binding::new(&stored.id, &miner, &nonce))?;
+        let binding = Binding::new(&stored.id, &miner, &nonce);
+        let proven = prover.prove(&input, &binding)?;
         let file = ProofFile {
             format: FORMAT.into(),
             backend: system.name().into(),
@@ -205,6 +210,16 @@ impl ProveArgs {
             self.out.display(),
             proven.proof.len()
         );
+        if let Some(path) = &self.wtns {
+            let witness = proof::groth16::circom::wtns(&stored.model, &file.input, &binding)?;
+            crate::fs::write_atomic(path, &witness, 0o644)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "witness written to {} (check it: `snarkjs wtns check CIRCUIT.r1cs {}`, with the circuit of `sn2 ceremony r1cs`)",
+                path.display(),
+                path.display()
+            );
+        }
         Ok(Outcome::Success)
     }
 }

@@ -120,14 +120,16 @@ pub fn path(model: &StoredModel, backend: &str, kind: KeyKind) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Provenance {
     /// `setup`: made on this machine by `sn2 model setup` (or a validator's start);
-    /// `ceremony`: finished from a verified ceremony transcript (`sn2 ceremony finish`).
+    /// `ceremony`: finished from a verified ceremony transcript (`sn2 ceremony finish`);
+    /// `snarkjs`: taken from a snarkjs ceremony's verified zkey (`sn2 ceremony import`).
     pub origin: String,
     /// How many parties' secrets the keys' soundness rests on (any one honest suffices).
     pub parties: u32,
     /// The verifying key this record is about.
     pub verifying_key: String,
     pub made_by: String,
-    /// For a ceremony: the SHA-256 chain hash of its transcript, in hex.
+    /// For a ceremony, the hash that names it, in hex: sn2's transcript's SHA-256 chain
+    /// hash, or the last contribution's hash of a snarkjs ceremony.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<String>,
 }
@@ -135,15 +137,19 @@ pub struct Provenance {
 impl Provenance {
     /// For keys finished from a ceremony, "a ceremony of N contributions (transcript H)".
     pub fn ceremony(&self) -> Option<String> {
-        let transcript = self
-            .transcript
-            .as_deref()
-            .filter(|_| self.origin == "ceremony")?;
-        Some(format!(
-            "a ceremony of {} contribution{} (transcript {transcript})",
-            self.parties,
-            if self.parties == 1 { "" } else { "s" }
-        ))
+        let hash = self.transcript.as_deref()?;
+        let plural = if self.parties == 1 { "" } else { "s" };
+        match self.origin.as_str() {
+            "ceremony" => Some(format!(
+                "a ceremony of {} contribution{plural} (transcript {hash})",
+                self.parties
+            )),
+            "snarkjs" => Some(format!(
+                "a snarkjs ceremony of {} contribution{plural} (last contribution {hash})",
+                self.parties
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -207,6 +213,9 @@ pub enum Origin<'a> {
         hash: String,
         contributions: u32,
     },
+    /// A verified snarkjs ceremony: its last contribution's hash (hex) and the number of
+    /// parties (beacons aside) that contributed.
+    Snarkjs { hash: String, parties: u32 },
 }
 
 /// Writes `pair` as the model's keys for `backend`, with the record of where they came
@@ -219,14 +228,20 @@ pub fn install(
 ) -> Result<SetupSummary, ProofError> {
     let (proving, verifying) = write(model, backend, pair)?;
     let transcript_file = transcript_path(model, backend);
+    // An sn2 transcript stays beside keys only while they are its keys.
+    let remove_transcript = || match std::fs::remove_file(&transcript_file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(keys_io(&transcript_file, e)),
+    };
     let (origin, parties, transcript) = match origin {
         Origin::Setup => {
-            match std::fs::remove_file(&transcript_file) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(keys_io(&transcript_file, e)),
-            }
+            remove_transcript()?;
             ("setup", 1, None)
+        }
+        Origin::Snarkjs { hash, parties } => {
+            remove_transcript()?;
+            ("snarkjs", parties, Some(hash))
         }
         Origin::Ceremony {
             transcript,

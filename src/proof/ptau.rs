@@ -30,8 +30,8 @@ use rayon::prelude::*;
 /// The largest power read: 2^28 points, the size of the largest public files.
 pub const MAX_POWER: u32 = 28;
 
-const G1_BYTES: usize = 64;
-const G2_BYTES: usize = 128;
+pub(crate) const G1_BYTES: usize = 64;
+pub(crate) const G2_BYTES: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PtauError {
@@ -86,14 +86,22 @@ pub struct Lagrange {
     pub beta_tau_g1: Vec<G1Affine>,
 }
 
-/// The sections of a file by id.
-struct Sections<'a>(Vec<(u32, &'a [u8])>);
+/// The sections of a file of iden3's container (snarkjs's `.ptau` and `.zkey`) by id.
+pub(crate) struct Sections<'a>(Vec<(u32, &'a [u8])>);
 
 impl<'a> Sections<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, PtauError> {
+        Self::parse_kind(bytes, b"ptau")
+    }
+
+    /// A container whose first four bytes are `magic`, of version 1.
+    pub(crate) fn parse_kind(bytes: &'a [u8], magic: &[u8; 4]) -> Result<Self, PtauError> {
         let bad = |reason: &str| PtauError::Format(reason.to_string());
-        if bytes.len() < 12 || &bytes[..4] != b"ptau" {
-            return Err(bad("it does not start with `ptau`"));
+        if bytes.len() < 12 || &bytes[..4] != magic {
+            return Err(PtauError::Format(format!(
+                "it does not start with `{}`",
+                String::from_utf8_lossy(magic)
+            )));
         }
         let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
         if version != 1 {
@@ -132,18 +140,18 @@ impl<'a> Sections<'a> {
         Ok(Self(sections))
     }
 
-    fn get(&self, id: u32) -> Option<&'a [u8]> {
+    pub(crate) fn get(&self, id: u32) -> Option<&'a [u8]> {
         self.0.iter().find(|(i, _)| *i == id).map(|(_, s)| *s)
     }
 
-    fn require(&self, id: u32, what: &str) -> Result<&'a [u8], PtauError> {
+    pub(crate) fn require(&self, id: u32, what: &str) -> Result<&'a [u8], PtauError> {
         self.get(id)
             .ok_or_else(|| PtauError::Format(format!("section {id} ({what}) is missing")))
     }
 }
 
 /// A 256-bit integer from 32 little-endian bytes.
-fn integer(bytes: &[u8]) -> BigInt<4> {
+pub(crate) fn integer(bytes: &[u8]) -> BigInt<4> {
     BigInt::new(std::array::from_fn(|i| {
         u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
     }))
@@ -155,7 +163,9 @@ fn field(bytes: &[u8]) -> Option<Fq> {
     (repr < Fq::MODULUS).then(|| Fq::new_unchecked(repr))
 }
 
-fn g1(bytes: &[u8]) -> Option<G1Affine> {
+/// A G1 point in snarkjs's form (x, y in Montgomery form; zeros for infinity), on the
+/// curve and in its group.
+pub(crate) fn g1(bytes: &[u8]) -> Option<G1Affine> {
     let (x, y) = (field(&bytes[..32])?, field(&bytes[32..64])?);
     if x.is_zero() && y.is_zero() {
         return Some(G1Affine::zero());
@@ -164,7 +174,9 @@ fn g1(bytes: &[u8]) -> Option<G1Affine> {
     (point.is_on_curve() && point.is_in_correct_subgroup_assuming_on_curve()).then_some(point)
 }
 
-fn g2(bytes: &[u8]) -> Option<G2Affine> {
+/// A G2 point in snarkjs's form (each coordinate c0 then c1), on the curve and in its
+/// group.
+pub(crate) fn g2(bytes: &[u8]) -> Option<G2Affine> {
     let coordinates: Vec<Fq> = (0..4)
         .map(|i| field(&bytes[i * 32..i * 32 + 32]))
         .collect::<Option<_>>()?;
@@ -179,7 +191,7 @@ fn g2(bytes: &[u8]) -> Option<G2Affine> {
 
 /// `count` points of `size` bytes each from `section`, each decoded by `decode` and
 /// checked (on the curve, in the subgroup) in parallel.
-fn points<P: Send>(
+pub(crate) fn points<P: Send>(
     section: &[u8],
     count: usize,
     size: usize,

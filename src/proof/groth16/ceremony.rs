@@ -61,6 +61,8 @@ pub enum CeremonyError {
     OtherModel { transcript: String, model: String },
     #[error("refused: {0}")]
     Refused(String),
+    #[error("not a snarkjs Groth16 key (.zkey): {0}")]
+    Zkey(String),
 }
 
 /// One party's contribution, as recorded.
@@ -428,13 +430,13 @@ fn hash_to_g2(seed: &[u8; 32]) -> G2Affine {
 }
 
 /// `b = x·a` in G1 and `d = x·c` in G2 for one x: `e(a, d) = e(b, c)`.
-fn same_ratio((a, b): (G1Affine, G1Affine), (c, d): (G2Affine, G2Affine)) -> bool {
+pub(super) fn same_ratio((a, b): (G1Affine, G1Affine), (c, d): (G2Affine, G2Affine)) -> bool {
     Bn254::multi_pairing([a, -b], [d, c]).is_zero()
 }
 
 /// Whether `now[i] = before[i] / δ` for all i, given δ·G2: for random ρ,
 /// `e(Σ ρ_i·now_i, δ·G2) = e(Σ ρ_i·before_i, G2)`.
-fn divided_by_delta(now: &[G1Affine], before: &[G1Affine], delta_g2: G2Affine) -> bool {
+pub(super) fn divided_by_delta(now: &[G1Affine], before: &[G1Affine], delta_g2: G2Affine) -> bool {
     if now.len() != before.len() {
         return false;
     }
@@ -481,7 +483,7 @@ fn linear_combination<G: CurveGroup<ScalarField = Fr>>(bases: &[G::Affine], scal
 
 /// The key that the powers of tau make for `system` with δ = γ = 1, as
 /// [`super::setup::keys_from_secrets`] would with the file's τ, α and β.
-fn initial_key(system: &R1cs, ptau: &Ptau) -> Result<ProvingKey<Bn254>, CeremonyError> {
+pub(super) fn initial_key(system: &R1cs, ptau: &Ptau) -> Result<ProvingKey<Bn254>, CeremonyError> {
     let domain = domain_of(system).map_err(|e| CeremonyError::Refused(e.to_string()))?;
     let n = domain.size();
     let needs = domain.log_size_of_group() as u32;

@@ -14,7 +14,9 @@
 //! The layout: [`MAGIC`], the verifying key (α in G1; β, γ, δ in G2; the input points as a vector),
 //! β and δ in G1, then the vectors A, B in G1, B in G2, H and L. A vector is its length as
 //! a little-endian u64, then its points; a point is x then y, each coordinate's limbs
-//! c0 before c1 in G2; the point at infinity is (0, 0), which is not on either curve.
+//! c0 before c1 in G2; the point at infinity is (0, 0), which is not on either curve. H
+//! holds n − 1 points for a domain of n (sn2's own keys) or n (keys from a snarkjs
+//! ceremony, in another basis: see [`super::prover`]).
 
 use ark_bn254::{Bn254, Fq, Fq2, G1Affine, G2Affine};
 use ark_ff::{BigInt, PrimeField};

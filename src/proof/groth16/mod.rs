@@ -13,6 +13,7 @@ use ark_serialize::{CanonicalDeserialize, CanonicalSerialize, Compress};
 use rand_core::OsRng;
 
 pub mod ceremony;
+pub mod circom;
 mod key_format;
 mod msm;
 mod prover;
@@ -21,6 +22,7 @@ pub mod snarkjs;
 #[cfg(test)]
 mod tests;
 mod verifier;
+pub mod zkey;
 
 use super::circuit::synthesize;
 use super::{Binding, KeyPair, ProofError, ProofSystem, Proven, Prover, Verifier};

@@ -17,7 +17,9 @@
 //! - B in G2, the most expensive sum per term, skips the variables that never appear in
 //!   a B row, found once per key;
 //! - the sum over the quotient's coefficients, all full-size, uses batch-affine buckets
-//!   ([`super::msm`]).
+//!   ([`super::msm`]);
+//! - keys from snarkjs's ceremonies hold H in another basis (the odd points of the domain
+//!   of 2n roots), against which the prover sums `A·B − C` at those points directly.
 
 use std::time::{Duration, Instant};
 
@@ -31,37 +33,69 @@ use rayon::prelude::*;
 use crate::circuit::r1cs::R1cs;
 use crate::proof::ProofError;
 
+/// How a proving key holds H, the points the quotient is summed against; its length says
+/// which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuotientForm {
+    /// `τ^i·Z(τ)/δ` for the n − 1 coefficients of h (sn2's and ark-groth16's setups): the
+    /// prover sums h's coefficients.
+    Coefficients,
+    /// `L_{2i+1}(τ)/δ` for the n odd points of the domain of 2n roots (snarkjs's keys):
+    /// `A·B − C` vanishes on the even points and has degree below 2n, so its values at
+    /// the odd points, summed against these, give `h(τ)·Z(τ)/δ` with neither the division
+    /// by Z nor the last inverse FFT.
+    OddPoints,
+}
+
 /// Where the quotient is computed: the QAP's evaluation domain (the rows, then one per
 /// public input, rounded up to a power of two) and a coset of it.
 struct QuotientDomain {
     domain: Radix2EvaluationDomain<Fr>,
     coset: Radix2EvaluationDomain<Fr>,
+    form: QuotientForm,
     /// 1 / Z(g) for the coset's generator g: Z is constant on the coset.
     vanishing_inverse_on_coset: Fr,
 }
 
+/// The size of the QAP's domain for `rows` rows and `instance_variables` public inputs
+/// (the constant one included).
+fn domain_size(rows: usize, instance_variables: usize) -> Result<usize, ProofError> {
+    Radix2EvaluationDomain::<Fr>::compute_size_of_domain(rows + instance_variables)
+        .ok_or_else(too_large)
+}
+
+fn too_large() -> ProofError {
+    ProofError::Synthesis("the circuit is too large for BN254's FFT".into())
+}
+
 impl QuotientDomain {
-    fn of(rows: usize, instance_variables: usize) -> Result<Self, ProofError> {
-        let too_large = || ProofError::Synthesis("the circuit is too large for BN254's FFT".into());
-        let domain =
-            Radix2EvaluationDomain::<Fr>::new(rows + instance_variables).ok_or_else(too_large)?;
-        let coset = domain.get_coset(Fr::GENERATOR).ok_or_else(too_large)?;
+    fn of(size: usize, form: QuotientForm) -> Result<Self, ProofError> {
+        let domain = Radix2EvaluationDomain::<Fr>::new(size).ok_or_else(too_large)?;
+        let offset = match form {
+            QuotientForm::Coefficients => Fr::GENERATOR,
+            // A primitive 2n-th root of unity: the coset is the odd points of its domain.
+            QuotientForm::OddPoints => Radix2EvaluationDomain::<Fr>::new(2 * size)
+                .ok_or_else(too_large)?
+                .group_gen(),
+        };
+        let coset = domain.get_coset(offset).ok_or_else(too_large)?;
         let vanishing_inverse_on_coset = domain
-            .evaluate_vanishing_polynomial(Fr::GENERATOR)
+            .evaluate_vanishing_polynomial(offset)
             .inverse()
             .ok_or_else(too_large)?;
         Ok(Self {
             domain,
             coset,
+            form,
             vanishing_inverse_on_coset,
         })
     }
 
-    /// The coefficients of h = (A·B − C) / Z, where A, B, C interpolate the rows' values
-    /// (and, as in ark-groth16's libsnark reduction, the public inputs after the rows of
-    /// A, which makes them independent in the QAP). `rows` holds each row's `A·z` and
-    /// `B·z`, as the witness's synthesis found them; `instance` the constant one and the
-    /// public inputs.
+    /// What H is summed against, in the key's form: the coefficients of h = (A·B − C) / Z,
+    /// or `A·B − C` at the odd points; A, B, C interpolate the rows' values (and, as in
+    /// ark-groth16's libsnark reduction, the public inputs after the rows of A, which
+    /// makes them independent in the QAP). `rows` holds each row's `A·z` and `B·z`, as the
+    /// witness's synthesis found them; `instance` the constant one and the public inputs.
     fn quotient(&self, rows: &[(Fr, Fr)], instance: &[Fr]) -> Vec<Fr> {
         let n = self.domain.size();
         let mut a = vec![Fr::zero(); n];
@@ -96,11 +130,21 @@ impl QuotientDomain {
                 self.coset.fft_in_place(&mut c);
             },
         );
-        a.par_iter_mut()
-            .zip(&b)
-            .zip(&c)
-            .for_each(|((a, b), c)| *a = (*a * b - c) * self.vanishing_inverse_on_coset);
-        self.coset.ifft_in_place(&mut a);
+        match self.form {
+            QuotientForm::Coefficients => {
+                a.par_iter_mut()
+                    .zip(&b)
+                    .zip(&c)
+                    .for_each(|((a, b), c)| *a = (*a * b - c) * self.vanishing_inverse_on_coset);
+                self.coset.ifft_in_place(&mut a);
+            }
+            QuotientForm::OddPoints => {
+                a.par_iter_mut()
+                    .zip(&b)
+                    .zip(&c)
+                    .for_each(|((a, b), c)| *a = *a * b - c);
+            }
+        }
         a
     }
 }
@@ -137,21 +181,29 @@ impl PreparedKey {
     }
 
     /// Checks that the synthesised `system` is the circuit this key was made for, as far
-    /// as its shape shows: the same variables, and rows that need the key's domain.
-    fn fits(&self, system: &R1cs, domain: &QuotientDomain) -> Result<(), ProofError> {
+    /// as its shape shows: the same variables, and rows that need the key's domain of
+    /// `size`; returns the form of the key's H.
+    fn fits(&self, system: &R1cs, size: usize) -> Result<QuotientForm, ProofError> {
         let key = &self.key;
         let variables = system.instance_count() + system.witness_count();
-        if key.a_query.len() != variables
-            || key.b_g1_query.len() != variables
-            || key.b_g2_query.len() != variables
-            || key.l_query.len() != system.witness_count()
-            || key.h_query.len() + 1 != domain.domain.size()
-        {
-            return Err(ProofError::MalformedKey(
+        let form = match key.h_query.len() {
+            h if h + 1 == size => Some(QuotientForm::Coefficients),
+            h if h == size => Some(QuotientForm::OddPoints),
+            _ => None,
+        };
+        match form {
+            Some(form)
+                if key.a_query.len() == variables
+                    && key.b_g1_query.len() == variables
+                    && key.b_g2_query.len() == variables
+                    && key.l_query.len() == system.witness_count() =>
+            {
+                Ok(form)
+            }
+            _ => Err(ProofError::MalformedKey(
                 "the proving key does not fit this model's circuit: it was made for another model, or is damaged".into(),
-            ));
+            )),
         }
-        Ok(())
     }
 }
 
@@ -176,8 +228,8 @@ pub(super) fn prove(
     r: Fr,
     s: Fr,
 ) -> Result<(Proof<Bn254>, Timings), ProofError> {
-    let domain = QuotientDomain::of(system.constraint_count(), system.instance_count())?;
-    prepared.fits(system, &domain)?;
+    let size = domain_size(system.constraint_count(), system.instance_count())?;
+    let domain = QuotientDomain::of(size, prepared.fits(system, size)?)?;
     let pk = &prepared.key;
     let z = system.assignment();
     let mut timings = Timings::default();
