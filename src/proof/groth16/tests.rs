@@ -308,3 +308,76 @@ fn the_rows_values_the_prover_uses_are_those_of_the_rows_for_every_operator() {
         assert_eq!(witness.row_values(), cs.row_values(), "input {seed}");
     }
 }
+
+#[test]
+fn a_key_with_h_over_the_odd_roots_as_snarkjs_makes_it_proves_what_verifiers_accept() {
+    use ark_bn254::{G1Projective, G2Projective};
+    use ark_ec::{CurveGroup, PrimeGroup};
+    use ark_ff::Field;
+    use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
+
+    use super::setup::{Secrets, domain_of, keys_from_secrets};
+
+    let model = Arc::new(every_operator_model());
+    let system = constraint_system(&model);
+    let n = domain_of(&system).unwrap().size();
+    let rng = &mut OsRng;
+    let secrets = Secrets {
+        tau: Fr::rand(rng),
+        alpha: Fr::rand(rng),
+        beta: Fr::rand(rng),
+        gamma: Fr::rand(rng),
+        delta: Fr::rand(rng),
+    };
+    let g1 = G1Projective::generator();
+    let mut key = keys_from_secrets(
+        &system,
+        &secrets,
+        g1,
+        G2Projective::generator(),
+        &mut |_| {},
+    )
+    .unwrap();
+    // snarkjs's H: L_{2i+1}(τ)/δ over the domain of 2n roots, n points.
+    let lagrange = Radix2EvaluationDomain::<Fr>::new(2 * n)
+        .unwrap()
+        .evaluate_all_lagrange_coefficients(secrets.tau);
+    let delta_inverse = secrets.delta.inverse().unwrap();
+    key.h_query = (0..n)
+        .map(|i| (g1 * (lagrange[2 * i + 1] * delta_inverse)).into_affine())
+        .collect();
+    let pair = key_pair(&key);
+    let binding = Binding([3; 31]);
+    let input = random_input(&model, 6);
+    let proven = Groth16Bn254
+        .prover(model.clone(), &pair.proving)
+        .unwrap()
+        .prove(&input, &binding)
+        .unwrap();
+    let statement = Statement {
+        input,
+        output: proven.output,
+        binding,
+    };
+    Groth16Bn254
+        .verifier(&model, &pair.verifying)
+        .unwrap()
+        .verify(&statement, &proven.proof)
+        .unwrap();
+    let public = public_inputs(
+        &statement.input,
+        binding_element(&binding),
+        &statement.output,
+    );
+    let proof = Proof::<Bn254>::deserialize_compressed(proven.proof.as_slice()).unwrap();
+    let pvk = prepare_verifying_key(&key.vk);
+    assert!(Groth16::<Bn254>::verify_proof(&pvk, &proof, &public).unwrap());
+    // An H of neither length (n − 1 or n points) for this circuit does not fit.
+    key.h_query.truncate(n - 2);
+    let refused = Groth16Bn254
+        .prover(model.clone(), &key_pair(&key).proving)
+        .unwrap()
+        .prove(&statement.input, &binding)
+        .expect_err("a key with a short H proved");
+    assert!(refused.to_string().contains("does not fit"), "{refused}");
+}
