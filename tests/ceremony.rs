@@ -1181,13 +1181,38 @@ fn a_snarkjs_ceremony_on_sn2s_circuit_gives_keys_sn2_checks_and_snarkjs_verifies
             .map(|f| std::fs::read(f).unwrap())
             .collect::<Vec<_>>()
     };
-    let before = key_files();
+    let mut before = key_files();
     for (what, bytes, expected) in cases {
         let file = path(&format!("{what}.zkey"));
         std::fs::write(&file, bytes).unwrap();
         let (ok, _, err) = import(&file);
         assert!(!ok && err.contains(expected), "{what}: {err}");
         assert_eq!(key_files(), before, "{what}: the keys changed");
+    }
+    // A flipped bit anywhere in the points, the header or the contributions: a message,
+    // never a panic. (A name, or the coefficients section, which the prover does not
+    // read, may change unnoticed: neither is part of what a key proves.)
+    let flipped = path("flipped.zkey");
+    for (id, section) in &sections {
+        if *id == 4 {
+            continue;
+        }
+        for at in [0, section.len() / 2, section.len() - 1] {
+            let mut changed = sections.clone();
+            let index = changed.iter().position(|(i, _)| i == id).unwrap();
+            changed[index].1[at] ^= 0x04;
+            std::fs::write(&flipped, container(&good, &changed)).unwrap();
+            let (ok, _, err) = import(&flipped);
+            assert!(!err.contains("panicked"), "section {id} byte {at}: {err}");
+            if ok {
+                // Taken: only a contribution's name may change unnoticed.
+                assert!(*id == 10, "section {id} byte {at} was taken");
+                before = key_files();
+            } else {
+                assert!(err.contains("refused"), "section {id} byte {at}: {err}");
+                assert_eq!(key_files(), before, "section {id} byte {at}");
+            }
+        }
     }
 
     // The ceremony itself: checked, listed by snarkjs's hashes, installed.
