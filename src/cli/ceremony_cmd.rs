@@ -46,10 +46,14 @@ pub enum CeremonyCommand {
     /// Check a whole transcript against its model and powers of tau, and list every
     /// contribution's hash, so that each contributor can find their own.
     Verify {
+        /// An sn2 transcript, or a snarkjs ceremony's `.zkey`.
         transcript: PathBuf,
         /// The powers of tau the ceremony started from.
         #[arg(long, value_name = "FILE")]
         ptau: PathBuf,
+        /// The model, for a `.zkey` (which does not name it) [default: the transcript's].
+        #[arg(long)]
+        model: Option<String>,
         #[command(flatten)]
         dir: ModelsDirArgs,
     },
@@ -175,37 +179,9 @@ impl CeremonyCommand {
             CeremonyCommand::Verify {
                 transcript,
                 ptau,
+                model,
                 dir,
-            } => match verified(&transcript, &ptau, &dir)? {
-                Ok((stored, read, verified)) => {
-                    println!(
-                        "{}: a valid ceremony for `{}` ({}), {} contribution{}:",
-                        transcript.display(),
-                        stored.info.name,
-                        stored.id.to_hex(),
-                        read.contributions.len(),
-                        if read.contributions.len() == 1 {
-                            ""
-                        } else {
-                            "s"
-                        }
-                    );
-                    for (i, hash) in verified.contribution_hashes.iter().enumerate() {
-                        println!("  {:>3}  {}", i + 1, hex::encode(hash));
-                    }
-                    println!("transcript {}", hex::encode(verified.transcript_hash));
-                    if read.contributions.is_empty() {
-                        eprintln!(
-                            "sn2: warning: no one has contributed: anyone can forge proofs this key accepts"
-                        );
-                    }
-                    Ok(Outcome::Success)
-                }
-                Err(error) => {
-                    eprintln!("sn2: {}: refused: {}", transcript.display(), reason(&error));
-                    Ok(Outcome::Failure)
-                }
-            },
+            } => verify_record(&transcript, &ptau, model.as_deref(), &dir),
             CeremonyCommand::Finish {
                 transcript,
                 ptau,
@@ -248,6 +224,59 @@ impl CeremonyCommand {
             }
         }
     }
+}
+
+/// `sn2 ceremony verify`: checks a ceremony's record (an sn2 transcript or a snarkjs zkey),
+/// as miners and `sn2 infer` check what validators serve, and lists its contributions.
+fn verify_record(
+    file: &Path,
+    ptau: &Path,
+    model: Option<&str>,
+    dir: &ModelsDirArgs,
+) -> anyhow::Result<Outcome> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let stored = match model {
+        Some(model) => dir.open(model)?,
+        None if zkey::is_zkey(&bytes) => anyhow::bail!(
+            "{}: a snarkjs zkey does not name its model: give --model",
+            file.display()
+        ),
+        None => {
+            let read =
+                Transcript::read(&bytes).with_context(|| format!("{}: refused", file.display()))?;
+            dir.open(&read.model.to_hex()).with_context(|| {
+                format!(
+                    "the transcript is for model {}: import that model first",
+                    read.model.to_hex()
+                )
+            })?
+        }
+    };
+    let ptau = read_ptau(ptau)?;
+    let checked =
+        match crate::proof::groth16::check_ceremony(&bytes, &stored.id, &stored.model, &ptau) {
+            Ok(checked) => checked,
+            Err(error) => {
+                eprintln!("sn2: {}: refused: {}", file.display(), reason(&error));
+                return Ok(Outcome::Failure);
+            }
+        };
+    let count = checked.contributions.len();
+    println!(
+        "{}: a valid ceremony for `{}` ({}), {count} contribution{}:",
+        file.display(),
+        stored.info.name,
+        stored.id.to_hex(),
+        if count == 1 { "" } else { "s" }
+    );
+    for (i, hash) in checked.contributions.iter().enumerate() {
+        println!("  {:>3}  {hash}", i + 1);
+    }
+    println!("transcript {}", checked.hash);
+    if checked.parties == 0 {
+        eprintln!("sn2: warning: no one has contributed: anyone can forge proofs this key accepts");
+    }
+    Ok(Outcome::Success)
 }
 
 /// Why a ceremony was refused, without the word the command's message starts with.
@@ -330,6 +359,7 @@ fn import_zkey(
         crate::proof::groth16::NAME,
         &pair,
         keys::Origin::Snarkjs {
+            zkey: &bytes,
             hash,
             parties: verified.parties() as u32,
         },

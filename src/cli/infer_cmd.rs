@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 use super::Outcome;
 use crate::keys::PublicKey;
 use crate::model::{ModelId, codec};
-use crate::proof::groth16::ceremony::{self, Transcript};
 use crate::proof::keys::{self, KeyKind};
 use crate::proof::{self, Binding, Statement};
 use crate::wire::http::HttpClient;
@@ -249,20 +248,16 @@ impl InferArgs {
         let bytes = api
             .call("GET", &format!("/v1/models/{id}/transcript"), None)
             .await?;
-        let transcript =
-            Transcript::read(&bytes).context("the validator's ceremony transcript is refused")?;
         let ptau = super::ceremony_cmd::read_ptau(ptau_path)?;
         let model = model.clone();
-        let (transcript, verified) = tokio::task::spawn_blocking({
+        // An sn2 transcript or a snarkjs ceremony's zkey, checked whole either way.
+        let checked = tokio::task::spawn_blocking({
             let id = *id;
-            move || {
-                let verified = transcript.verify(&id, &ceremony::circuit(&model), &ptau);
-                (transcript, verified)
-            }
+            move || proof::groth16::check_ceremony(&bytes, &id, &model, &ptau)
         })
-        .await?;
-        let verified = verified.context("the validator's ceremony transcript is refused")?;
-        let hash = hex::encode(verified.transcript_hash);
+        .await?
+        .context("the validator's ceremony transcript is refused")?;
+        let hash = checked.hash;
         anyhow::ensure!(
             hash == listed_transcript,
             "the validator lists ceremony transcript {listed_transcript} but served transcript {hash}"
@@ -270,16 +265,12 @@ impl InferArgs {
         let system = proof::default_backend();
         let served = keys::decode(verifying_file, KeyKind::Verifying, system.name(), id)?;
         anyhow::ensure!(
-            transcript.key_pair().verifying == served,
+            checked.keys.verifying == served,
             "the verifying key the validator served is not the one its ceremony transcript {hash} made"
         );
-        let hashes: Vec<String> = verified
-            .contribution_hashes
-            .iter()
-            .map(hex::encode)
-            .collect();
+        let hashes = checked.contributions;
         anyhow::ensure!(
-            !hashes.is_empty(),
+            checked.parties > 0,
             "the validator's ceremony transcript {hash} has no contribution: anyone can forge proofs its key accepts"
         );
         for (i, hash) in hashes.iter().enumerate() {

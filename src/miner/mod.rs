@@ -32,7 +32,7 @@ use crate::chain::Metagraph;
 use crate::keys::{Hotkey, PublicKey};
 use crate::metrics::Metrics;
 use crate::model::{ModelId, ModelStore};
-use crate::proof::groth16::ceremony::{self, CONTRIBUTION_BYTES, Transcript};
+use crate::proof::groth16::{self, ceremony::CONTRIBUTION_BYTES};
 use crate::proof::ptau::Ptau;
 use crate::proof::{self, Binding, Prover, keys as key_files};
 use crate::wire::auth::{ReplayCache, sha256_hex};
@@ -719,11 +719,10 @@ impl Miner {
         let (id, model, hash) = (stored.id, stored.model.clone(), key_hash.to_string());
         let backend = proof::default_backend().name();
         let made = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let transcript = Transcript::read(&transcript_bytes).map_err(|e| e.to_string())?;
-            let verified = transcript
-                .verify(&id, &ceremony::circuit(&model), &ptau)
+            // An sn2 transcript or a snarkjs ceremony's zkey, checked whole either way.
+            let checked = groth16::check_ceremony(&transcript_bytes, &id, &model, &ptau)
                 .map_err(|e| e.to_string())?;
-            if verified.contribution_hashes.is_empty() {
+            if checked.parties == 0 {
                 return Err(
                     "it holds no contribution, so anyone can forge proofs its key accepts".into(),
                 );
@@ -732,13 +731,13 @@ impl Miner {
                 key_files::KeyKind::Proving,
                 backend,
                 &id,
-                &transcript.key_pair().proving,
+                &checked.keys.proving,
             );
             let made = sha256_hex(&key);
             if made != hash {
                 return Err(format!("it makes proving key {made}, not {hash}"));
             }
-            Ok((key, transcript_bytes, verified))
+            Ok((key, transcript_bytes, checked))
         })
         .await
         .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?
@@ -748,7 +747,7 @@ impl Miner {
                 "the ceremony transcript from {url} is refused: {why}"
             ))
         })?;
-        let (key, transcript_bytes, verified) = made;
+        let (key, transcript_bytes, checked) = made;
         // Written only once verified: beside a cached key of this hash, it says so.
         let kept = transcript_beside(stored, key_hash);
         if let Err(error) = crate::fs::write_atomic(&kept, &transcript_bytes, 0o644) {
@@ -757,8 +756,8 @@ impl Miner {
         tracing::info!(
             model = %stored.id,
             proving_key = %key_hash,
-            contributions = verified.contribution_hashes.len(),
-            transcript = %hex::encode(verified.transcript_hash),
+            contributions = checked.contributions.len(),
+            transcript = %checked.hash,
             "proving key made from a ceremony transcript verified here"
         );
         Ok(key)

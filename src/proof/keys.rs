@@ -213,9 +213,14 @@ pub enum Origin<'a> {
         hash: String,
         contributions: u32,
     },
-    /// A verified snarkjs ceremony: its last contribution's hash (hex) and the number of
-    /// parties (beacons aside) that contributed.
-    Snarkjs { hash: String, parties: u32 },
+    /// A verified snarkjs ceremony: its zkey, kept beside the keys as the transcript is;
+    /// its last contribution's hash (hex); and the number of parties (beacons aside) that
+    /// contributed.
+    Snarkjs {
+        zkey: &'a [u8],
+        hash: String,
+        parties: u32,
+    },
 }
 
 /// Writes `pair` as the model's keys for `backend`, with the record of where they came
@@ -228,19 +233,22 @@ pub fn install(
 ) -> Result<SetupSummary, ProofError> {
     let (proving, verifying) = write(model, backend, pair)?;
     let transcript_file = transcript_path(model, backend);
-    // An sn2 transcript stays beside keys only while they are its keys.
-    let remove_transcript = || match std::fs::remove_file(&transcript_file) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(keys_io(&transcript_file, e)),
-    };
     let (origin, parties, transcript) = match origin {
         Origin::Setup => {
-            remove_transcript()?;
+            match std::fs::remove_file(&transcript_file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(keys_io(&transcript_file, e)),
+            }
             ("setup", 1, None)
         }
-        Origin::Snarkjs { hash, parties } => {
-            remove_transcript()?;
+        Origin::Snarkjs {
+            zkey,
+            hash,
+            parties,
+        } => {
+            write_atomic(&transcript_file, zkey, 0o644)
+                .map_err(|e| keys_io(&transcript_file, e))?;
             ("snarkjs", parties, Some(hash))
         }
         Origin::Ceremony {
@@ -271,7 +279,8 @@ pub fn install(
     })
 }
 
-/// The ceremony transcript kept beside keys finished from it (`keys/<backend>.transcript`).
+/// The ceremony's record kept beside keys finished from it (`keys/<backend>.transcript`):
+/// an sn2 transcript, or a snarkjs ceremony's zkey.
 pub fn transcript_path(model: &StoredModel, backend: &str) -> PathBuf {
     model.keys_dir().join(format!("{backend}.transcript"))
 }

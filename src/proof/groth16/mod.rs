@@ -186,6 +186,56 @@ fn read_verifying_key(bytes: &[u8]) -> Result<VerifyingKey<Bn254>, ProofError> {
 
 const NOT_CANONICAL: &str = "a point at infinity carries coordinates: this is not the encoding sn2 writes, so the file was altered or made by other software; fetch or make the key again";
 
+/// A model's ceremony as it was checked, from the record kept and served beside its keys:
+/// an sn2 transcript or a snarkjs zkey.
+pub struct CheckedCeremony {
+    /// The keys the ceremony made.
+    pub keys: KeyPair,
+    /// The hash that names the ceremony (the keys' provenance records it), in hex: an sn2
+    /// transcript's chain hash, or a zkey's last contribution's hash.
+    pub hash: String,
+    /// Each contribution's hash, in order, in hex: a contributor finds theirs here.
+    pub contributions: Vec<String>,
+    /// The contributions made by parties (a snarkjs beacon's is not).
+    pub parties: usize,
+}
+
+/// Checks a ceremony's record, in either format, against the model `id` (whose quantised
+/// model is `model`) and the powers of tau it started from.
+pub fn check_ceremony(
+    record: &[u8],
+    id: &crate::model::ModelId,
+    model: &QuantModel,
+    ptau: &super::ptau::Ptau,
+) -> Result<CheckedCeremony, ceremony::CeremonyError> {
+    let system = ceremony::circuit(model);
+    if zkey::is_zkey(record) {
+        let verified = zkey::verify(record, &system, ptau)?;
+        return Ok(CheckedCeremony {
+            keys: verified.key_pair(),
+            hash: verified.last_hash().map(hex::encode).unwrap_or_default(),
+            contributions: verified
+                .contributions
+                .iter()
+                .map(|c| hex::encode(c.hash))
+                .collect(),
+            parties: verified.parties(),
+        });
+    }
+    let transcript = ceremony::Transcript::read(record)?;
+    let verified = transcript.verify(id, &system, ptau)?;
+    Ok(CheckedCeremony {
+        keys: transcript.key_pair(),
+        hash: hex::encode(verified.transcript_hash),
+        parties: verified.contribution_hashes.len(),
+        contributions: verified
+            .contribution_hashes
+            .iter()
+            .map(hex::encode)
+            .collect(),
+    })
+}
+
 /// A key's payload read and written back, if it reads: what decodes must encode back to
 /// what decoded (the fuzz targets' check that a key has one encoding).
 pub(crate) fn rewritten_key(payload: &[u8], kind: super::keys::KeyKind) -> Option<Vec<u8>> {

@@ -78,6 +78,11 @@ impl VerifiedZkey {
     }
 }
 
+/// Whether `bytes` claim to be a zkey (rather than, say, an sn2 transcript).
+pub fn is_zkey(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"zkey")
+}
+
 /// Reads `bytes` as a zkey for the circuit `system` and checks its ceremony against it and
 /// `ptau` (see the module's documentation).
 pub fn verify(bytes: &[u8], system: &R1cs, ptau: &Ptau) -> Result<VerifiedZkey, CeremonyError> {
