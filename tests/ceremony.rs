@@ -134,15 +134,16 @@ fn snarkjs_ptau(dir: &Path, power: u32, contributors: usize) {
     );
 }
 
-/// Where each section's bytes start in a `.ptau` file, by section id.
-fn section_offsets(bytes: &[u8]) -> Vec<(u32, usize)> {
+/// Where each section's bytes start in an iden3 container (`.ptau`, `.zkey`), and how many
+/// there are: (id, start, size), in the file's order.
+fn section_offsets(bytes: &[u8]) -> Vec<(u32, usize, usize)> {
     let count = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     let mut at = 12;
     let mut offsets = Vec::new();
     for _ in 0..count {
         let id = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
         let size = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
-        offsets.push((id, at + 12));
+        offsets.push((id, at + 12, size));
         at += 12 + size;
     }
     offsets
@@ -151,7 +152,7 @@ fn section_offsets(bytes: &[u8]) -> Vec<(u32, usize)> {
 fn section(bytes: &[u8], id: u32) -> usize {
     section_offsets(bytes)
         .into_iter()
-        .find(|(i, _)| *i == id)
+        .find(|(i, _, _)| *i == id)
         .unwrap()
         .1
 }
@@ -1007,15 +1008,9 @@ fn validator_daemons_finish_a_ceremony_together_and_restart_onto_its_keys() {
 
 /// The sections of an iden3 container (`.zkey`), in order: (id, bytes).
 fn container_sections(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
-    let count = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    let mut at = 12;
-    (0..count)
-        .map(|_| {
-            let id = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-            let size = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
-            at += 12 + size;
-            (id, bytes[at - size..at].to_vec())
-        })
+    section_offsets(bytes)
+        .into_iter()
+        .map(|(id, start, size)| (id, bytes[start..start + size].to_vec()))
         .collect()
 }
 
@@ -1052,8 +1047,9 @@ fn snarkjs_hash(said: &str, label: &str) -> String {
 /// contribution by the hash snarkjs gave its contributor. A proof made with those keys
 /// passes `snarkjs groth16 verify` under the verifying key snarkjs exports from its own
 /// file, and the proof's witness passes `snarkjs wtns check` against the circuit. A zkey
-/// nobody contributed to, one whose contributions were dropped, reordered or altered, and
-/// one cut short are refused, and the model's keys stay as they were.
+/// nobody contributed to, one whose contributions were dropped, reordered, altered or
+/// unproven, one with two points of H swapped, one cut short and ones with a flipped bit
+/// are refused, and the model's keys stay as they were.
 #[test]
 fn a_snarkjs_ceremony_on_sn2s_circuit_gives_keys_sn2_checks_and_snarkjs_verifies() {
     if snarkjs().is_none() {
