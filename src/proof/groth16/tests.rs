@@ -227,12 +227,13 @@ fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
     }
 }
 
-/// Sets the infinity flag (bit 6 of a coordinate's last byte) of the point whose flagged
-/// coordinate ends at `end`, leaving its other bytes: arkworks reads that as the point at
-/// infinity, whatever they hold.
+/// Makes the flags (the top two bits of a coordinate's last byte) of the point whose
+/// flagged coordinate ends at `end` say "infinity", leaving its other bytes: arkworks reads
+/// that as the point at infinity, whatever they hold. (The sign flag is cleared: the two
+/// together are refused as flags, which would not test what this is for.)
 fn flagged_infinity(bytes: &[u8], end: usize) -> Vec<u8> {
     let mut bent = bytes.to_vec();
-    bent[end - 1] |= 0x40;
+    bent[end - 1] = (bent[end - 1] & 0x3f) | 0x40;
     bent
 }
 
