@@ -376,22 +376,15 @@ fn import_zkey(
 /// One proof of a random input with `pair`, checked with its verifying key: what a key
 /// from elsewhere must do before it replaces the model's.
 fn prove_and_verify_once(stored: &StoredModel, pair: &crate::proof::KeyPair) -> anyhow::Result<()> {
-    use rand_core::RngCore as _;
+    use crate::proof::ProofSystem as _;
     let system = crate::proof::groth16::Groth16Bn254;
     let model = std::sync::Arc::new(stored.model.clone());
-    let mut bytes = vec![0u8; model.input_len()];
-    rand_core::OsRng.fill_bytes(&mut bytes);
-    let input: Vec<i8> = bytes.into_iter().map(|b| b as i8).collect();
-    let binding = crate::proof::Binding([7; 31]);
-    let proven = crate::proof::ProofSystem::prover(&system, model.clone(), &pair.proving)?
-        .prove(&input, &binding)?;
-    let statement = crate::proof::Statement {
-        input,
-        output: proven.output,
-        binding,
-    };
-    crate::proof::ProofSystem::verifier(&system, &model, &pair.verifying)?
-        .verify(&statement, &proven.proof)?;
+    let (statement, proof) = system
+        .prover(model.clone(), &pair.proving)?
+        .prove_random_input(&model, crate::proof::Binding([7; 31]))?;
+    system
+        .verifier(&model, &pair.verifying)?
+        .verify(&statement, &proof)?;
     Ok(())
 }
 

@@ -171,6 +171,26 @@ pub trait Prover: Send + Sync {
         let proven = self.prove(input, binding)?;
         Ok((proven, vec![("prove", started.elapsed())]))
     }
+
+    /// A proof of a random input of `model` (this prover's model), bound to `binding`,
+    /// with its statement: what a caller verifies to see that a proving key and a
+    /// verifying key belong together, before it relies on either.
+    fn prove_random_input(
+        &self,
+        model: &QuantModel,
+        binding: Binding,
+    ) -> Result<(Statement, Vec<u8>), ProofError> {
+        let mut bytes = vec![0u8; model.input_len()];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+        let input: Vec<i8> = bytes.into_iter().map(|b| b as i8).collect();
+        let proven = self.prove(&input, &binding)?;
+        let statement = Statement {
+            input,
+            output: proven.output,
+            binding,
+        };
+        Ok((statement, proven.proof))
+    }
 }
 
 pub trait Verifier: Send + Sync {

@@ -1113,21 +1113,13 @@ fn check_keys_belong_together(
         &stored.id,
     )?;
     let prover = system.prover(Arc::new(stored.model.clone()), payload)?;
-    let mut bytes = vec![0u8; stored.model.input_len()];
     let mut nonce = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-    let input: Vec<i8> = bytes.into_iter().map(|b| b as i8).collect();
     let binding = Binding::new(&stored.id, &hotkey.public(), &nonce);
-    let proven = prover
-        .prove(&input, &binding)
+    let (statement, proof) = prover
+        .prove_random_input(&stored.model, binding)
         .with_context(|| format!("model `{name}`: its proving key cannot prove its circuit"))?;
-    let statement = Statement {
-        input,
-        output: proven.output,
-        binding,
-    };
-    verifier.verify(&statement, &proven.proof).map_err(|error| {
+    verifier.verify(&statement, &proof).map_err(|error| {
         anyhow::anyhow!(
             "model `{name}` ({}): a proof made with its proving key does not verify with its verifying key ({error}); \
              the two keys are not one pair for this model. Make new keys with `sn2 model setup {}`",
