@@ -337,6 +337,12 @@ fn spawn_updates(
                 return;
             }
         };
+        let report = move |event: &Event| {
+            report(event);
+            if let Some(status) = event.status() {
+                notify(&[sd_notify::NotifyState::Status(&status)]);
+            }
+        };
         if watcher.run(shutdown, report).await {
             let _ = restart.send(()).await;
         }

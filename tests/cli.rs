@@ -607,6 +607,7 @@ fn with_updates(config: &Path, mode: &str, manifest: &Path, key: &sn2::update::S
 /// reason, also after a restart, and the daemon keeps serving.
 #[test]
 fn a_daemon_notifies_of_a_newer_signed_release_and_refuses_bad_manifests() {
+    use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_wallet(dir.path(), "text");
     let publisher = sn2::update::SecretKey::generate("sn2-release-test").unwrap();
@@ -615,9 +616,31 @@ fn a_daemon_notifies_of_a_newer_signed_release_and_refuses_bad_manifests() {
     with_updates(&config, "notify", &manifest, &publisher);
     let metrics = sn2::config::Config::load(&config).unwrap().metrics.listen.0;
 
-    let mut miner = Daemon::start(env!("CARGO_BIN_EXE_sn2-miner"), &config);
+    // systemd hears of it too, in the service's status line.
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut miner = Daemon::start_with(
+        env!("CARGO_BIN_EXE_sn2-miner"),
+        &config,
+        &[("NOTIFY_SOCKET", &socket_path)],
+    );
     let line = miner.wait_for("a newer verified release is available");
     assert!(line.contains("serial=5"), "{line}");
+    let mut said = Vec::new();
+    let status = loop {
+        let mut buffer = [0u8; 1024];
+        let n = socket.recv(&mut buffer).expect("a status from the daemon");
+        let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        if message.contains("STATUS=a newer verified release is available") {
+            break message;
+        }
+        said.push(message);
+        assert!(said.len() < 50, "{said:#?}");
+    };
+    assert!(status.contains("serial 5"), "{status}");
     let page = http_get(metrics, "/metrics");
     assert!(page.contains("sn2_update_available 1"), "{page}");
     assert!(page.contains("sn2_update_release_serial 5"), "{page}");

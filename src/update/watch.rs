@@ -48,6 +48,23 @@ pub enum Event {
     Unreachable(String),
 }
 
+impl Event {
+    /// The service status line this event calls for (systemd's `STATUS=`), if any: the
+    /// daemon that runs the watcher shows it, so that `systemctl status` says what is due.
+    pub fn status(&self) -> Option<String> {
+        match self {
+            Event::Available { serial, rev, .. } => Some(format!(
+                "a newer verified release is available: serial {serial}, rev {rev}"
+            )),
+            Event::HandedOver { serial, .. } => {
+                Some(format!("release {serial} handed to the upgrade unit"))
+            }
+            Event::Installed { serial, .. } => Some(format!("restarting into release {serial}")),
+            _ => None,
+        }
+    }
+}
+
 /// The running binary: its store path and (computed once) its NAR digest.
 #[derive(Debug, Clone)]
 struct Running {
@@ -245,19 +262,6 @@ fn log(event: &Event) {
         Event::Unreachable(reason) => {
             tracing::warn!(%reason, "cannot read the release manifest; trying again later")
         }
-    }
-    let status = match event {
-        Event::Available { serial, rev, .. } => Some(format!(
-            "a newer verified release is available: serial {serial}, rev {rev}"
-        )),
-        Event::HandedOver { serial, .. } => {
-            Some(format!("release {serial} handed to the upgrade unit"))
-        }
-        Event::Installed { serial, .. } => Some(format!("restarting into release {serial}")),
-        _ => None,
-    };
-    if let Some(status) = status {
-        crate::daemon::notify(&[sd_notify::NotifyState::Status(&status)]);
     }
 }
 
