@@ -62,6 +62,10 @@ pub struct DevnetOptions {
     /// Each miner's `[miner] ptau`: keys are then taken only from ceremony transcripts
     /// that verify against it.
     pub miner_ptau: Option<std::path::PathBuf>,
+    /// A models directory whose models, with their keys, the validator serves as they are,
+    /// instead of importing `models` (for keys made elsewhere, such as a snarkjs
+    /// ceremony's imported with `sn2 ceremony import`).
+    pub validator_models: Option<std::path::PathBuf>,
 }
 
 impl Default for DevnetOptions {
@@ -76,6 +80,7 @@ impl Default for DevnetOptions {
             prover_memory_bytes: crate::miner::ModelFetch::default().prover_memory_bytes,
             ceremony_ptau: None,
             miner_ptau: None,
+            validator_models: None,
         }
     }
 }
@@ -140,10 +145,13 @@ pub fn free_port() -> anyhow::Result<u16> {
     anyhow::bail!("no free loopback port for both TCP and UDP")
 }
 
+/// Imports the reference models `names` into `dir`; with `ceremony_ptau`, finishes their
+/// keys from a ceremony of one contribution, signed by `contributor`.
 fn import_models(
     dir: &std::path::Path,
     names: &[String],
     ceremony_ptau: Option<&std::path::Path>,
+    contributor: &Hotkey,
 ) -> anyhow::Result<ModelStore> {
     let store = ModelStore::new(dir);
     let ptau = ceremony_ptau.map(Ptau::read_prepared_file).transpose()?;
@@ -158,7 +166,7 @@ fn import_models(
         if let Some(ptau) = &ptau {
             let mut transcript =
                 Transcript::init(stored.id, &ceremony::circuit(&stored.model), ptau)?;
-            transcript.contribute();
+            transcript.contribute(Some(contributor));
             crate::proof::keys::install(
                 &stored,
                 crate::proof::groth16::NAME,
@@ -264,11 +272,15 @@ impl Devnet {
             });
         }
 
-        let store = import_models(
-            &dir.path().join("validator"),
-            &options.models,
-            options.ceremony_ptau.as_deref(),
-        )?;
+        let store = match &options.validator_models {
+            Some(models) => ModelStore::new(models),
+            None => import_models(
+                &dir.path().join("validator"),
+                &options.models,
+                options.ceremony_ptau.as_deref(),
+                &validator_key,
+            )?,
+        };
         let validator_options = ValidatorOptions {
             round_interval: options.round_interval,
             request_timeout: options.request_timeout,

@@ -234,10 +234,17 @@ fn write_seed_corpora() {
             Fr::from(7u64),
         );
         let mut transcript = Transcript::init(id, &system, &ptau).unwrap();
-        transcript.contribute();
+        transcript.contribute(None);
         write(
             "ceremony_transcript",
             "one-contribution",
+            &transcript.to_bytes(),
+        );
+        // Version 2: a second contribution, signed by a hotkey.
+        transcript.contribute(Some(&miner));
+        write(
+            "ceremony_transcript",
+            "signed-contribution",
             &transcript.to_bytes(),
         );
     }

@@ -65,7 +65,7 @@ pub fn bench_ceremony(
         let mut contributions: Vec<f64> = (0..3)
             .map(|_| {
                 let started = Instant::now();
-                transcript.contribute();
+                transcript.contribute(None);
                 ms(started)
             })
             .collect();

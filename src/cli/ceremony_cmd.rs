@@ -8,8 +8,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use super::Outcome;
+use super::keys_cmd::WalletArgs;
 use super::model_cmd::ModelsDirArgs;
+use super::{ConfigArg, Outcome};
 use crate::model::StoredModel;
 use crate::proof::groth16::ceremony::{self, Transcript};
 use crate::proof::groth16::zkey;
@@ -42,6 +43,15 @@ pub enum CeremonyCommand {
         /// Write the new transcript here instead of replacing the old one.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Sign the contribution with the wallet's hotkey, so that the transcript names
+        /// it as the contributor (validators count signed contributions toward a
+        /// ceremony's quorum); without it the contribution is anonymous.
+        #[arg(long)]
+        sign: bool,
+        #[command(flatten)]
+        wallet: WalletArgs,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Check a whole transcript against its model and powers of tau, and list every
     /// contribution's hash, so that each contributor can find their own.
@@ -158,14 +168,31 @@ impl CeremonyCommand {
                 force,
                 dir,
             } => import_zkey(&model, &zkey, &ptau, force, &dir),
-            CeremonyCommand::Contribute { transcript, out } => {
+            CeremonyCommand::Contribute {
+                transcript,
+                out,
+                sign,
+                wallet,
+                config,
+            } => {
+                let signer = if sign {
+                    let location = wallet.location(config.load()?.as_ref())?;
+                    Some(location.load_hotkey().context(
+                        "--sign: the wallet's hotkey cannot be loaded (name it with --wallet-name and --wallet-hotkey)",
+                    )?)
+                } else {
+                    None
+                };
                 let mut read = read_transcript(&transcript)?;
                 let started = Instant::now();
-                let hash = read.contribute();
+                let hash = read.contribute(signer.as_ref());
                 let out = out.unwrap_or(transcript);
                 write_transcript(&out, &read)?;
+                let by = signer.map_or("unsigned".to_string(), |key| {
+                    format!("signed by {}", key.ss58())
+                });
                 println!(
-                    "contribution {} added to {} ({:.1} s); its hash:\n{}",
+                    "contribution {} added to {} ({:.1} s, {by}); its hash:\n{}",
                     read.contributions.len(),
                     out.display(),
                     started.elapsed().as_secs_f64(),
@@ -269,8 +296,16 @@ fn verify_record(
         stored.id.to_hex(),
         if count == 1 { "" } else { "s" }
     );
-    for (i, hash) in checked.contributions.iter().enumerate() {
-        println!("  {:>3}  {hash}", i + 1);
+    for (i, (hash, signer)) in checked
+        .contributions
+        .iter()
+        .zip(&checked.signers)
+        .enumerate()
+    {
+        match signer {
+            Some(key) => println!("  {:>3}  {hash}  signed by {key}", i + 1),
+            None => println!("  {:>3}  {hash}", i + 1),
+        }
     }
     println!("transcript {}", checked.hash);
     if checked.parties == 0 {

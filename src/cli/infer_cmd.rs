@@ -273,8 +273,11 @@ impl InferArgs {
             checked.parties > 0,
             "the validator's ceremony transcript {hash} has no contribution: anyone can forge proofs its key accepts"
         );
-        for (i, hash) in hashes.iter().enumerate() {
-            eprintln!("  contribution {:>3}  {hash}", i + 1);
+        for (i, (hash, signer)) in hashes.iter().zip(&checked.signers).enumerate() {
+            match signer {
+                Some(key) => eprintln!("  contribution {:>3}  {hash}  signed by {key}", i + 1),
+                None => eprintln!("  contribution {:>3}  {hash}", i + 1),
+            }
         }
         for mine in &self.contribution {
             anyhow::ensure!(

@@ -61,7 +61,8 @@ pub enum PtauError {
 /// The powers of τ, α and β of a `.ptau` file, up to its power.
 #[derive(Debug, Clone)]
 pub struct Ptau {
-    /// The file holds 2^power powers (twice as many τ^i·G1).
+    /// The file holds 2^power powers (twice as many τ^i·G1), or more, of which these were
+    /// kept ([`Ptau::read_up_to`]).
     pub power: u32,
     /// The power of the ceremony the file was cut from.
     pub ceremony_power: u32,
@@ -231,14 +232,23 @@ impl Ptau {
     /// that a phase 2 starts from: what a validator's ceremonies and a miner's check of
     /// them need. Seconds of CPU for large files: call it off the async threads.
     pub fn read_prepared_file(path: &std::path::Path) -> Result<Self, PtauError> {
+        Self::read_prepared_file_up_to(path, MAX_POWER)
+    }
+
+    /// [`Self::read_prepared_file`], keeping (and checking) only what circuits of up to
+    /// 2^`power` constraints and public inputs use, when the file holds more.
+    pub fn read_prepared_file_up_to(path: &std::path::Path, power: u32) -> Result<Self, PtauError> {
         let bytes = std::fs::read(path).map_err(|source| PtauError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let ptau = Self::read_checked(&bytes).map_err(|source| PtauError::Refused {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })?;
+        let ptau = Self::read_up_to(&bytes, power)
+            .and_then(|ptau| ptau.check().map(|()| ptau))
+            .map_err(|source| PtauError::Refused {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            })?;
+        drop(bytes);
         if !ptau.prepared() {
             return Err(PtauError::Unprepared {
                 path: path.to_path_buf(),
@@ -249,6 +259,15 @@ impl Ptau {
 
     /// Reads a `.ptau` file, checking each point; the powers' consistency is [`Ptau::check`].
     pub fn read(bytes: &[u8]) -> Result<Self, PtauError> {
+        Self::read_up_to(bytes, MAX_POWER)
+    }
+
+    /// [`Self::read`], keeping only the powers and Lagrange forms that circuits of up to
+    /// 2^`kept` points use (all of them when the file holds no more). Each list of the file
+    /// starts with those, so this reads prefixes. τ·G1 then keeps 2^(kept+1) powers, not
+    /// 2^(kept+1) − 1: its largest domain of Lagrange forms, 2^(kept+1) points, is then a
+    /// whole one of the file, which the check needs every power of.
+    pub fn read_up_to(bytes: &[u8], kept: u32) -> Result<Self, PtauError> {
         let sections = Sections::parse(bytes)?;
         let header = sections.require(1, "header")?;
         if header.len() != 4 + 32 + 8 {
@@ -268,10 +287,11 @@ impl Ptau {
                 "power {power} (of a ceremony of power {ceremony_power}); 1 to {MAX_POWER} expected"
             )));
         }
+        let (power, cut) = (power.min(kept.max(1)), kept < power);
         let n = 1usize << power;
         let tau_g1 = points(
             sections.require(2, "τ·G1")?,
-            2 * n - 1,
+            if cut { 2 * n } else { 2 * n - 1 },
             G1_BYTES,
             "τ·G1",
             g1,

@@ -21,6 +21,14 @@
 //! Each contribution's hash chains the one before, starting from the hash of the model
 //! and its initial key; the last is the transcript's hash, which finished keys record
 //! as their provenance.
+//!
+//! A contribution may be **signed** by a Bittensor hotkey: its hash then covers the
+//! hotkey, and the hotkey signs the hash, so nobody can claim a contribution they did not
+//! make, nor strip the claim without breaking the chain. An unsigned contribution is as
+//! sound as a signed one (a user who contributed knows their hash); signatures are what
+//! lets validators count *who* took part, so that a quorum cannot be filled by one party
+//! contributing many times. Transcripts with no signed contribution keep the format of
+//! version 1, byte for byte; version 2 adds each contribution's hotkey and signature.
 
 use ark_bn254::{Bn254, Fq, Fq2, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::pairing::Pairing;
@@ -37,13 +45,21 @@ use zeroize::Zeroize as _;
 
 use super::setup::domain_of;
 use crate::circuit::r1cs::R1cs;
+use crate::keys::{Hotkey, PublicKey, Signature};
 use crate::model::ModelId;
 use crate::proof::ptau::Ptau;
 
 const MAGIC: &[u8; 12] = b"SN2CEREMONY\0";
-const VERSION: u16 = 1;
-/// A contribution's record: δ in G1 and G2, then `s`, `d·s` and `d·r`.
-pub const CONTRIBUTION_BYTES: usize = 64 + 128 + 64 + 64 + 128;
+/// The format of transcripts whose contributions are all unsigned.
+const VERSION_UNSIGNED: u16 = 1;
+/// The format of transcripts with a signed contribution: every record carries a hotkey
+/// and a signature (zeros for an unsigned one).
+const VERSION_SIGNED: u16 = 2;
+/// A contribution's points: δ in G1 and G2, then `s`, `d·s` and `d·r`.
+const POINTS_BYTES: usize = 64 + 128 + 64 + 64 + 128;
+/// A contribution's record at most (version 2): its points, then the signer's hotkey and
+/// signature.
+pub const CONTRIBUTION_BYTES: usize = POINTS_BYTES + 32 + 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CeremonyError {
@@ -73,6 +89,21 @@ pub struct Contribution {
     s: G1Affine,
     s_times_d: G1Affine,
     r_times_d: G2Affine,
+    /// The hotkey that claims the contribution, and its signature of the contribution's
+    /// hash; `None` for an unsigned one.
+    pub signed: Option<(PublicKey, Signature)>,
+}
+
+impl Contribution {
+    /// The hotkey that signed it, if any.
+    pub fn signer(&self) -> Option<&PublicKey> {
+        self.signed.as_ref().map(|(key, _)| key)
+    }
+
+    /// The transcript's hash after this contribution, from the hash before it.
+    fn hash_after(&self, previous: &[u8; 32]) -> [u8; 32] {
+        chain(previous, self, self.signer())
+    }
 }
 
 /// A model's phase 2 so far: the model, the hash of its initial key, the contributions,
@@ -90,6 +121,8 @@ pub struct Transcript {
 pub struct Verified {
     /// Each contribution's hash, in order: a contributor finds theirs here.
     pub contribution_hashes: Vec<[u8; 32]>,
+    /// Each contribution's signer, in the same order; `None` where unsigned.
+    pub signers: Vec<Option<PublicKey>>,
     /// The last contribution's hash (the initial key's when there is none).
     pub transcript_hash: [u8; 32],
 }
@@ -101,7 +134,8 @@ impl Transcript {
         Ok(Self::from_initial(model, initial_key(system, ptau)?))
     }
 
-    fn from_initial(model: ModelId, key: ProvingKey<Bn254>) -> Self {
+    /// [`Self::init`] from the initial key [`initial_key`] made.
+    pub fn from_initial(model: ModelId, key: ProvingKey<Bn254>) -> Self {
         Self {
             initial_hash: initial_hash(&model, &key),
             model,
@@ -127,7 +161,7 @@ impl Transcript {
         self.contributions
             .iter()
             .map(|c| {
-                previous = chain(&previous, c);
+                previous = c.hash_after(&previous);
                 previous
             })
             .collect()
@@ -137,26 +171,36 @@ impl Transcript {
     pub fn hash(&self) -> [u8; 32] {
         self.contributions
             .iter()
-            .fold(self.initial_hash, |previous, c| chain(&previous, c))
+            .fold(self.initial_hash, |previous, c| c.hash_after(&previous))
     }
 
-    /// Adds a contribution from OS randomness; returns its hash. The secret exists only
-    /// inside this call.
-    pub fn contribute(&mut self) -> [u8; 32] {
+    /// Adds a contribution from OS randomness, signed by `signer` if given; returns its
+    /// hash. The secret exists only inside this call.
+    pub fn contribute(&mut self, signer: Option<&Hotkey>) -> [u8; 32] {
         let mut d = Fr::rand(&mut OsRng);
         while d.is_zero() {
             d = Fr::rand(&mut OsRng);
         }
-        self.contribute_secret(d)
+        self.contribute_secret(d, signer)
+    }
+
+    /// Each contribution's signer, in order; `None` where unsigned (read, not checked:
+    /// verify a transcript from elsewhere first).
+    pub fn signers(&self) -> Vec<Option<PublicKey>> {
+        self.contributions
+            .iter()
+            .map(|c| c.signer().copied())
+            .collect()
     }
 
     /// [`Self::contribute`] with the secret `d` (not zero) given: the tests' way to know it.
-    fn contribute_secret(&mut self, mut d: Fr) -> [u8; 32] {
+    fn contribute_secret(&mut self, mut d: Fr, signer: Option<&Hotkey>) -> [u8; 32] {
         let previous = self.hash();
+        let signer_key = signer.map(Hotkey::public);
         let mut d_inverse = d.inverse().expect("d is not zero");
         let s = G1Projective::rand(&mut OsRng).into_affine();
         let s_times_d = (s * d).into_affine();
-        let r = hash_to_g2(&challenge(&previous, &s, &s_times_d));
+        let r = hash_to_g2(&challenge(&previous, &s, &s_times_d, signer_key.as_ref()));
         let r_times_d = (r * d).into_affine();
         let delta_g1 = (self.key.delta_g1 * d).into_affine();
         let delta_g2 = (self.key.vk.delta_g2 * d).into_affine();
@@ -166,15 +210,18 @@ impl Transcript {
         d_inverse.zeroize();
         self.key.delta_g1 = delta_g1;
         self.key.vk.delta_g2 = delta_g2;
-        let contribution = Contribution {
+        let mut contribution = Contribution {
             delta_g1,
             delta_g2,
             s,
             s_times_d,
             r_times_d,
+            signed: None,
         };
+        let hash = chain(&previous, &contribution, signer_key.as_ref());
+        contribution.signed = signer.map(|key| (key.public(), key.sign(&signed_message(&hash))));
         self.contributions.push(contribution);
-        chain(&previous, &contribution)
+        hash
     }
 
     /// Checks the whole transcript against `model`'s constraint system and the powers of
@@ -188,8 +235,9 @@ impl Transcript {
         self.verify_from(model, &initial_key(system, ptau)?)
     }
 
-    /// [`Self::verify`] with the initial key already made.
-    fn verify_from(
+    /// [`Self::verify`] with the initial key already made ([`initial_key`]): a verifier of
+    /// many transcripts of one model keeps the key instead of the powers of tau.
+    pub fn verify_from(
         &self,
         model: &ModelId,
         initial: &ProvingKey<Bn254>,
@@ -216,7 +264,7 @@ impl Transcript {
             if c.s.is_zero() || c.s_times_d.is_zero() || c.delta_g1.is_zero() {
                 return refused(format!("contribution {number} has a point at infinity"));
             }
-            let r = hash_to_g2(&challenge(&previous_hash, &c.s, &c.s_times_d));
+            let r = hash_to_g2(&challenge(&previous_hash, &c.s, &c.s_times_d, c.signer()));
             if !same_ratio((c.s, c.s_times_d), (r, c.r_times_d)) {
                 return refused(format!(
                     "contribution {number}'s proof of knowledge does not hold"
@@ -230,7 +278,16 @@ impl Transcript {
             if !same_ratio((g1, c.delta_g1), (g2, c.delta_g2)) {
                 return refused(format!("contribution {number}'s δ differs in G1 and G2"));
             }
-            previous_hash = chain(&previous_hash, c);
+            previous_hash = c.hash_after(&previous_hash);
+            if let Some((key, signature)) = &c.signed
+                && key
+                    .verify(&signed_message(&previous_hash), signature)
+                    .is_err()
+            {
+                return refused(format!(
+                    "contribution {number} claims to be signed by {key}, and the signature does not hold"
+                ));
+            }
             previous_delta = c.delta_g1;
             hashes.push(previous_hash);
         }
@@ -265,19 +322,33 @@ impl Transcript {
         }
         Ok(Verified {
             contribution_hashes: hashes,
+            signers: self.signers(),
             transcript_hash: previous_hash,
         })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        let signed = self.contributions.iter().any(|c| c.signed.is_some());
+        let version = if signed {
+            VERSION_SIGNED
+        } else {
+            VERSION_UNSIGNED
+        };
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&self.model.0);
         out.extend_from_slice(&self.initial_hash);
         out.extend_from_slice(&(self.contributions.len() as u32).to_le_bytes());
         for c in &self.contributions {
-            out.extend_from_slice(&contribution_bytes(c));
+            out.extend_from_slice(&contribution_points(c));
+            if signed {
+                let (key, signature) = c
+                    .signed
+                    .map_or(([0; 32], [0; 64]), |(key, s)| (*key.as_bytes(), s.0));
+                out.extend_from_slice(&key);
+                out.extend_from_slice(&signature);
+            }
         }
         self.key
             .serialize_uncompressed(&mut out)
@@ -299,30 +370,54 @@ impl Transcript {
             head
         };
         let version = u16::from_le_bytes(take(2).try_into().expect("two bytes"));
-        if version != VERSION {
-            return Err(CeremonyError::Format(format!(
-                "transcript format version {version}; this build reads {VERSION}"
-            )));
-        }
+        let signed = match version {
+            VERSION_UNSIGNED => false,
+            VERSION_SIGNED => true,
+            _ => {
+                return Err(CeremonyError::Format(format!(
+                    "transcript format version {version}; this build reads {VERSION_UNSIGNED} and {VERSION_SIGNED}: update sn2"
+                )));
+            }
+        };
+        let record_bytes = if signed {
+            CONTRIBUTION_BYTES
+        } else {
+            POINTS_BYTES
+        };
         let model = ModelId(take(32).try_into().expect("32 bytes"));
         let initial_hash: [u8; 32] = take(32).try_into().expect("32 bytes");
         let count = u32::from_le_bytes(take(4).try_into().expect("four bytes")) as usize;
         let mut rest = &bytes[header..];
-        if count > rest.len() / CONTRIBUTION_BYTES {
+        if count > rest.len() / record_bytes {
             return Err(bad("it is cut off inside its contributions"));
         }
         let point_error = |e: ark_serialize::SerializationError| {
             CeremonyError::Format(format!("a contribution holds a bad point: {e}"))
         };
         let mut contributions = Vec::with_capacity(count);
-        for _ in 0..count {
-            contributions.push(Contribution {
+        for number in 1..=count {
+            let mut contribution = Contribution {
                 delta_g1: G1Affine::deserialize_uncompressed(&mut rest).map_err(point_error)?,
                 delta_g2: G2Affine::deserialize_uncompressed(&mut rest).map_err(point_error)?,
                 s: G1Affine::deserialize_uncompressed(&mut rest).map_err(point_error)?,
                 s_times_d: G1Affine::deserialize_uncompressed(&mut rest).map_err(point_error)?,
                 r_times_d: G2Affine::deserialize_uncompressed(&mut rest).map_err(point_error)?,
-            });
+                signed: None,
+            };
+            if signed {
+                let (key, tail) = rest.split_at(32);
+                let (signature, tail) = tail.split_at(64);
+                rest = tail;
+                contribution.signed = read_signer(key, signature).map_err(|why| {
+                    CeremonyError::Format(format!("contribution {number}'s signer: {why}"))
+                })?;
+            }
+            contributions.push(contribution);
+        }
+        if signed && contributions.iter().all(|c| c.signed.is_none()) {
+            return Err(bad(
+                "it is written as version 2 but no contribution is signed, which sn2 writes as version 1",
+            ));
         }
         let key = ProvingKey::<Bn254>::deserialize_uncompressed(&mut rest)
             .map_err(|e| CeremonyError::Format(format!("its key is damaged: {e}")))?;
@@ -352,8 +447,28 @@ pub fn circuit(model: &crate::model::QuantModel) -> R1cs {
     super::constraint_system(model)
 }
 
-fn contribution_bytes(c: &Contribution) -> Vec<u8> {
-    let mut out = Vec::with_capacity(CONTRIBUTION_BYTES);
+/// A version-2 record's signer: all zeros for an unsigned contribution (the zero key is
+/// the group's identity, under which anyone could sign), else a hotkey and a signature.
+fn read_signer(key: &[u8], signature: &[u8]) -> Result<Option<(PublicKey, Signature)>, String> {
+    let signature: [u8; 64] = signature.try_into().expect("64 bytes");
+    if key.iter().all(|&b| b == 0) {
+        if signature.iter().any(|&b| b != 0) {
+            return Err("unsigned, yet it carries a signature".into());
+        }
+        return Ok(None);
+    }
+    let key = PublicKey::from_bytes(key.try_into().expect("32 bytes"))
+        .map_err(|_| "not an sr25519 public key".to_string())?;
+    Ok(Some((key, Signature(signature))))
+}
+
+/// What a contribution's signer signs: its hash, which covers the signer's hotkey.
+fn signed_message(hash: &[u8; 32]) -> Vec<u8> {
+    [b"sn2 ceremony contribution signed".as_slice(), hash].concat()
+}
+
+fn contribution_points(c: &Contribution) -> Vec<u8> {
+    let mut out = Vec::with_capacity(POINTS_BYTES);
     c.delta_g1
         .serialize_uncompressed(&mut out)
         .expect("in memory");
@@ -370,14 +485,20 @@ fn contribution_bytes(c: &Contribution) -> Vec<u8> {
     out
 }
 
-/// The hash after `c`, from the hash before it.
-fn chain(previous: &[u8; 32], c: &Contribution) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(b"sn2 ceremony contribution")
+/// The hash after `c`, from the hash before it. A signed contribution's covers its
+/// signer's hotkey; an unsigned one's is as in version 1.
+fn chain(previous: &[u8; 32], c: &Contribution, signer: Option<&PublicKey>) -> [u8; 32] {
+    let hash = match signer {
+        None => Sha256::new().chain_update(b"sn2 ceremony contribution"),
+        Some(_) => Sha256::new().chain_update(b"sn2 ceremony signed contribution"),
+    };
+    let hash = hash
         .chain_update(previous)
-        .chain_update(contribution_bytes(c))
-        .finalize()
-        .into()
+        .chain_update(contribution_points(c));
+    match signer {
+        None => hash.finalize().into(),
+        Some(key) => hash.chain_update(key.as_bytes()).finalize().into(),
+    }
 }
 
 fn initial_hash(model: &ModelId, key: &ProvingKey<Bn254>) -> [u8; 32] {
@@ -392,19 +513,28 @@ fn initial_hash(model: &ModelId, key: &ProvingKey<Bn254>) -> [u8; 32] {
         .into()
 }
 
-/// What the G2 point of a proof of knowledge is hashed from.
-fn challenge(previous: &[u8; 32], s: &G1Affine, s_times_d: &G1Affine) -> [u8; 32] {
+/// What the G2 point of a proof of knowledge is hashed from. A signed contribution's
+/// covers its signer, so that only whoever knows the secret can claim it: another hotkey
+/// cannot relabel it as its own.
+fn challenge(
+    previous: &[u8; 32],
+    s: &G1Affine,
+    s_times_d: &G1Affine,
+    signer: Option<&PublicKey>,
+) -> [u8; 32] {
     let mut bytes = Vec::new();
     s.serialize_uncompressed(&mut bytes).expect("in memory");
     s_times_d
         .serialize_uncompressed(&mut bytes)
         .expect("in memory");
-    Sha256::new()
+    let hash = Sha256::new()
         .chain_update(b"sn2 ceremony challenge")
         .chain_update(previous)
-        .chain_update(&bytes)
-        .finalize()
-        .into()
+        .chain_update(&bytes);
+    match signer {
+        None => hash.finalize().into(),
+        Some(key) => hash.chain_update(key.as_bytes()).finalize().into(),
+    }
 }
 
 /// A point of G2 whose discrete logarithm nobody knows: try-and-increment on x, then the
@@ -481,9 +611,16 @@ fn linear_combination<G: CurveGroup<ScalarField = Fr>>(bases: &[G::Affine], scal
         .sum()
 }
 
+/// The power of the powers of tau `system`'s ceremony needs: its domain holds 2^power
+/// points ([`Ptau::read_up_to`] need keep no more).
+pub fn power_needed(system: &R1cs) -> Result<u32, CeremonyError> {
+    let domain = domain_of(system).map_err(|e| CeremonyError::Refused(e.to_string()))?;
+    Ok(domain.log_size_of_group() as u32)
+}
+
 /// The key that the powers of tau make for `system` with δ = γ = 1, as
 /// [`super::setup::keys_from_secrets`] would with the file's τ, α and β.
-pub(super) fn initial_key(system: &R1cs, ptau: &Ptau) -> Result<ProvingKey<Bn254>, CeremonyError> {
+pub fn initial_key(system: &R1cs, ptau: &Ptau) -> Result<ProvingKey<Bn254>, CeremonyError> {
     let domain = domain_of(system).map_err(|e| CeremonyError::Refused(e.to_string()))?;
     let n = domain.size();
     let needs = domain.log_size_of_group() as u32;
@@ -661,7 +798,7 @@ mod tests {
     fn keys_from_three_contributions_prove_and_verify_and_the_transcript_reads_back() {
         let f = fixture();
         let mut transcript = Transcript::init(f.id, &f.system, &f.ptau).unwrap();
-        let hashes: Vec<_> = (0..3).map(|_| transcript.contribute()).collect();
+        let hashes: Vec<_> = (0..3).map(|_| transcript.contribute(None)).collect();
         let verified = transcript.verify(&f.id, &f.system, &f.ptau).unwrap();
         assert_eq!(verified.contribution_hashes, hashes);
         assert_eq!(verified.transcript_hash, hashes[2]);
@@ -699,7 +836,7 @@ mod tests {
         let f = fixture();
         let mut transcript = start(f);
         for _ in 0..3 {
-            transcript.contribute();
+            transcript.contribute(None);
         }
 
         let mut dropped = transcript.clone();
@@ -757,10 +894,86 @@ mod tests {
     }
 
     #[test]
+    fn signed_contributions_name_their_hotkeys_and_cannot_be_relabelled_or_stripped() {
+        let f = fixture();
+        let (alice, bob) = (Hotkey::from_seed(&[1; 32]), Hotkey::from_seed(&[2; 32]));
+        let header = MAGIC.len() + 2 + 32 + 32 + 4;
+        let version = |bytes: &[u8]| u16::from_le_bytes([bytes[12], bytes[13]]);
+
+        // Unsigned contributions keep version 1's bytes: records of their points alone.
+        let mut transcript = start(f);
+        transcript.contribute(None);
+        let unsigned = transcript.to_bytes();
+        let mut key = Vec::new();
+        transcript.key.serialize_uncompressed(&mut key).unwrap();
+        assert_eq!(version(&unsigned), 1);
+        assert_eq!(unsigned.len(), header + POINTS_BYTES + key.len());
+
+        let a = transcript.contribute(Some(&alice));
+        let b = transcript.contribute(Some(&bob));
+        let verified = transcript.verify_from(&f.id, &f.initial).unwrap();
+        assert_eq!(
+            verified.signers,
+            vec![None, Some(alice.public()), Some(bob.public())]
+        );
+        assert_eq!(verified.contribution_hashes[1..], [a, b]);
+        let bytes = transcript.to_bytes();
+        assert_eq!(version(&bytes), 2);
+        assert_eq!(bytes.len(), header + 3 * CONTRIBUTION_BYTES + key.len());
+        let read = Transcript::read(&bytes).unwrap();
+        assert_eq!(read.contributions, transcript.contributions);
+        assert_eq!(read.hash(), b);
+
+        // A signature that does not hold.
+        let mut forged = transcript.clone();
+        forged.contributions[1].signed.as_mut().unwrap().1.0[5] ^= 1;
+        assert!(refusal(&forged, f).contains("contribution 2 claims to be signed by"));
+        // Bob's contribution claimed by Alice, her signature valid: its proof of knowledge
+        // was made for Bob, so it no longer holds.
+        let mut relabelled = transcript.clone();
+        let last = relabelled.contributions.last_mut().unwrap();
+        let hash = chain(&a, last, Some(&alice.public()));
+        last.signed = Some((alice.public(), alice.sign(&signed_message(&hash))));
+        assert!(refusal(&relabelled, f).contains("contribution 3's proof of knowledge"));
+        // Bob's claim stripped: likewise.
+        let mut stripped = transcript.clone();
+        stripped.contributions[2].signed = None;
+        assert!(refusal(&stripped, f).contains("contribution 3's proof of knowledge"));
+
+        // Files: an unsigned record with a signature, a signer that is not a key, and
+        // version 2 with nothing signed.
+        let record = |i: usize| header + i * CONTRIBUTION_BYTES;
+        let mut with_signature = bytes.clone();
+        with_signature[record(0) + POINTS_BYTES + 32] = 1;
+        let mut not_a_key = bytes.clone();
+        not_a_key[record(1) + POINTS_BYTES..record(1) + POINTS_BYTES + 32].fill(0xff);
+        let mut none_signed = bytes.clone();
+        for i in 1..3 {
+            none_signed[record(i) + POINTS_BYTES..record(i + 1)].fill(0);
+        }
+        for (damaged, says) in [
+            (
+                &with_signature,
+                "contribution 1's signer: unsigned, yet it carries a signature",
+            ),
+            (
+                &not_a_key,
+                "contribution 2's signer: not an sr25519 public key",
+            ),
+            (&none_signed, "no contribution is signed"),
+        ] {
+            match Transcript::read(damaged) {
+                Err(CeremonyError::Format(why)) => assert!(why.contains(says), "{why}"),
+                other => panic!("expected {says:?}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn damaged_transcript_files_are_refused_without_panicking() {
         let f = fixture();
         let mut transcript = start(f);
-        transcript.contribute();
+        transcript.contribute(None);
         let bytes = transcript.to_bytes();
         for cut in [0, 10, 80, 100, 200, bytes.len() / 2, bytes.len() - 1] {
             assert!(Transcript::read(&bytes[..cut]).is_err(), "cut at {cut}");
@@ -785,8 +998,8 @@ mod tests {
         let (_, alpha, beta) = f.secrets;
         let mut transcript = start(f);
         let (d1, d2) = (Fr::from(11u64), Fr::from(13u64));
-        transcript.contribute_secret(d1);
-        transcript.contribute_secret(d2);
+        transcript.contribute_secret(d1, None);
+        transcript.contribute_secret(d2, None);
         let forge = |key: &ProvingKey<Bn254>, delta: Fr| {
             let public: Vec<Fr> = (1..key.vk.gamma_abc_g1.len())
                 .map(|i| Fr::from(i as u64 * 7))
@@ -809,7 +1022,7 @@ mod tests {
                 .unwrap()
         };
         assert!(forge(transcript.key(), d1 * d2));
-        transcript.contribute();
+        transcript.contribute(None);
         assert!(transcript.verify_from(&f.id, &f.initial).is_ok());
         assert!(!forge(transcript.key(), d1 * d2));
     }

@@ -196,6 +196,9 @@ pub struct CheckedCeremony {
     pub hash: String,
     /// Each contribution's hash, in order, in hex: a contributor finds theirs here.
     pub contributions: Vec<String>,
+    /// Each contribution's signing hotkey, in the same order; `None` where unsigned (a
+    /// snarkjs contribution's name is not signed, nor even hashed, so it is not one).
+    pub signers: Vec<Option<crate::keys::PublicKey>>,
     /// The contributions made by parties (a snarkjs beacon's is not).
     pub parties: usize,
 }
@@ -219,6 +222,7 @@ pub fn check_ceremony(
                 .iter()
                 .map(|c| hex::encode(c.hash))
                 .collect(),
+            signers: vec![None; verified.contributions.len()],
             parties: verified.parties(),
         });
     }
@@ -233,6 +237,7 @@ pub fn check_ceremony(
             .iter()
             .map(hex::encode)
             .collect(),
+        signers: verified.signers,
     })
 }
 
