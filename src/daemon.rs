@@ -23,7 +23,7 @@ use crate::miner::{Miner, MinerOptions};
 use crate::model::ModelStore;
 use crate::shutdown::{Shutdown, stopped};
 use crate::update::watch::{Event, RESTART_EXIT_CODE, Watcher};
-use crate::validator::ceremony::{Ceremonies, CeremonyOptions};
+use crate::validator::ceremony::{Ceremonies, CeremonyOptions, Peers};
 use crate::validator::{Validator, ValidatorOptions};
 
 /// The daemons' command line: one config file drives everything.
@@ -554,10 +554,12 @@ fn spawn_ceremonies(
     let models = validator.stored_models();
     let validator = validator.clone();
     let metagraph = sync.subscribe();
-    let me = validator.hotkey().public();
+    let hotkey = validator.hotkey().clone();
+    let me = hotkey.public();
     tokio::spawn(async move {
         tracing::info!(ptau = %options.ptau.display(), quorum = options.quorum, "taking part in the models' ceremonies");
-        let started = tokio::task::spawn_blocking(move || Ceremonies::start(options, models)).await;
+        let started =
+            tokio::task::spawn_blocking(move || Ceremonies::start(options, hotkey, models)).await;
         let ceremonies = match started {
             Ok(Ok(ceremonies)) => Arc::new(ceremonies),
             Ok(Err(error)) => {
@@ -571,19 +573,21 @@ fn spawn_ceremonies(
         };
         validator.serve_ceremonies(ceremonies.clone());
         tracing::info!("serving the ceremonies' transcripts (/ceremonies)");
+        // The validators with a permit: their key servers are asked, and their signed
+        // contributions count toward the quorum.
         let peers = move || {
-            metagraph
-                .borrow()
+            let synced = metagraph.borrow();
+            let permitted = synced
                 .metagraph
-                .as_ref()
-                .map(|m| {
-                    m.neurons
-                        .iter()
-                        .filter(|n| n.validator_permit && n.hotkey != me)
-                        .filter_map(|n| n.axon)
-                        .collect()
-                })
-                .unwrap_or_default()
+                .iter()
+                .flat_map(|m| &m.neurons)
+                .filter(|n| n.validator_permit && n.hotkey != me);
+            let mut peers = Peers::default();
+            for neuron in permitted {
+                peers.validators.insert(neuron.hotkey);
+                peers.key_servers.extend(neuron.axon);
+            }
+            peers
         };
         ceremonies
             .run(peers, shutdown, move |stored| {

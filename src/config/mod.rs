@@ -201,7 +201,8 @@ pub struct CeremonyConfig {
     /// The powers of tau (snarkjs `.ptau`, prepared for phase 2) every taking part starts
     /// from; unset: this validator takes no part and keeps the keys it has.
     pub ptau: Option<PathBuf>,
-    /// Contributions that end a ceremony; its keys then replace the model's.
+    /// Validators (distinct permit holders, this one included) whose signed contributions
+    /// end a ceremony; its keys then replace the model's.
     pub quorum: Count,
     /// Time between two looks at the other validators' transcripts.
     pub poll_interval_secs: Seconds,

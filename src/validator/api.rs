@@ -280,12 +280,8 @@ impl Api {
             );
         };
         let read = match file {
-            ModelFile::Model => self
-                .validator
-                .canonical_model(index)
-                .await
-                .map(|bytes| Some(Vec::from(bytes))),
-            ModelFile::VerifyingKey => self.validator.verifying_key(index).map(Some),
+            ModelFile::Model => self.validator.canonical_model(index).await.map(Some),
+            ModelFile::VerifyingKey => Ok(Some(self.validator.verifying_key(index))),
             ModelFile::Transcript => self.validator.transcript(index).await,
         };
         let what = file.what();
@@ -298,10 +294,13 @@ impl Api {
                     "model {reference}'s keys come from this validator's own setup, not from a ceremony: there is no transcript"
                 ),
             ),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot read a {what}");
-                error(500, "internal", format!("cannot read the {what}"))
-            }
+            Err(e) => match e.downcast_ref::<super::KeysChanged>() {
+                Some(changed) => error(503, "keys_changing", changed.to_string()),
+                None => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot read a {what}");
+                    error(500, "internal", format!("cannot read the {what}"))
+                }
+            },
         }
     }
 

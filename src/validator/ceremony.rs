@@ -6,33 +6,42 @@
 //! so all hold the same initial transcript. At each look it asks the other validators' key
 //! servers what they hold (`/ceremonies`), downloads the best transcript better than its
 //! own (`/ceremonies/<model id>`), verifies it whole and adopts it. Then, if the transcript
-//! lacks a contribution of its own, it contributes. "Better" is one order that all agree
-//! on: more contributions, then the smaller hash. Two validators that contribute at once
-//! fork the transcript; the next look settles the fork, and the one whose contribution lost
-//! contributes again on top of the winner.
+//! lacks a contribution signed by its hotkey, it contributes one. "Better" is one order
+//! that all agree on: more signatures of validators (distinct hotkeys with a permit, and
+//! this validator's own), then more contributions, then the smaller hash. Two validators
+//! that contribute at once fork the transcript; the next look settles the fork, and the
+//! one whose contribution lost contributes again on top of the winner.
 //!
-//! A validator installs a transcript's keys only once the transcript holds the quorum and
-//! its own contribution: the keys are then sound for it whoever else took part, and for
-//! anyone who trusts any one contributor. Installing pins the keys as the ceremony's and
-//! asks the daemon to restart onto them (miners then fetch the new proving key). A better
-//! transcript later (a validator that joined late) is installed the same way.
+//! The quorum counts validators, not contributions: anyone may add unsigned contributions
+//! (or sign with hotkeys that hold no permit), and those keep the keys sound for whoever
+//! made them, but a party that contributes many times counts once, and one without a
+//! permit not at all. So a quorum of N means N validators' secrets went into the keys.
+//! A validator installs a transcript's keys only once it holds the quorum and its own
+//! contribution: the keys are then sound for it whoever else took part, and for anyone
+//! who trusts any one contributor. Installing pins the keys as the ceremony's and asks the
+//! daemon to restart onto them (miners then fetch the new proving key). A transcript
+//! signed by more validators later (one that joined late) is installed the same way; one
+//! that only adds contributions is adopted and served, but its keys are not installed, so
+//! that nobody can make every validator restart by appending contributions.
 //!
 //! State, in the validator's private state directory: `ceremony/<model id>.transcript` (the
-//! transcript it serves), and `ceremony/contributions.json` (the hashes of its own
-//! contributions), which is written before the transcript holding a new one is served, so
-//! that a restart never contributes twice to one transcript.
+//! transcript it serves). Its own contribution is the one its hotkey signed, so a restart
+//! never contributes twice to one transcript.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ark_bn254::Bn254;
+use ark_groth16::ProvingKey;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::key_pins::{self, KeyPins};
+use crate::keys::{Hotkey, PublicKey};
 use crate::model::{ModelId, StoredModel};
 use crate::proof::groth16;
 use crate::proof::groth16::ceremony::Transcript;
@@ -70,6 +79,14 @@ impl CeremonyOptions {
     }
 }
 
+/// The other validators at one look: the key servers asked, and the hotkeys whose
+/// signed contributions count toward the quorum (those holding a validator permit).
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    pub key_servers: Vec<SocketAddr>,
+    pub validators: HashSet<PublicKey>,
+}
+
 /// One model's ceremony as this validator holds it, in `/ceremonies`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listed {
@@ -78,20 +95,40 @@ pub struct Listed {
     /// The transcript's hash (its last contribution's), in hex.
     pub transcript: String,
     pub contributions: usize,
+    /// The hotkeys (SS58) that signed a contribution, each once, in order.
+    #[serde(default)]
+    pub signers: Vec<String>,
 }
 
-impl Listed {
-    /// Where a transcript stands in the order every validator uses: more contributions
-    /// first, then the smaller hash.
-    fn rank(&self) -> (usize, std::cmp::Reverse<&str>) {
+/// Whose signatures count: the validators with a permit, and this validator.
+struct Counting<'a> {
+    validators: &'a HashSet<PublicKey>,
+    me: PublicKey,
+}
+
+impl Counting<'_> {
+    /// The distinct hotkeys among `signers` (SS58) that count.
+    fn count(&self, signers: &[String]) -> usize {
+        let counted: HashSet<PublicKey> = signers
+            .iter()
+            .filter_map(|address| PublicKey::from_ss58(address).ok())
+            .filter(|key| *key == self.me || self.validators.contains(key))
+            .collect();
+        counted.len()
+    }
+
+    /// Where a transcript stands in the order every validator uses: more signatures that
+    /// count first, then more contributions, then the smaller hash.
+    fn rank<'l>(&self, listed: &'l Listed) -> (usize, usize, std::cmp::Reverse<&'l str>) {
         (
-            self.contributions,
-            std::cmp::Reverse(self.transcript.as_str()),
+            self.count(&listed.signers),
+            listed.contributions,
+            std::cmp::Reverse(listed.transcript.as_str()),
         )
     }
 
-    fn better_than(&self, other: &Listed) -> bool {
-        self.rank() > other.rank()
+    fn better(&self, a: &Listed, than: &Listed) -> bool {
+        self.rank(a) > self.rank(than)
     }
 }
 
@@ -107,21 +144,37 @@ struct Held {
     hash: [u8; 32],
     /// Each contribution's hash, in order.
     contributions: Vec<[u8; 32]>,
+    /// Each contribution's signer, in order.
+    signers: Vec<Option<PublicKey>>,
 }
 
 impl Held {
     fn listed(&self, model: &ModelId) -> Listed {
+        let mut signers: Vec<String> = Vec::new();
+        for key in self.signers.iter().flatten() {
+            let address = key.to_ss58();
+            if !signers.contains(&address) {
+                signers.push(address);
+            }
+        }
         Listed {
             model: model.to_hex(),
             transcript: hex::encode(self.hash),
             contributions: self.contributions.len(),
+            signers,
         }
     }
 }
 
 struct ModelCeremony {
     stored: StoredModel,
+    /// The key the powers of tau make for the model's circuit, which every transcript
+    /// starts from: kept instead of the powers of tau, which are far larger.
+    initial: ProvingKey<Bn254>,
     held: Mutex<Held>,
+    /// The signers of the ceremony transcript the model's keys came from; empty when they
+    /// came from elsewhere (this validator's own setup, or a snarkjs zkey).
+    installed: Mutex<Vec<PublicKey>>,
 }
 
 impl ModelCeremony {
@@ -137,28 +190,47 @@ impl ModelCeremony {
 /// This validator's ceremonies: what it serves, and its looks at the other validators'.
 pub struct Ceremonies {
     options: CeremonyOptions,
-    ptau: Arc<Ptau>,
     models: Vec<ModelCeremony>,
-    /// Hashes (hex) of this validator's own contributions, all models'.
-    ours: Mutex<BTreeSet<String>>,
+    /// The hotkey that signs this validator's contributions.
+    hotkey: Hotkey,
+    /// The validators whose signatures count, as of the last look.
+    validators: Mutex<HashSet<PublicKey>>,
     /// Transcript hashes (hex) that failed verification: not downloaded again.
     refused: Mutex<HashSet<String>>,
     http: HttpClient,
 }
 
 impl Ceremonies {
-    /// Reads and checks the powers of tau, and each model's transcript from the state
-    /// directory, starting the ones it lacks. Seconds of CPU for large models: call it off
-    /// the async threads.
-    pub fn start(options: CeremonyOptions, models: Vec<StoredModel>) -> anyhow::Result<Self> {
-        let ptau = Ptau::read_prepared_file(&options.ptau)
+    /// Reads and checks the powers of tau, makes each model's initial key from them, and
+    /// reads each model's transcript from the state directory, starting the ones it lacks;
+    /// `hotkey` signs this validator's contributions. Only the initial keys are kept, not
+    /// the powers of tau. Seconds of CPU for large models: call it off the async threads.
+    pub fn start(
+        options: CeremonyOptions,
+        hotkey: Hotkey,
+        models: Vec<StoredModel>,
+    ) -> anyhow::Result<Self> {
+        let systems: Vec<_> = (models.iter())
+            .map(|stored| groth16::ceremony::circuit(&stored.model))
+            .collect();
+        let mut power = 1;
+        for (stored, system) in models.iter().zip(&systems) {
+            let needed = groth16::ceremony::power_needed(system)
+                .with_context(|| format!("the circuit of model `{}`", stored.info.name))?;
+            power = power.max(needed);
+        }
+        // Only what the largest model's circuit uses is read, checked and kept.
+        let ptau = Ptau::read_prepared_file_up_to(&options.ptau, power)
             .context("the powers of tau of `[validator.ceremony] ptau`")?;
         let dir = ceremony_dir(&options.state_dir);
         crate::fs::create_private_dir(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let ours = read_ours(&dir)?;
         let mut held = Vec::new();
-        for stored in models {
+        for (stored, system) in models.into_iter().zip(systems) {
+            let initial = groth16::ceremony::initial_key(&system, &ptau).with_context(|| {
+                format!("starting the ceremony of model `{}`", stored.info.name)
+            })?;
+            drop(system);
             let path = transcript_file(&dir, &stored.id);
             let transcript = match std::fs::read(&path) {
                 Ok(bytes) => Transcript::read(&bytes).with_context(|| {
@@ -168,11 +240,7 @@ impl Ceremonies {
                     )
                 })?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let system = groth16::ceremony::circuit(&stored.model);
-                    let transcript =
-                        Transcript::init(stored.id, &system, &ptau).with_context(|| {
-                            format!("starting the ceremony of model `{}`", stored.info.name)
-                        })?;
+                    let transcript = Transcript::from_initial(stored.id, initial.clone());
                     save(&path, &transcript.to_bytes())?;
                     tracing::info!(model = %stored.info.name, "ceremony started from the powers of tau");
                     transcript
@@ -180,15 +248,17 @@ impl Ceremonies {
                 Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
             };
             held.push(ModelCeremony {
+                initial,
                 held: Mutex::new(held_of(&transcript)),
+                installed: Mutex::new(installed_signers(&stored)),
                 stored,
             });
         }
         Ok(Self {
             options,
-            ptau: Arc::new(ptau),
             models: held,
-            ours: Mutex::new(ours),
+            hotkey,
+            validators: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
             http: HttpClient::default(),
         })
@@ -215,11 +285,11 @@ impl Ceremonies {
         Some(text_response(200, "application/octet-stream", bytes))
     }
 
-    /// Looks every `poll_interval` until `shutdown`, at the key servers `peers` names then;
+    /// Looks every `poll_interval` until `shutdown`, at the validators `peers` names then;
     /// `installed` is told of each model whose keys were replaced by a ceremony's.
     pub async fn run(
         self: Arc<Self>,
-        peers: impl Fn() -> Vec<SocketAddr> + Send + 'static,
+        peers: impl Fn() -> Peers + Send + 'static,
         mut shutdown: Shutdown,
         installed: impl Fn(&StoredModel) + Send + 'static,
     ) {
@@ -239,8 +309,9 @@ impl Ceremonies {
     /// One look at `peers`' key servers for every model: adopt the best valid transcript,
     /// contribute where this validator's contribution is missing, install keys where the
     /// quorum is reached. Returns the models whose keys were installed.
-    pub async fn look(self: &Arc<Self>, peers: &[SocketAddr]) -> Vec<StoredModel> {
-        let listings = self.listings(peers).await;
+    pub async fn look(self: &Arc<Self>, peers: &Peers) -> Vec<StoredModel> {
+        *self.validators.lock().expect("not poisoned") = peers.validators.clone();
+        let listings = self.listings(&peers.key_servers).await;
         let mut installed = Vec::new();
         for index in 0..self.models.len() {
             let me = self.clone();
@@ -302,17 +373,20 @@ impl Ceremonies {
         let model = &self.models[index];
         let held = model.listed();
         let refused = self.refused.lock().expect("not poisoned");
+        let validators = self.validators.lock().expect("not poisoned");
+        let counting = self.counting(&validators);
         let mut found: Vec<(SocketAddr, Listed)> = listings
             .iter()
             .flat_map(|(peer, listed)| listed.iter().map(move |l| (*peer, l.clone())))
             .filter(|(_, l)| {
                 l.model == held.model
                     && l.contributions <= MAX_CONTRIBUTIONS
-                    && l.better_than(&held)
+                    && l.signers.len() <= l.contributions
+                    && counting.better(l, &held)
                     && !refused.contains(&l.transcript)
             })
             .collect();
-        found.sort_by(|(_, a), (_, b)| b.rank().cmp(&a.rank()));
+        found.sort_by(|(_, a), (_, b)| counting.rank(b).cmp(&counting.rank(a)));
         found.dedup_by(|(_, a), (_, b)| a.transcript == b.transcript);
         found
     }
@@ -339,8 +413,8 @@ impl Ceremonies {
             }
         };
         let me = self.clone();
-        let expected = listed.clone();
-        let checked = tokio::task::spawn_blocking(move || me.verify(index, bytes, &expected)).await;
+        let claimed = listed.clone();
+        let checked = tokio::task::spawn_blocking(move || me.verify(index, bytes, &claimed)).await;
         let name = &model.stored.info.name;
         match checked {
             Ok(Ok(held)) => {
@@ -369,37 +443,56 @@ impl Ceremonies {
 
     /// Verifies a downloaded transcript whole and, if it is better than the one held,
     /// saves it as the one held.
-    fn verify(&self, index: usize, bytes: Bytes, listed: &Listed) -> Result<Held, Refusal> {
+    fn verify(&self, index: usize, bytes: Bytes, claimed: &Listed) -> Result<Held, Refusal> {
         let model = &self.models[index];
         let invalid = |e: anyhow::Error| Refusal::Invalid(e);
         let transcript = Transcript::read(&bytes).map_err(|e| invalid(e.into()))?;
-        let system = groth16::ceremony::circuit(&model.stored.model);
         let verified = transcript
-            .verify(&model.stored.id, &system, &self.ptau)
+            .verify_from(&model.stored.id, &model.initial)
             .map_err(|e| invalid(e.into()))?;
-        // The listing is only a hint: the peer may have moved on between listing and
-        // serving. What counts is a valid transcript better than the one held.
-        let found = Listed {
-            model: listed.model.clone(),
-            transcript: hex::encode(verified.transcript_hash),
-            contributions: verified.contribution_hashes.len(),
-        };
-        let held = model.listed();
-        if !found.better_than(&held) {
-            return Err(Refusal::PassedOver(anyhow::anyhow!(
-                "it holds {} contributions ({}), no better than the {} held here",
-                found.contributions,
-                found.transcript,
-                held.contributions
-            )));
-        }
-        let dir = ceremony_dir(&self.options.state_dir);
-        save(&transcript_file(&dir, &model.stored.id), &bytes).map_err(Refusal::PassedOver)?;
-        Ok(Held {
+        let found = Held {
             bytes,
             hash: verified.transcript_hash,
             contributions: verified.contribution_hashes,
-        })
+            signers: verified.signers,
+        };
+        let (found_listed, held) = (found.listed(&model.stored.id), model.listed());
+        // A transcript's hash fixes its contributions and their signers, so a listing of
+        // this hash that says otherwise is a lie told to be fetched first: never again.
+        if found_listed.transcript == claimed.transcript && &found_listed != claimed {
+            return Err(Refusal::Invalid(anyhow::anyhow!(
+                "its listing claims {} contributions signed by {:?}, but it holds {} signed by {:?}",
+                claimed.contributions,
+                claimed.signers,
+                found_listed.contributions,
+                found_listed.signers
+            )));
+        }
+        // Otherwise the peer may have moved on between listing and serving. What counts
+        // is a valid transcript better than the one held.
+        let validators = self.validators.lock().expect("not poisoned").clone();
+        let counting = self.counting(&validators);
+        if !counting.better(&found_listed, &held) {
+            return Err(Refusal::PassedOver(anyhow::anyhow!(
+                "it holds {} contributions signed by {} validators ({}), no better than the {} and {} held here",
+                found_listed.contributions,
+                counting.count(&found_listed.signers),
+                found_listed.transcript,
+                held.contributions,
+                counting.count(&held.signers),
+            )));
+        }
+        let dir = ceremony_dir(&self.options.state_dir);
+        save(&transcript_file(&dir, &model.stored.id), &found.bytes)
+            .map_err(Refusal::PassedOver)?;
+        Ok(found)
+    }
+
+    fn counting<'a>(&'a self, validators: &'a HashSet<PublicKey>) -> Counting<'a> {
+        Counting {
+            validators,
+            me: self.hotkey.public(),
+        }
     }
 
     /// After a look's adoption: contributes if the held transcript lacks this validator,
@@ -408,16 +501,11 @@ impl Ceremonies {
     fn settle(&self, index: usize) -> anyhow::Result<bool> {
         let model = &self.models[index];
         let held = model.held.lock().expect("not poisoned").clone();
-        if !self.holds_ours(&held) {
+        let me = self.hotkey.public();
+        if !held.signers.contains(&Some(me)) {
             let mut transcript = Transcript::read(&held.bytes)?;
-            let ours = transcript.contribute();
+            let ours = transcript.contribute(Some(&self.hotkey));
             let dir = ceremony_dir(&self.options.state_dir);
-            {
-                // Recorded before the transcript that holds it is served or saved.
-                let mut recorded = self.ours.lock().expect("not poisoned");
-                recorded.insert(hex::encode(ours));
-                write_ours(&dir, &recorded)?;
-            }
             let bytes = Bytes::from(transcript.to_bytes());
             save(&transcript_file(&dir, &model.stored.id), &bytes)?;
             let held = held_of(&transcript);
@@ -425,21 +513,33 @@ impl Ceremonies {
             *model.held.lock().expect("not poisoned") = held;
             return Ok(false);
         }
-        if held.contributions.len() < self.options.quorum {
+        let validators = self.validators.lock().expect("not poisoned").clone();
+        let counting = self.counting(&validators);
+        let counted = counting.count(&held.listed(&model.stored.id).signers);
+        let installed: Vec<String> = (model.installed.lock().expect("not poisoned").iter())
+            .map(PublicKey::to_ss58)
+            .collect();
+        // Keys change only for more validators' secrets: a transcript that merely adds
+        // contributions, or forks at the same count, keeps the keys installed.
+        if counted < self.options.quorum || counted <= counting.count(&installed) {
             return Ok(false);
         }
-        self.install(&model.stored, &held)
+        let installed = self.install(&model.stored, &held, counted)?;
+        if installed {
+            *model.installed.lock().expect("not poisoned") =
+                held.signers.iter().flatten().copied().collect();
+        }
+        Ok(installed)
     }
 
-    fn holds_ours(&self, held: &Held) -> bool {
-        let ours = self.ours.lock().expect("not poisoned");
-        held.contributions
-            .iter()
-            .any(|hash| ours.contains(&hex::encode(hash)))
-    }
-
-    /// Installs `held`'s keys as the model's and pins them, unless they already are.
-    fn install(&self, stored: &StoredModel, held: &Held) -> anyhow::Result<bool> {
+    /// Installs `held`'s keys (signed by `validators` counted validators) as the model's
+    /// and pins them, unless they already are.
+    fn install(
+        &self,
+        stored: &StoredModel,
+        held: &Held,
+        validators: usize,
+    ) -> anyhow::Result<bool> {
         let backend = groth16::NAME;
         let hash = hex::encode(held.hash);
         let current = key_files::read(stored, backend, key_files::KeyKind::Verifying)
@@ -469,7 +569,7 @@ impl Ceremonies {
             },
             key_pins::Origin::Ceremony,
         )?;
-        tracing::info!(model = %stored.info.name, transcript = %hash, contributions = held.contributions.len(), fingerprint = %summary.verifying_fingerprint, "installed the ceremony's keys");
+        tracing::info!(model = %stored.info.name, transcript = %hash, contributions = held.contributions.len(), validators, fingerprint = %summary.verifying_fingerprint, "installed the ceremony's keys");
         Ok(true)
     }
 }
@@ -483,12 +583,32 @@ enum Refusal {
     PassedOver(anyhow::Error),
 }
 
+/// The signers of the ceremony transcript the model's keys were finished from, read from
+/// the transcript kept beside them; none when the keys came from anywhere else.
+fn installed_signers(stored: &StoredModel) -> Vec<PublicKey> {
+    let backend = groth16::NAME;
+    let Some(hash) = key_files::read(stored, backend, key_files::KeyKind::Verifying)
+        .ok()
+        .and_then(|vk| key_files::provenance(stored, backend, &vk))
+        .filter(|record| record.origin == "ceremony")
+        .and_then(|record| record.transcript)
+    else {
+        return Vec::new();
+    };
+    std::fs::read(key_files::transcript_path(stored, backend))
+        .ok()
+        .and_then(|bytes| Transcript::read(&bytes).ok())
+        .filter(|transcript| hex::encode(transcript.hash()) == hash)
+        .map(|transcript| transcript.signers().into_iter().flatten().collect())
+        .unwrap_or_default()
+}
+
 fn held_of(transcript: &Transcript) -> Held {
-    let contributions = transcript.contribution_hashes();
     Held {
         bytes: Bytes::from(transcript.to_bytes()),
         hash: transcript.hash(),
-        contributions,
+        contributions: transcript.contribution_hashes(),
+        signers: transcript.signers(),
     }
 }
 
@@ -505,44 +625,46 @@ fn save(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn read_ours(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
-    let path = dir.join("contributions.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is damaged; restore it, or delete it (this validator may then contribute to a transcript it already has)",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-fn write_ours(dir: &Path, ours: &BTreeSet<String>) -> anyhow::Result<()> {
-    let bytes = serde_json::to_vec_pretty(ours).expect("hashes serialise");
-    save(&dir.join("contributions.json"), &bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn listed(contributions: usize, transcript: &str) -> Listed {
+    fn listed(contributions: usize, transcript: &str, signers: &[&Hotkey]) -> Listed {
         Listed {
             model: "ab".into(),
             transcript: transcript.into(),
             contributions,
+            signers: signers.iter().map(|key| key.ss58()).collect(),
         }
     }
 
     #[test]
-    fn more_contributions_win_then_the_smaller_hash_and_never_a_tie() {
-        assert!(listed(3, "ff").better_than(&listed(2, "00")));
-        assert!(!listed(2, "00").better_than(&listed(3, "ff")));
-        assert!(listed(2, "0a").better_than(&listed(2, "0b")));
-        assert!(!listed(2, "0b").better_than(&listed(2, "0a")));
+    fn validators_signatures_win_then_contributions_then_the_smaller_hash_never_a_tie() {
+        let [me, other, outsider] = [1, 2, 3].map(|seed| Hotkey::from_seed(&[seed; 32]));
+        let validators = HashSet::from([other.public()]);
+        let counting = Counting {
+            validators: &validators,
+            me: me.public(),
+        };
+        let better = |a: &Listed, b: &Listed| counting.better(a, b);
+        assert!(better(&listed(3, "ff", &[]), &listed(2, "00", &[])));
+        assert!(!better(&listed(2, "00", &[]), &listed(3, "ff", &[])));
+        assert!(better(&listed(2, "0a", &[]), &listed(2, "0b", &[])));
+        assert!(!better(&listed(2, "0b", &[]), &listed(2, "0a", &[])));
         // Not better than itself: a validator never adopts what it holds.
-        assert!(!listed(2, "0a").better_than(&listed(2, "0a")));
+        assert!(!better(&listed(2, "0a", &[]), &listed(2, "0a", &[])));
+        // A validator's signature outweighs any number of contributions by others, and
+        // this validator's own counts though it is not in the list of permits.
+        assert!(better(
+            &listed(1, "ff", &[&other]),
+            &listed(900, "00", &[&outsider])
+        ));
+        assert!(better(&listed(1, "ff", &[&me]), &listed(900, "00", &[])));
+        // A hotkey counts once, however often it signed or is listed; an outsider and a
+        // listed name that is not a hotkey not at all.
+        let mut twice = listed(2, "00", &[&other, &other, &outsider]);
+        twice.signers.push("not an address".into());
+        assert_eq!(counting.count(&twice.signers), 1);
+        assert!(better(&listed(2, "ff", &[&other, &me]), &twice));
     }
 }

@@ -21,7 +21,7 @@ pub mod score;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,16 @@ impl ValidatorOptions {
     }
 }
 
+/// A key file, or a ceremony's record, changed on disk since the validator loaded its keys
+/// (a ceremony's keys were installed and the restart is pending): what it would serve is
+/// not what it checks proofs with, so it serves nothing until it restarts.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} changed since this validator started (new keys were installed); it serves them once restarted: try again shortly",
+    .0.display()
+)]
+pub struct KeysChanged(PathBuf);
+
 /// A model the validator queries: its verifier and the proving key miners must use.
 struct ModelEntry {
     stored: StoredModel,
@@ -87,10 +97,18 @@ struct ModelEntry {
     proving_key_path: PathBuf,
     /// The verifying key's fingerprint (the SHA-256 of its file).
     verifying_key_hash: String,
+    /// The verifying key file the verifier was made from: the one users are served, even
+    /// after the files on disk change (a ceremony's keys installed, before the restart).
+    verifying_key: Bytes,
     /// What a proof checked against the verifying key convinces (the API's `provenance`).
     provenance: String,
     /// The ceremony the keys were finished from, if any, with its transcript on disk.
     ceremony: Option<CeremonySummary>,
+    /// The SHA-256 of that transcript's file at start: a file that changed since (keys
+    /// installed, restart pending) is not served as these keys' transcript.
+    transcript_hash: Option<String>,
+    /// The transcript's bytes, read on the first download and shared like the proving key.
+    transcript: tokio::sync::OnceCell<Bytes>,
     /// The canonical model file, read on its first download like the proving key.
     canonical: tokio::sync::OnceCell<Bytes>,
     /// The proving key's bytes, read on the first download and shared by every later one:
@@ -328,8 +346,18 @@ impl Validator {
                         contributions: r.parties,
                     })
                 });
+            let transcript_hash = match ceremony {
+                Some(_) => Some(
+                    crate::fs::sha256_file(&transcript_path)
+                        .with_context(|| format!("cannot read {}", transcript_path.display()))?,
+                ),
+                None => None,
+            };
             models.push(ModelEntry {
                 verifying_key_hash,
+                verifying_key: Bytes::from(verifying),
+                transcript_hash,
+                transcript: tokio::sync::OnceCell::new(),
                 provenance,
                 ceremony,
                 canonical: tokio::sync::OnceCell::new(),
@@ -625,28 +653,22 @@ impl Validator {
             .position(|m| m.stored.id.to_hex() == reference || m.stored.info.name == reference)
     }
 
-    /// The ceremony transcript of model `index`'s keys; `None` for a single-party setup.
-    pub async fn transcript(&self, index: usize) -> anyhow::Result<Option<Vec<u8>>> {
+    /// The ceremony transcript of model `index`'s keys, as it was when the validator
+    /// started; `None` for a single-party setup.
+    pub async fn transcript(&self, index: usize) -> anyhow::Result<Option<Bytes>> {
         let model = &self.models[index];
-        if model.ceremony.is_none() {
+        let Some(expected) = &model.transcript_hash else {
             return Ok(None);
-        }
+        };
         let path = key_files::transcript_path(&model.stored, proof::default_backend().name());
-        let read = path.clone();
-        let bytes = tokio::task::spawn_blocking(move || std::fs::read(read))
-            .await?
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(Some(bytes))
+        read_once_unchanged(&model.transcript, &path, expected)
+            .await
+            .map(Some)
     }
 
-    /// The verifying key file of model `index`.
-    pub fn verifying_key(&self, index: usize) -> anyhow::Result<Vec<u8>> {
-        let system = proof::default_backend();
-        Ok(key_files::read(
-            &self.models[index].stored,
-            system.name(),
-            key_files::KeyKind::Verifying,
-        )?)
+    /// The verifying key file of model `index`: the one its proofs are checked against.
+    pub fn verifying_key(&self, index: usize) -> Bytes {
+        self.models[index].verifying_key.clone()
     }
 
     /// A user's input to model `index`, sent to the best scoring miners in turn (at most
@@ -993,10 +1015,7 @@ impl Validator {
                         "proving key {hash} comes from this validator's own setup, not from a ceremony: it has no transcript\n"
                     ),
                 ),
-                Err(error) => {
-                    tracing::error!(error = %format!("{error:#}"), "cannot serve a ceremony transcript");
-                    text_response(500, "text/plain", "cannot read the transcript\n")
-                }
+                Err(error) => keys_unreadable(&error, "transcript"),
             };
         }
         if let Some(hash) = path.strip_prefix("/keys/")
@@ -1004,10 +1023,7 @@ impl Validator {
         {
             return match self.proving_key(entry).await {
                 Ok(bytes) => text_response(200, "application/octet-stream", bytes),
-                Err(error) => {
-                    tracing::error!(error = %format!("{error:#}"), "cannot serve a proving key");
-                    text_response(500, "text/plain", "cannot read the key\n")
-                }
+                Err(error) => keys_unreadable(&error, "proving key"),
             };
         }
         if let Some(response) = self.ceremonies.get().and_then(|c| c.handle(path)) {
@@ -1075,26 +1091,49 @@ impl Validator {
     /// and shared by all later ones. A file changed since start-up is refused, not served
     /// under the old hash.
     async fn proving_key(&self, entry: &ModelEntry) -> anyhow::Result<Bytes> {
-        entry
-            .proving_key
-            .get_or_try_init(|| async {
-                let path = entry.proving_key_path.clone();
-                let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
-                    .await?
-                    .with_context(|| format!("cannot read {}", entry.proving_key_path.display()))?;
-                anyhow::ensure!(
-                    sha256_hex(&bytes) == entry.proving_key_hash,
-                    "{} changed since the validator started; restart it to serve the new key",
-                    entry.proving_key_path.display()
-                );
-                Ok(Bytes::from(bytes))
-            })
-            .await
-            .cloned()
+        read_once_unchanged(
+            &entry.proving_key,
+            &entry.proving_key_path,
+            &entry.proving_key_hash,
+        )
+        .await
     }
 }
 
-/// Fisher–Yates with the OS's randomness: which miners are sampled must not be predictable.
+/// The file at `path`, read (on a blocking thread) by the first caller into `cell` and
+/// shared by all later ones, so a key server's memory does not grow with its readers; a
+/// file whose SHA-256 is no longer `expected` (new keys installed since start) is
+/// [`KeysChanged`], never served under the old hash.
+async fn read_once_unchanged(
+    cell: &tokio::sync::OnceCell<Bytes>,
+    path: &Path,
+    expected: &str,
+) -> anyhow::Result<Bytes> {
+    cell.get_or_try_init(|| async {
+        let read = path.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(read))
+            .await?
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if sha256_hex(&bytes) != expected {
+            return Err(anyhow::Error::new(KeysChanged(path.to_path_buf())));
+        }
+        Ok(Bytes::from(bytes))
+    })
+    .await
+    .cloned()
+}
+
+/// The key server's answer when a key or transcript cannot be served: 503 while new keys
+/// wait for the restart, else 500 (logged).
+fn keys_unreadable(error: &anyhow::Error, what: &str) -> HttpResponse {
+    if let Some(changed) = error.downcast_ref::<KeysChanged>() {
+        tracing::warn!(%changed, "not serving a {what}");
+        return text_response(503, "text/plain", format!("{changed}\n"));
+    }
+    tracing::error!(error = %format!("{error:#}"), "cannot serve a {what}");
+    text_response(500, "text/plain", format!("cannot read the {what}\n"))
+}
+
 /// Proves one random input with the model's proving key and verifies the proof with its
 /// verifying key: a pair that does not belong together, or keys of another circuit (a
 /// model that differs by one weight), fail here, at start, instead of failing every miner.
@@ -1129,6 +1168,7 @@ fn check_keys_belong_together(
     })
 }
 
+/// Fisher–Yates with the OS's randomness: which miners are sampled must not be predictable.
 fn shuffle<T>(items: &mut [T]) {
     for i in (1..items.len()).rev() {
         let j = (rand_core::RngCore::next_u64(&mut rand_core::OsRng) % (i as u64 + 1)) as usize;

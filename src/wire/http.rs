@@ -419,7 +419,20 @@ impl HttpClient {
         let status = response.status();
         let bytes = read_limited(response.into_body(), max).await?;
         if !status.is_success() {
-            return Err(ClientError::BadResponse(format!("{url}: status {status}")));
+            // The server's own words say what to do next (a key server's 503 says to wait
+            // for its restart): the first line, bounded, printable characters only.
+            let said: String = String::from_utf8_lossy(&bytes)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(300)
+                .collect();
+            return Err(ClientError::BadResponse(match said.trim() {
+                "" => format!("{url}: status {status}"),
+                said => format!("{url}: status {status}: {said}"),
+            }));
         }
         Ok(bytes)
     }
