@@ -311,10 +311,29 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
     ]);
     assert!(!ok && err.contains("contribute first"), "{err}");
 
+    // Two anonymous contributions, then one signed by a wallet's hotkey.
+    let wallet = [
+        "--wallet-path",
+        &path("wallets"),
+        "--wallet-name",
+        "w",
+        "--wallet-hotkey",
+        "h",
+    ];
+    let (ok, _, err) = sn2(&[&["keys", "new"][..], &wallet].concat());
+    assert!(ok, "{err}");
+    let (ok, signer, err) = sn2(&[&["keys", "show"][..], &wallet].concat());
+    assert!(ok, "{err}");
+    let signed_by = format!("signed by {}", signer.trim());
     let mut hashes = Vec::new();
-    for _ in 0..3 {
-        let (ok, out, err) = sn2(&["ceremony", "contribute", &transcript]);
+    for sign in [false, false, true] {
+        let contribute = ["ceremony", "contribute", &transcript];
+        let (ok, out, err) = match sign {
+            false => sn2(&contribute),
+            true => sn2(&[&contribute[..], &["--sign"], &wallet].concat()),
+        };
         assert!(ok, "{err}");
+        assert_eq!(out.contains(&signed_by), sign, "{out}");
         hashes.push(out.lines().nth(1).unwrap().to_string());
     }
     let (ok, out, err) = verify();
@@ -324,11 +343,16 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
         assert_eq!(hash.len(), 64);
         assert!(out.contains(hash.as_str()), "{hash} not in {out}");
     }
+    let third = out.lines().find(|l| l.contains(&hashes[2])).unwrap();
+    assert!(third.ends_with(&signed_by), "{out}");
+    assert_eq!(out.matches("signed by").count(), 1, "{out}");
 
     // A dropped contribution, and a flipped bit in one, are refused; the file is unchanged.
     let good = std::fs::read(&transcript).unwrap();
     let header = 12 + 2 + 32 + 32;
-    let record = 448;
+    // Version 2 (a contribution is signed): each record is its points, a hotkey and a
+    // signature.
+    let record = 448 + 32 + 64;
     let mut dropped = good[..header].to_vec();
     dropped.extend_from_slice(&2u32.to_le_bytes());
     dropped.extend_from_slice(&good[header + 4..header + 4 + record]);
@@ -422,6 +446,55 @@ fn a_ceremony_from_snarkjs_powers_of_tau_makes_keys_that_prove_and_say_where_the
     assert!(!ok && said.contains("Invalid proof"), "{said}");
 }
 
+/// Powers of tau read up to the power a circuit needs keep only prefixes of the file,
+/// still pass the checks, and make the same initial key as the whole file; a circuit
+/// that needs more is refused with the power it needs.
+#[test]
+fn powers_of_tau_read_up_to_a_power_make_the_same_keys_as_the_whole_file() {
+    use sn2::proof::groth16::ceremony;
+    use sn2::proof::ptau::Ptau;
+    if snarkjs().is_none() {
+        return;
+    }
+    let bytes = std::fs::read(digits_mlp_ptau().join("final.ptau")).unwrap();
+    let whole = Ptau::read_checked(&bytes).unwrap();
+    let onnx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx/test_Linear/model.onnx");
+    let float = sn2::model::onnx::import(&std::fs::read(onnx).unwrap()).unwrap();
+    let samples = sn2::model::input::pseudo_random_samples(16, float.input_len());
+    let (model, _) = sn2::model::quantize::quantize(&float, &samples).unwrap();
+    let system = ceremony::circuit(&model);
+    let power = ceremony::power_needed(&system).unwrap();
+    assert!(power + 1 < whole.power, "{power} {}", whole.power);
+
+    let cut = Ptau::read_up_to(&bytes, power).unwrap();
+    cut.check().unwrap();
+    let n = 1usize << power;
+    assert_eq!(cut.power, power);
+    assert_eq!((cut.tau_g1.len(), cut.tau_g2.len()), (2 * n, n));
+    let (forms, all) = (
+        cut.lagrange.as_ref().unwrap(),
+        whole.lagrange.as_ref().unwrap(),
+    );
+    assert_eq!(forms.tau_g1.len(), 4 * n - 1);
+    assert_eq!(forms.tau_g1[..], all.tau_g1[..4 * n - 1]);
+    assert_eq!(
+        ceremony::initial_key(&system, &cut).unwrap(),
+        ceremony::initial_key(&system, &whole).unwrap()
+    );
+    // digits-mlp's circuit needs the whole file.
+    let models = tempfile::tempdir().unwrap();
+    import_digits_mlp("--models-dir", models.path().to_str().unwrap());
+    let mlp = sn2::model::ModelStore::new(models.path())
+        .open("digits-mlp")
+        .unwrap();
+    match ceremony::initial_key(&ceremony::circuit(&mlp.model), &cut) {
+        Err(ceremony::CeremonyError::PtauTooSmall { has, needs }) => {
+            assert_eq!((has, needs), (power, whole.power))
+        }
+        other => panic!("expected the power it needs, got {:?}", other.map(|_| ())),
+    }
+}
+
 /// `sn2 infer` against a devnet whose validator finished its keys from a ceremony over
 /// snarkjs's powers of tau: without `--ptau` it passes on the validator's claim, unchecked;
 /// with it, it fetches the transcript, verifies it and lists its contributions; with
@@ -460,16 +533,22 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
 
     let infer = |extra: Vec<String>| infer_digits_mlp(&devnet, extra);
 
-    // The miner takes keys only from a transcript it verifies. One more contribution
-    // makes a transcript that verifies but not the key the validator names: refused.
+    // A transcript file changed since the validator started (as when its ceremony installs
+    // new keys, before the restart) is not served as its keys' transcript: 503, saying why.
     let served = std::fs::read(validator_transcript).unwrap();
     let mut longer = sn2::proof::groth16::ceremony::Transcript::read(&served).unwrap();
-    longer.contribute();
+    longer.contribute(None);
     std::fs::write(validator_transcript, longer.to_bytes()).unwrap();
-    let (ok, _, err) = infer(vec![]).await;
-    assert!(!ok && err.contains("makes proving key"), "{err}");
-    assert!(files_ending(&devnet.dir().join("miner-1"), ".pk").is_empty());
-
+    let id = listing["models"][0]["id"].as_str().unwrap();
+    let refused = sn2::wire::http::HttpClient::default()
+        .get(&format!("{url}/v1/models/{id}/transcript"), 1 << 30)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("503") && refused.contains("changed since this validator started"),
+        "{refused}"
+    );
     std::fs::write(validator_transcript, &served).unwrap();
     let (ok, out, err) = infer(vec![]).await;
     assert!(ok, "{out}{err}");
@@ -490,13 +569,16 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
         err.contains("verified here") && err.contains(&transcript),
         "{err}"
     );
-    // The one contribution the devnet made is listed, and its hash is the transcript's.
-    let listed = err
+    // The one contribution the devnet made is listed, and its hash is the transcript's;
+    // the devnet's validator signed it.
+    let line = err
         .lines()
         .find_map(|line| line.trim().strip_prefix("contribution"))
-        .map(|rest| rest.split_whitespace().last().unwrap().to_string())
         .unwrap();
+    let listed = line.split_whitespace().nth(1).unwrap().to_string();
     assert_eq!(listed, transcript);
+    let signer = devnet.validator.hotkey().ss58();
+    assert!(line.ends_with(&format!("signed by {signer}")), "{err}");
 
     let mut mine = with_ptau.clone();
     mine.extend(["--contribution".to_string(), listed.to_uppercase()]);
@@ -516,7 +598,44 @@ async fn sn2_infer_verifies_the_validators_ceremony_and_finds_a_users_contributi
     ])
     .await;
     assert!(!ok && err.contains("refused"), "{err}");
+    let models = tempfile::tempdir().unwrap();
+    copy_dir(&devnet.dir().join("validator"), models.path());
     devnet.stop().await;
+
+    // The miner takes keys only from a transcript it verifies. A validator that serves a
+    // transcript with one more contribution (which verifies, but makes another key than
+    // the one it names) is refused.
+    let [kept] = &files_ending(models.path(), ".transcript")[..] else {
+        panic!("one transcript beside the keys");
+    };
+    std::fs::write(kept, longer.to_bytes()).unwrap();
+    let devnet = sn2::devnet::Devnet::start(&sn2::devnet::DevnetOptions {
+        miners: 1,
+        round_interval: std::time::Duration::from_secs(3600),
+        validator_models: Some(models.path().to_path_buf()),
+        miner_ptau: Some(ptau.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (ok, _, err) = infer_digits_mlp(&devnet, vec![]).await;
+    assert!(!ok && err.contains("makes proving key"), "{err}");
+    assert!(files_ending(&devnet.dir().join("miner-1"), ".pk").is_empty());
+    devnet.stop().await;
+}
+
+/// Copies the directory tree `from` into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
 
 /// `sn2 infer` of digits-mlp on one input against `devnet`'s API, with `extra` arguments,
@@ -603,7 +722,8 @@ async fn serve_ceremonies(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_one_set_of_keys() {
-    use sn2::validator::ceremony::{Ceremonies, CeremonyOptions, Listed};
+    use sn2::keys::Hotkey;
+    use sn2::validator::ceremony::{Ceremonies, CeremonyOptions, Listed, Peers};
     use std::sync::Arc;
     if snarkjs().is_none() {
         return;
@@ -612,9 +732,10 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
     let dir = tempfile::tempdir().unwrap();
     let (_stop, shutdown) = sn2::shutdown::channel();
 
-    // Three validators, each with its own models directory and private state.
+    // Three validators, each with its own hotkey, models directory and private state.
+    let hotkeys: Vec<Hotkey> = (0..3u8).map(|i| Hotkey::from_seed(&[10 + i; 32])).collect();
     let mut nodes = Vec::new();
-    for i in 0..3 {
+    for (i, hotkey) in hotkeys.iter().cloned().enumerate() {
         let models = dir.path().join(format!("v{i}/models"));
         import_digits_mlp("--models-dir", models.to_str().unwrap());
         let stored = sn2::model::ModelStore::new(&models)
@@ -627,7 +748,7 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
             state_dir: dir.path().join(format!("v{i}/state")),
         };
         let ceremonies =
-            tokio::task::spawn_blocking(move || Ceremonies::start(options, vec![stored]))
+            tokio::task::spawn_blocking(move || Ceremonies::start(options, hotkey, vec![stored]))
                 .await
                 .unwrap()
                 .unwrap();
@@ -648,49 +769,57 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
     // serves a damaged one: it is refused, and asked for once only.
     let honest = nodes[0].0.listing()[0].clone();
     let liar_listing = serde_json::json!({ "ceremonies": [{
-        "model": honest.model, "transcript": "ff".repeat(32), "contributions": 9 }] })
-    .to_string();
-    let liar_served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let liar = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let served = liar_served.clone();
-        tokio::spawn(sn2::wire::http::serve(
-            listener,
-            sn2::wire::http::Limits::new(0),
-            Arc::new(|_, _| {}),
-            move |parts, _| {
-                let (listing, served) = (liar_listing.clone(), served.clone());
-                async move {
-                    if parts.uri.path() == "/ceremonies" {
-                        sn2::wire::http::text_response(200, "application/json", listing)
-                    } else {
-                        served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        sn2::wire::http::text_response(
-                            200,
-                            "application/octet-stream",
-                            vec![7u8; 4096],
-                        )
-                    }
-                }
-            },
-            shutdown.clone(),
-        ));
-        address
-    };
+        "model": honest.model, "transcript": "ff".repeat(32), "contributions": 9 }] });
+    let (liar, liar_served) =
+        serve_one_transcript(liar_listing, vec![7u8; 4096], shutdown.clone()).await;
+    // A fifth, with no permit, serves a valid transcript of two contributions: one
+    // unsigned, one signed by its own hotkey. It is adopted (nothing held is better), but
+    // neither contribution counts toward the quorum of three validators: before this
+    // check, one validator's contribution on top of it made the quorum.
+    let outsider = Hotkey::from_seed(&[99; 32]);
+    let mut padded = sn2::proof::groth16::ceremony::Transcript::read(
+        &std::fs::read(
+            dir.path()
+                .join(format!("v0/state/ceremony/{}.transcript", honest.model)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    padded.contribute(None);
+    padded.contribute(Some(&outsider));
+    let padded_listing = serde_json::json!({ "ceremonies": [{
+        "model": honest.model, "transcript": hex::encode(padded.hash()), "contributions": 2,
+        "signers": [outsider.ss58()] }] });
+    let (sybil, _) =
+        serve_one_transcript(padded_listing, padded.to_bytes(), shutdown.clone()).await;
+    // A sixth serves the same transcript but lists it as signed by the three validators,
+    // to be fetched first: its hash says otherwise, so it is refused, and asked for once.
+    let boast = serde_json::json!({ "ceremonies": [{
+        "model": honest.model, "transcript": hex::encode(padded.hash()), "contributions": 3,
+        "signers": hotkeys.iter().map(Hotkey::ss58).collect::<Vec<_>>() }] });
+    let (boaster, boaster_served) =
+        serve_one_transcript(boast, padded.to_bytes(), shutdown.clone()).await;
 
     // All look at once, so the first contributions fork the transcript three ways; the
     // looks that follow settle the forks until all hold one transcript with every one's
     // contribution.
     let mut installs = [0; 3];
     let mut looks = 0;
+    let peers_of = |i: usize| Peers {
+        key_servers: (0..3)
+            .filter(|&j| j != i)
+            .map(|j| nodes[j].1)
+            .chain([liar, sybil, boaster])
+            .collect(),
+        validators: (0..3)
+            .filter(|&j| j != i)
+            .map(|j| hotkeys[j].public())
+            .collect(),
+    };
     loop {
-        let running: Vec<_> = nodes
-            .iter()
-            .map(|(ceremonies, me, _)| {
-                let mut peers: Vec<_> = nodes.iter().map(|n| n.1).filter(|a| a != me).collect();
-                peers.push(liar);
-                let ceremonies = ceremonies.clone();
+        let running: Vec<_> = (0..3)
+            .map(|i| {
+                let (ceremonies, peers) = (nodes[i].0.clone(), peers_of(i));
                 tokio::spawn(async move { ceremonies.look(&peers).await.len() })
             })
             .collect();
@@ -701,11 +830,12 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
         let listings: Vec<Listed> = nodes.iter().map(|n| n.0.listing()[0].clone()).collect();
         if looks == 1 {
             assert!(
-                listings.iter().all(|l| l.contributions == 1)
+                listings.iter().all(|l| l.contributions == 3)
                     && listings[0].transcript != listings[1].transcript
                     && listings[1].transcript != listings[2].transcript,
                 "{listings:?}"
             );
+            assert_eq!(installs, [0; 3], "{listings:?}");
         }
         if listings.iter().all(|l| l == &listings[0]) && installs.iter().all(|&n| n > 0) {
             break;
@@ -713,33 +843,32 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
         assert!(looks < 12, "no agreement after {looks} looks: {listings:?}");
     }
     let agreed = nodes[0].0.listing()[0].clone();
-    assert_eq!(agreed.contributions, 3, "{agreed:?}");
-    assert_eq!(
-        liar_served.load(std::sync::atomic::Ordering::SeqCst),
-        3,
-        "each validator asked the liar once"
-    );
+    assert_eq!(agreed.contributions, 5, "{agreed:?}");
+    let mut signers = agreed.signers.clone();
+    signers.sort();
+    let mut expected: Vec<String> = hotkeys
+        .iter()
+        .chain([&outsider])
+        .map(Hotkey::ss58)
+        .collect();
+    expected.sort();
+    assert_eq!(signers, expected, "{agreed:?}");
+    for (served, who) in [(liar_served, "liar"), (boaster_served, "boaster")] {
+        let served = served.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(served, 3, "each validator asked the {who} once");
+    }
 
     // Every validator installed the agreed transcript's keys: the same verifying key, with
     // the ceremony as its provenance, pinned in its private state.
     let fingerprints: Vec<String> = nodes
         .iter()
         .map(|(_, _, models)| {
-            let stored = sn2::model::ModelStore::new(models)
-                .open("digits-mlp")
-                .unwrap();
-            let vk = sn2::proof::keys::read(
-                &stored,
-                "groth16-bn254",
-                sn2::proof::keys::KeyKind::Verifying,
-            )
-            .unwrap();
-            let record = sn2::proof::keys::provenance(&stored, "groth16-bn254", &vk).unwrap();
+            let (vk, record) = installed_keys(models);
             assert_eq!(
                 record.transcript.as_deref(),
                 Some(agreed.transcript.as_str())
             );
-            assert_eq!(record.parties, 3);
+            assert_eq!(record.parties, 5);
             sn2::proof::keys::fingerprint(&vk)
         })
         .collect();
@@ -755,8 +884,8 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
             "{pins}"
         );
     }
-    // The transcript each serves verifies with `sn2 ceremony verify` and lists three
-    // contributions, one of them each validator's own.
+    // The transcript each serves verifies with `sn2 ceremony verify` and lists five
+    // contributions, one signed by each validator.
     let transcript = dir.path().join("agreed.transcript");
     std::fs::write(
         &transcript,
@@ -777,17 +906,9 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
         nodes[0].2.to_str().unwrap(),
     ]);
     assert!(ok && out.contains(&agreed.transcript), "{out}{err}");
-    for i in 0..3 {
-        let ours = std::fs::read_to_string(
-            dir.path()
-                .join(format!("v{i}/state/ceremony/contributions.json")),
-        )
-        .unwrap();
-        let ours: Vec<String> = serde_json::from_str(&ours).unwrap();
-        assert!(
-            ours.iter().any(|hash| out.contains(hash.as_str())),
-            "validator {i}: {ours:?} in {out}"
-        );
+    for key in hotkeys.iter().chain([&outsider]) {
+        let signed = format!("signed by {}", key.ss58());
+        assert_eq!(out.matches(&signed).count(), 1, "{signed} in {out}");
     }
 
     // A proof made with one validator's installed proving key verifies with another's keys.
@@ -821,14 +942,84 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
 
     // Another look changes nothing: no new contribution, no new install.
     for (i, (ceremonies, _, _)) in nodes.iter().enumerate() {
-        let peers: Vec<_> = nodes
-            .iter()
-            .filter(|n| n.1 != nodes[i].1)
-            .map(|n| n.1)
-            .collect();
-        assert!(ceremonies.look(&peers).await.is_empty());
+        assert!(ceremonies.look(&peers_of(i)).await.is_empty());
         assert_eq!(ceremonies.listing()[0], agreed);
     }
+
+    // The agreed transcript with one more contribution, unsigned: better in the order, so
+    // every validator adopts and serves it, but no more validators signed it, so none
+    // installs its keys (and restarts): appending contributions cannot churn the keys.
+    let mut appended =
+        sn2::proof::groth16::ceremony::Transcript::read(&std::fs::read(&transcript).unwrap())
+            .unwrap();
+    appended.contribute(None);
+    let appended_listing = serde_json::json!({ "ceremonies": [{
+        "model": agreed.model, "transcript": hex::encode(appended.hash()),
+        "contributions": 6, "signers": agreed.signers }] });
+    let (appender, _) =
+        serve_one_transcript(appended_listing, appended.to_bytes(), shutdown.clone()).await;
+    for (i, (ceremonies, _, models)) in nodes.iter().enumerate() {
+        let mut peers = peers_of(i);
+        peers.key_servers.push(appender);
+        assert!(ceremonies.look(&peers).await.is_empty());
+        let held = ceremonies.listing()[0].clone();
+        assert_eq!(held.transcript, hex::encode(appended.hash()), "{held:?}");
+        let (_, record) = installed_keys(models);
+        assert_eq!(
+            record.transcript.as_deref(),
+            Some(agreed.transcript.as_str())
+        );
+    }
+}
+
+/// The verifying key of digits-mlp in the models directory `models`, and its provenance.
+fn installed_keys(models: &Path) -> (Vec<u8>, sn2::proof::keys::Provenance) {
+    let stored = sn2::model::ModelStore::new(models)
+        .open("digits-mlp")
+        .unwrap();
+    let vk = sn2::proof::keys::read(
+        &stored,
+        "groth16-bn254",
+        sn2::proof::keys::KeyKind::Verifying,
+    )
+    .unwrap();
+    let record = sn2::proof::keys::provenance(&stored, "groth16-bn254", &vk).unwrap();
+    (vk, record)
+}
+
+/// A key server that lists `listing` at `/ceremonies` and serves `body` at any other
+/// path; returns its address and how many times it served the body.
+async fn serve_one_transcript(
+    listing: serde_json::Value,
+    body: Vec<u8>,
+    shutdown: sn2::shutdown::Shutdown,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    let listing = listing.to_string();
+    tokio::spawn(sn2::wire::http::serve(
+        listener,
+        sn2::wire::http::Limits::new(0),
+        std::sync::Arc::new(|_, _| {}),
+        move |parts, _| {
+            let (listing, body, served) = (listing.clone(), body.clone(), counter.clone());
+            async move {
+                if parts.uri.path() == "/ceremonies" {
+                    sn2::wire::http::text_response(200, "application/json", listing)
+                } else {
+                    served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    sn2::wire::http::text_response(200, "application/octet-stream", body)
+                }
+            }
+        },
+        shutdown,
+    ));
+    (address, served)
 }
 
 /// A validator daemon's config in `dir` (its wallet made by `sn2 keys new`, digits-mlp
@@ -1304,4 +1495,32 @@ fn a_snarkjs_ceremony_on_sn2s_circuit_gives_keys_sn2_checks_and_snarkjs_verifies
         ],
     );
     assert!(ok && said.contains("OK"), "{said}");
+
+    // Over the network: a validator serving those keys, and a miner that takes a proving
+    // key only from a ceremony it verifies, fetches the zkey, checks it, makes the key
+    // from it and proves; `sn2 infer --ptau` checks the same zkey and lists both
+    // contributions.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let devnet = sn2::devnet::Devnet::start(&sn2::devnet::DevnetOptions {
+            miners: 1,
+            round_interval: std::time::Duration::from_secs(3600),
+            validator_models: Some(models.clone().into()),
+            miner_ptau: Some(ptau.clone().into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (ok, out, err) = infer_digits_mlp(&devnet, vec![]).await;
+        assert!(ok, "{out}{err}");
+        let [kept] = &files_ending(&devnet.dir().join("miner-1"), ".transcript")[..] else {
+            panic!("the miner keeps the zkey it verified");
+        };
+        assert_eq!(std::fs::read(kept).unwrap(), good);
+        let (ok, out, err) = infer_digits_mlp(&devnet, vec!["--ptau".into(), ptau.clone()]).await;
+        assert!(ok, "{out}{err}");
+        assert!(err.contains("verified here"), "{err}");
+        assert!(hashes.iter().all(|h| err.contains(h.as_str())), "{err}");
+        devnet.stop().await;
+    });
 }
