@@ -405,12 +405,14 @@ async fn run_miner(
         metrics.clone(),
     );
     if let Some(path) = config.miner.ptau.clone() {
-        // Checked now, off the critical path, so that a bad file shows in the log at once.
+        // Its start checked now, off the critical path, so that a file that is not a
+        // prepared powers of tau shows in the log at once; each model's check reads as far
+        // as its circuit needs.
         let miner = miner.clone();
         tokio::spawn(async move {
-            match miner.powers_of_tau().await {
+            match miner.powers_of_tau(1).await {
                 Ok(ptau) => {
-                    tracing::info!(ptau = %path.display(), power = ptau.power, "powers of tau checked: proving keys are taken only from ceremonies verified against them")
+                    tracing::info!(ptau = %path.display(), ceremony_power = ptau.ceremony_power, "powers of tau readable: proving keys are taken only from ceremonies verified against them")
                 }
                 Err(error) => {
                     tracing::error!(%error, "[miner] ptau is unusable: no proving key will be taken until it is put right")

@@ -493,6 +493,24 @@ fn powers_of_tau_read_up_to_a_power_make_the_same_keys_as_the_whole_file() {
         }
         other => panic!("expected the power it needs, got {:?}", other.map(|_| ())),
     }
+
+    // A file kept as a miner keeps it: read as far as asked, again only for more, and
+    // never past its end.
+    let file = sn2::proof::ptau::PtauFile::new(digits_mlp_ptau().join("final.ptau"));
+    let first = file.up_to(power).unwrap();
+    assert_eq!(first.power, power);
+    assert_eq!(first.tau_g1[..], cut.tau_g1[..]);
+    assert!(std::sync::Arc::ptr_eq(
+        &first,
+        &file.up_to(power - 1).unwrap()
+    ));
+    let more = file.up_to(power + 1).unwrap();
+    assert_eq!(more.power, power + 1);
+    let all = file.up_to(40).unwrap();
+    assert_eq!(all.power, whole.power);
+    assert_eq!(all.tau_g1[..], whole.tau_g1[..]);
+    assert!(std::sync::Arc::ptr_eq(&all, &file.up_to(40).unwrap()));
+    assert!(std::sync::Arc::ptr_eq(&all, &file.up_to(power).unwrap()));
 }
 
 /// `sn2 infer` against a devnet whose validator finished its keys from a ceremony over

@@ -33,7 +33,7 @@ use crate::keys::{Hotkey, PublicKey};
 use crate::metrics::Metrics;
 use crate::model::{ModelId, ModelStore};
 use crate::proof::groth16::{self, ceremony::CONTRIBUTION_BYTES};
-use crate::proof::ptau::Ptau;
+use crate::proof::ptau::{Ptau, PtauFile};
 use crate::proof::{self, Binding, Prover, keys as key_files};
 use crate::wire::auth::{ReplayCache, sha256_hex};
 use crate::wire::http::HttpClient;
@@ -146,8 +146,9 @@ pub struct Miner {
     handshakes: Mutex<HashMap<std::net::IpAddr, (u64, u32)>>,
     /// KiB of large HTTP bodies being read at once (see [`Miner::admit_body`]).
     large_bodies: Arc<Semaphore>,
-    /// `fetch.ceremony_ptau`, read and checked by the first that needs it.
-    ceremony_ptau: tokio::sync::OnceCell<Arc<Ptau>>,
+    /// `fetch.ceremony_ptau`, read and checked as far as the models checked against it
+    /// need.
+    ceremony_ptau: Option<Arc<PtauFile>>,
 }
 
 /// HTTP bodies up to this size are read without counting against the budget of large
@@ -175,6 +176,8 @@ impl Miner {
         let large_bodies_kib = (options.limits.max_body / 1024).max(1) * 4;
         let fetched = cache::FetchedModels::new(options.fetch.cache_bytes, store.fetched());
         let loaded = cache::ByteLru::new(options.fetch.prover_memory_bytes, Vec::new());
+        let ceremony_ptau =
+            (options.fetch.ceremony_ptau.as_ref()).map(|path| Arc::new(PtauFile::new(path)));
         Arc::new(Self {
             ss58: hotkey.ss58(),
             hotkey,
@@ -193,7 +196,7 @@ impl Miner {
             metrics,
             handshakes: Mutex::new(HashMap::new()),
             large_bodies: Arc::new(Semaphore::new(large_bodies_kib)),
-            ceremony_ptau: tokio::sync::OnceCell::new(),
+            ceremony_ptau,
         })
     }
 
@@ -690,11 +693,11 @@ impl Miner {
         validator: &PublicKey,
     ) -> Result<Vec<u8>, WireError> {
         let refused = |why: String| WireError::new(ErrorCode::UnknownKey, why);
-        let ptau = self.powers_of_tau().await.map_err(|e| {
-            refused(format!(
-                "this miner takes only keys whose ceremony it verifies, and its powers of tau are unusable: {e}"
-            ))
-        })?;
+        let Some(ptau) = self.ceremony_ptau.clone() else {
+            return Err(refused(
+                "no powers of tau are configured ([miner] ptau)".into(),
+            ));
+        };
         let address = self.key_server(
             validator,
             &format!("proving key {key_hash}"),
@@ -719,8 +722,13 @@ impl Miner {
         let (id, model, hash) = (stored.id, stored.model.clone(), key_hash.to_string());
         let backend = proof::default_backend().name();
         let made = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let system = groth16::ceremony::circuit(&model);
+            let power = groth16::ceremony::power_needed(&system).map_err(|e| e.to_string())?;
+            let ptau = ptau
+                .up_to(power)
+                .map_err(|e| format!("this miner's powers of tau are unusable: {e}"))?;
             // An sn2 transcript or a snarkjs ceremony's zkey, checked whole either way.
-            let checked = groth16::check_ceremony(&transcript_bytes, &id, &model, &ptau)
+            let checked = groth16::check_ceremony_of(&transcript_bytes, &id, &system, &ptau)
                 .map_err(|e| e.to_string())?;
             if checked.parties == 0 {
                 return Err(
@@ -763,22 +771,17 @@ impl Miner {
         Ok(key)
     }
 
-    /// `[miner] ptau`, read and checked once (on a blocking thread); an error is not kept,
-    /// so a file put right is read at the next request.
-    pub async fn powers_of_tau(&self) -> Result<Arc<Ptau>, String> {
-        let Some(path) = self.options.fetch.ceremony_ptau.clone() else {
+    /// `[miner] ptau`, read and checked (on a blocking thread) up to 2^`power`, or as far
+    /// as it has been already; an error is not kept, so a file put right is read at the
+    /// next request.
+    pub async fn powers_of_tau(&self, power: u32) -> Result<Arc<Ptau>, String> {
+        let Some(file) = self.ceremony_ptau.clone() else {
             return Err("no powers of tau are configured ([miner] ptau)".into());
         };
-        self.ceremony_ptau
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || Ptau::read_prepared_file(&path))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
+        tokio::task::spawn_blocking(move || file.up_to(power))
             .await
-            .cloned()
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -77,6 +77,47 @@ pub struct Ptau {
     pub lagrange: Option<Lagrange>,
 }
 
+/// A prepared powers-of-tau file, read only as far as the circuits checked against it
+/// need, and kept: a check of a circuit of 2^k reads and keeps the file up to 2^k, and a
+/// larger circuit later reads it again up to its own. A miner checking keys of 2^16
+/// against a 2^20 file keeps a sixteenth of it.
+#[derive(Debug)]
+pub struct PtauFile {
+    path: std::path::PathBuf,
+    /// What was read last, and whether that was all the file holds.
+    kept: std::sync::Mutex<Option<(std::sync::Arc<Ptau>, bool)>>,
+}
+
+impl PtauFile {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            kept: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The powers circuits of up to 2^`power` constraints and public inputs use (all the
+    /// file holds, if it holds fewer), read and checked the first time they are asked
+    /// for. Seconds of CPU for large files: call it off the async threads. An error is
+    /// not kept, so a file put right is read at the next call.
+    pub fn up_to(&self, power: u32) -> Result<std::sync::Arc<Ptau>, PtauError> {
+        let mut kept = self.kept.lock().expect("not poisoned");
+        if let Some((ptau, whole)) = kept.as_ref()
+            && (ptau.power >= power || *whole)
+        {
+            return Ok(ptau.clone());
+        }
+        let power = power.max(kept.as_ref().map_or(1, |(ptau, _)| ptau.power));
+        let ptau = std::sync::Arc::new(Ptau::read_prepared_file_up_to(&self.path, power)?);
+        *kept = Some((ptau.clone(), ptau.power < power));
+        Ok(ptau)
+    }
+}
+
 /// The Lagrange forms of a prepared file, each list's domains one after another (sizes 1,
 /// 2, 4, ...).
 #[derive(Debug, Clone)]

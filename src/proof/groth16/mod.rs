@@ -211,9 +211,18 @@ pub fn check_ceremony(
     model: &QuantModel,
     ptau: &super::ptau::Ptau,
 ) -> Result<CheckedCeremony, ceremony::CeremonyError> {
-    let system = ceremony::circuit(model);
+    check_ceremony_of(record, id, &ceremony::circuit(model), ptau)
+}
+
+/// [`check_ceremony`] for a model whose circuit, `system`, the caller has made already.
+pub fn check_ceremony_of(
+    record: &[u8],
+    id: &crate::model::ModelId,
+    system: &crate::circuit::r1cs::R1cs,
+    ptau: &super::ptau::Ptau,
+) -> Result<CheckedCeremony, ceremony::CeremonyError> {
     if zkey::is_zkey(record) {
-        let verified = zkey::verify(record, &system, ptau)?;
+        let verified = zkey::verify(record, system, ptau)?;
         return Ok(CheckedCeremony {
             keys: verified.key_pair(),
             hash: verified.last_hash().map(hex::encode).unwrap_or_default(),
@@ -227,7 +236,7 @@ pub fn check_ceremony(
         });
     }
     let transcript = ceremony::Transcript::read(record)?;
-    let verified = transcript.verify(id, &system, ptau)?;
+    let verified = transcript.verify(id, system, ptau)?;
     Ok(CheckedCeremony {
         keys: transcript.key_pair(),
         hash: hex::encode(verified.transcript_hash),
