@@ -990,6 +990,159 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
     }
 }
 
+/// A user contributes through a validator while its ceremony is open: the submission is
+/// verified, held and served, the validators' contributions follow it, and the keys they
+/// install descend from it. Submissions that drop, reorder, fork, overfill or damage
+/// anything are refused and change nothing, and once the keys are installed the
+/// ceremony is closed to users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones_change_nothing() {
+    use sn2::keys::Hotkey;
+    use sn2::proof::groth16::ceremony::Transcript;
+    use sn2::validator::ceremony::{
+        Ceremonies, CeremonyOptions, MAX_SUBMITTED, Peers, SubmitError,
+    };
+    use std::sync::Arc;
+    if snarkjs().is_none() {
+        return;
+    }
+    let powers = tokio::task::spawn_blocking(digits_mlp_ptau).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_stop, shutdown) = sn2::shutdown::channel();
+    let hotkeys: Vec<Hotkey> = (0..2u8).map(|i| Hotkey::from_seed(&[20 + i; 32])).collect();
+    let mut nodes = Vec::new();
+    for (i, hotkey) in hotkeys.iter().cloned().enumerate() {
+        let models = dir.path().join(format!("v{i}/models"));
+        import_digits_mlp("--models-dir", models.to_str().unwrap());
+        let stored = sn2::model::ModelStore::new(&models)
+            .open("digits-mlp")
+            .unwrap();
+        let options = CeremonyOptions {
+            ptau: powers.join("final.ptau"),
+            quorum: 2,
+            poll_interval: std::time::Duration::from_secs(1),
+            state_dir: dir.path().join(format!("v{i}/state")),
+        };
+        let ceremonies =
+            tokio::task::spawn_blocking(move || Ceremonies::start(options, hotkey, vec![stored]))
+                .await
+                .unwrap()
+                .unwrap();
+        let ceremonies = Arc::new(ceremonies);
+        let address = serve_ceremonies(ceremonies.clone(), shutdown.clone()).await;
+        nodes.push((ceremonies, address, models));
+    }
+    let model = nodes[0].0.listing()[0].model.clone();
+    let first = &nodes[0].0;
+    let state_file = dir
+        .path()
+        .join(format!("v0/state/ceremony/{model}.transcript"));
+    let before = first.held_transcript(&model).unwrap();
+
+    // The user's contribution, on top of what the first validator holds, is taken.
+    let mut users = Transcript::read(&before).unwrap();
+    let mine = hex::encode(users.contribute(None));
+    let submitted = first.submit(&model, users.to_bytes().into()).unwrap();
+    assert_eq!(submitted.added, vec![mine.clone()]);
+    assert_eq!(submitted.contributions, 1);
+    assert_eq!(submitted.transcript, mine);
+    let taken = first.listing();
+    assert_eq!(first.held_transcript(&model).unwrap(), users.to_bytes());
+    assert_eq!(std::fs::read(&state_file).unwrap(), users.to_bytes());
+
+    // What is refused changes nothing.
+    let refuse = |bytes: Vec<u8>| first.submit(&model, bytes.into()).unwrap_err();
+    let said = refuse(users.to_bytes());
+    assert!(matches!(said, SubmitError::Added { added: 0 }), "{said}");
+    // A transcript forked from what was held before (so it drops the user's
+    // contribution) does not extend what is held now.
+    let mut forked = Transcript::read(&before).unwrap();
+    forked.contribute(None);
+    let said = refuse(forked.to_bytes());
+    assert!(
+        matches!(said, SubmitError::Moved { .. }) && said.to_string().contains("fetch it again"),
+        "{said}"
+    );
+    let mut greedy = users.clone();
+    for _ in 0..=MAX_SUBMITTED {
+        greedy.contribute(None);
+    }
+    let said = refuse(greedy.to_bytes());
+    assert!(
+        matches!(said, SubmitError::Added { added } if added == MAX_SUBMITTED + 1),
+        "{said}"
+    );
+    // Two valid contributions, reordered: each one's proof of knowledge is bound to the
+    // transcript before it.
+    let mut reordered = users.clone();
+    reordered.contribute(None);
+    reordered.contribute(None);
+    let n = reordered.contributions.len();
+    reordered.contributions.swap(n - 1, n - 2);
+    let said = refuse(reordered.to_bytes());
+    assert!(matches!(said, SubmitError::Invalid(_)), "{said}");
+    // One whose last recorded δ is another's: it does not follow from the one before.
+    let mut relabelled = users.clone();
+    relabelled.contribute(None);
+    let earlier = relabelled.contributions[0];
+    let last = relabelled.contributions.last_mut().unwrap();
+    (last.delta_g1, last.delta_g2) = (earlier.delta_g1, earlier.delta_g2);
+    let said = refuse(relabelled.to_bytes());
+    assert!(matches!(said, SubmitError::Invalid(_)), "{said}");
+    let said = refuse(vec![7u8; 4096]);
+    assert!(matches!(said, SubmitError::Invalid(_)), "{said}");
+    let said = first
+        .submit(&"ab".repeat(32), users.to_bytes().into())
+        .unwrap_err();
+    assert!(matches!(said, SubmitError::NoCeremony(_)), "{said}");
+    assert_eq!(first.listing(), taken);
+    assert_eq!(std::fs::read(&state_file).unwrap(), users.to_bytes());
+
+    // The validators look at each other until both have contributed and installed: the
+    // second adopts the user's transcript (as many validators, more contributions), so
+    // every transcript that follows holds the user's contribution.
+    let peers_of = |i: usize| Peers {
+        key_servers: vec![nodes[1 - i].1],
+        validators: [hotkeys[1 - i].public()].into(),
+    };
+    let mut installs = [0; 2];
+    for looks in 1.. {
+        for i in 0..2 {
+            installs[i] += nodes[i].0.look(&peers_of(i)).await.len();
+        }
+        let listings: Vec<_> = nodes.iter().map(|n| n.0.listing()[0].clone()).collect();
+        if installs.iter().all(|&n| n > 0) && listings[0] == listings[1] {
+            break;
+        }
+        assert!(looks < 8, "no agreement after {looks} looks: {listings:?}");
+    }
+    let agreed = first.listing()[0].clone();
+    assert_eq!(agreed.contributions, 3, "{agreed:?}");
+    for (_, _, models) in &nodes {
+        let (_, record) = installed_keys(models);
+        assert_eq!(
+            record.transcript.as_deref(),
+            Some(agreed.transcript.as_str())
+        );
+        let kept = std::fs::read(sn2::proof::keys::transcript_path(
+            &sn2::model::ModelStore::new(models)
+                .open("digits-mlp")
+                .unwrap(),
+            "groth16-bn254",
+        ))
+        .unwrap();
+        let hashes = Transcript::read(&kept).unwrap().contribution_hashes();
+        assert_eq!(hex::encode(hashes[0]), mine);
+    }
+
+    // The keys are installed: a contribution now would not reach them, so it is refused.
+    let mut late = Transcript::read(&first.held_transcript(&model).unwrap()).unwrap();
+    late.contribute(None);
+    let said = refuse(late.to_bytes());
+    assert!(matches!(said, SubmitError::Closed(_)), "{said}");
+    assert_eq!(first.listing()[0], agreed);
+}
+
 /// The verifying key of digits-mlp in the models directory `models`, and its provenance.
 fn installed_keys(models: &Path) -> (Vec<u8>, sn2::proof::keys::Provenance) {
     let stored = sn2::model::ModelStore::new(models)
@@ -1067,6 +1220,35 @@ fn ceremony_validator(dir: &Path, ptau: &Path) -> (PathBuf, String) {
     (config, metrics)
 }
 
+/// Writes one metagraph into every config of `validators` (config, key server): each
+/// validator, with a permit and its key server as axon.
+fn set_neurons(validators: &[(PathBuf, String)]) {
+    let neurons: Vec<String> = validators
+    .iter()
+    .enumerate()
+    .map(|(uid, (config, metrics))| {
+        let hotkey: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(config.parent().unwrap().join("wallets/ops/hotkeys/v")).unwrap(),
+        )
+        .unwrap();
+        format!(
+            "{{ uid = {uid}, hotkey = \"{}\", axon = \"{metrics}\", validator_permit = true, stake = 1000.0 }}",
+            hotkey["ss58Address"].as_str().unwrap()
+        )
+    })
+    .collect();
+    for (config, _) in validators {
+        let text = std::fs::read_to_string(config).unwrap().replace(
+            "sync_interval_secs = 1\n",
+            &format!(
+                "sync_interval_secs = 1\nneurons = [{}]\n",
+                neurons.join(", ")
+            ),
+        );
+        std::fs::write(config, text).unwrap();
+    }
+}
+
 #[test]
 fn validator_daemons_finish_a_ceremony_together_and_restart_onto_its_keys() {
     use common::daemon::Daemon;
@@ -1078,31 +1260,7 @@ fn validator_daemons_finish_a_ceremony_together_and_restart_onto_its_keys() {
     let validators: Vec<(PathBuf, String)> = (0..2)
         .map(|i| ceremony_validator(&dir.path().join(format!("v{i}")), &ptau))
         .collect();
-    // One metagraph for both: each validator, with a permit and its key server as axon.
-    let neurons: Vec<String> = validators
-        .iter()
-        .enumerate()
-        .map(|(uid, (config, metrics))| {
-            let hotkey: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(config.parent().unwrap().join("wallets/ops/hotkeys/v")).unwrap(),
-            )
-            .unwrap();
-            format!(
-                "{{ uid = {uid}, hotkey = \"{}\", axon = \"{metrics}\", validator_permit = true, stake = 1000.0 }}",
-                hotkey["ss58Address"].as_str().unwrap()
-            )
-        })
-        .collect();
-    for (config, _) in &validators {
-        let text = std::fs::read_to_string(config).unwrap().replace(
-            "sync_interval_secs = 1\n",
-            &format!(
-                "sync_interval_secs = 1\nneurons = [{}]\n",
-                neurons.join(", ")
-            ),
-        );
-        std::fs::write(config, text).unwrap();
-    }
+    set_neurons(&validators);
 
     // Each makes its own keys, starts the ceremony, and once a transcript holds two
     // contributions, its own among them, installs its keys and stops with exit code 75;
@@ -1213,6 +1371,99 @@ fn validator_daemons_finish_a_ceremony_together_and_restart_onto_its_keys() {
         let (status, lines) = daemon.finish();
         assert!(status.success(), "{lines:#?}");
     }
+}
+
+/// `sn2 ceremony join` through a validator daemon's user API: the contribution is taken,
+/// and the transcript the validator then serves holds it. Submissions that are not
+/// transcripts get a clear 400, and the ceremony held is unchanged.
+#[test]
+fn sn2_ceremony_join_contributes_through_a_validators_api() {
+    use common::daemon::Daemon;
+    if snarkjs().is_none() {
+        return;
+    }
+    let ptau = digits_mlp_ptau().join("final.ptau");
+    let dir = tempfile::tempdir().unwrap();
+    // One validator with a quorum of two: its ceremony stays open.
+    let validator = ceremony_validator(&dir.path().join("v"), &ptau);
+    set_neurons(std::slice::from_ref(&validator));
+    let (config, _) = validator;
+    let api = format!("127.0.0.1:{}", sn2::devnet::free_port().unwrap());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[api]\nenabled = true\nlisten = \"{api}\"\nopen = true\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut validator = Daemon::start(env!("CARGO_BIN_EXE_sn2-validator"), &config);
+    validator.wait_for_ready();
+    let waited = std::time::Instant::now();
+    while !(validator.lines_so_far().iter())
+        .any(|l| l.contains("serving the ceremonies' transcripts"))
+    {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(120),
+            "{:#?}",
+            validator.lines_so_far()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let url = format!("http://{api}");
+
+    let (ok, out, err) = sn2(&[
+        "ceremony",
+        "join",
+        "--validator",
+        &url,
+        "--model",
+        "digits-mlp",
+    ]);
+    assert!(ok, "{out}{err}");
+    let mine = out
+        .lines()
+        .find(|line| line.len() == 64 && line.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no hash in {out}"))
+        .to_string();
+    assert!(out.contains(&format!("--contribution {mine}")), "{out}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = sn2::wire::http::HttpClient::default();
+    let models: serde_json::Value = serde_json::from_slice(
+        &runtime
+            .block_on(client.get(&format!("{url}/v1/models"), 1 << 20))
+            .unwrap(),
+    )
+    .unwrap();
+    let id = models["models"][0]["id"].as_str().unwrap().to_string();
+    let ceremony = format!("{url}/v1/models/{id}/ceremony");
+    let held = runtime.block_on(client.get(&ceremony, 1 << 30)).unwrap();
+    let hashes = sn2::proof::groth16::ceremony::Transcript::read(&held)
+        .unwrap()
+        .contribution_hashes();
+    assert!(hashes.iter().any(|h| hex::encode(h) == mine), "{hashes:?}");
+
+    // Not a transcript: 400, saying so; the ceremony held is unchanged.
+    let post = |body: Vec<u8>| {
+        let request = hyper::Request::post(&ceremony)
+            .header("content-type", "application/octet-stream")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let (status, answer) = runtime.block_on(client.raw(request, 1 << 20)).unwrap();
+        (status, String::from_utf8_lossy(&answer).into_owned())
+    };
+    let (status, answer) = post(b"not a transcript".to_vec());
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("bad_transcript") && answer.contains("does not verify"),
+        "{answer}"
+    );
+    let now = runtime.block_on(client.get(&ceremony, 1 << 30)).unwrap();
+    let moved_on = sn2::proof::groth16::ceremony::Transcript::read(&now)
+        .unwrap()
+        .contribution_hashes();
+    assert!(moved_on.starts_with(&hashes), "{moved_on:?}");
+    validator.signal("TERM");
+    let (status, lines) = validator.finish();
+    assert!(status.success(), "{lines:#?}");
 }
 
 /// The sections of an iden3 container (`.zkey`), in order: (id, bytes).

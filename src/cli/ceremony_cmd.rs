@@ -53,6 +53,12 @@ pub enum CeremonyCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Contribute to the ceremony a validator runs for a model, through its user API:
+    /// fetch the transcript it holds, add a contribution from this machine's randomness,
+    /// and submit the result, which the validator verifies and carries into the model's
+    /// keys. Prints the contribution's hash, which `sn2 infer --contribution` then finds
+    /// in the ceremony that made the keys.
+    Join(super::join_cmd::JoinArgs),
     /// Check a whole transcript against its model and powers of tau, and list every
     /// contribution's hash, so that each contributor can find their own.
     Verify {
@@ -126,6 +132,7 @@ impl CeremonyCommand {
     pub fn run(self) -> anyhow::Result<Outcome> {
         match self {
             CeremonyCommand::Ptau(PtauCommand::Verify { file }) => verify_ptau(&file),
+            CeremonyCommand::Join(join) => join.run(),
             CeremonyCommand::Init {
                 model,
                 ptau,
@@ -175,14 +182,7 @@ impl CeremonyCommand {
                 wallet,
                 config,
             } => {
-                let signer = if sign {
-                    let location = wallet.location(config.load()?.as_ref())?;
-                    Some(location.load_hotkey().context(
-                        "--sign: the wallet's hotkey cannot be loaded (name it with --wallet-name and --wallet-hotkey)",
-                    )?)
-                } else {
-                    None
-                };
+                let signer = signer(sign, &wallet, &config)?;
                 let mut read = read_transcript(&transcript)?;
                 let started = Instant::now();
                 let hash = read.contribute(signer.as_ref());
@@ -251,6 +251,22 @@ impl CeremonyCommand {
             }
         }
     }
+}
+
+/// With `--sign`, the wallet's hotkey that signs a contribution.
+pub(super) fn signer(
+    sign: bool,
+    wallet: &WalletArgs,
+    config: &ConfigArg,
+) -> anyhow::Result<Option<crate::keys::Hotkey>> {
+    if !sign {
+        return Ok(None);
+    }
+    let location = wallet.location(config.load()?.as_ref())?;
+    let hotkey = location.load_hotkey().context(
+        "--sign: the wallet's hotkey cannot be loaded (name it with --wallet-name and --wallet-hotkey)",
+    )?;
+    Ok(Some(hotkey))
 }
 
 /// `sn2 ceremony verify`: checks a ceremony's record (an sn2 transcript or a snarkjs zkey),

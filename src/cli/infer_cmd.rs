@@ -11,17 +11,15 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use clap::Args;
-use http_body_util::Full;
 use sha2::{Digest, Sha256};
 
 use super::Outcome;
+use super::api_client::ApiClient;
 use crate::keys::PublicKey;
 use crate::model::{ModelId, codec};
 use crate::proof::keys::{self, KeyKind};
 use crate::proof::{self, Binding, Statement};
-use crate::wire::http::HttpClient;
 
 #[derive(Debug, Args)]
 pub struct InferArgs {
@@ -54,51 +52,6 @@ pub struct InferArgs {
     timeout: u64,
 }
 
-/// The largest answer read from the API (model files included).
-const MAX_RESPONSE: usize = 256 << 20;
-
-struct Api {
-    base: String,
-    key: Option<String>,
-    client: HttpClient,
-    /// Each call's deadline: a validator that stops answering must not hold `sn2 infer`.
-    timeout: std::time::Duration,
-}
-
-impl Api {
-    async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Bytes> {
-        let url = format!("{}{path}", self.base);
-        let mut request = hyper::Request::builder().method(method).uri(&url);
-        if let Some(key) = &self.key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .with_context(|| format!("{url} is not a usable URL"))?;
-        let (status, bytes) =
-            tokio::time::timeout(self.timeout, self.client.raw(request, MAX_RESPONSE))
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "{url} did not answer within {} s (--timeout)",
-                        self.timeout.as_secs()
-                    )
-                })?
-                .with_context(|| format!("cannot reach {url}"))?;
-        if status != 200 {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            anyhow::bail!("{method} {url}: {status}: {message}");
-        }
-        Ok(bytes)
-    }
-}
-
 impl InferArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -108,18 +61,7 @@ impl InferArgs {
     }
 
     async fn infer(self) -> anyhow::Result<Outcome> {
-        anyhow::ensure!(
-            self.validator.starts_with("http://"),
-            "--validator takes an http:// URL (put TLS in front of the API with a reverse proxy, and reach it from here through a tunnel)"
-        );
-        let api = Api {
-            base: self.validator.trim_end_matches('/').to_string(),
-            key: std::env::var(&self.api_key_env)
-                .ok()
-                .filter(|k| !k.is_empty()),
-            client: HttpClient::default(),
-            timeout: std::time::Duration::from_secs(self.timeout),
-        };
+        let api = ApiClient::new(&self.validator, &self.api_key_env, self.timeout)?;
         let listing: serde_json::Value =
             serde_json::from_slice(&api.call("GET", "/v1/models", None).await?)
                 .context("the validator's model list is not JSON")?;
@@ -226,7 +168,7 @@ impl InferArgs {
     /// served key, and holding each `--contribution`; an error when any of that fails.
     async fn ceremony(
         &self,
-        api: &Api,
+        api: &ApiClient,
         id: &ModelId,
         model: &crate::model::QuantModel,
         verifying_file: &[u8],

@@ -2,11 +2,13 @@
 //! Each subcommand is a thin layer over a library module; errors are reported once, at
 //! the top, with their whole chain of causes.
 
+mod api_client;
 mod bench_cmd;
 mod ceremony_cmd;
 mod config_cmd;
 mod devnet_cmd;
 mod infer_cmd;
+mod join_cmd;
 mod keys_cmd;
 mod metagraph_cmd;
 mod model_cmd;

@@ -9,6 +9,10 @@
 //!   `GET /v1/models/{id}/model` (the canonical model file, whose SHA-256 is its id),
 //!   `GET /v1/models/{id}/transcript` (for keys from a ceremony, its transcript, which
 //!   `sn2 infer --ptau` verifies), `GET /openapi.json`.
+//! - With `[validator.ceremony]`: `GET /v1/models/{id}/ceremony`, the transcript of the
+//!   model's ceremony as it stands here, and `POST` of the same with the caller's
+//!   contributions added, which the validator verifies and carries into the keys while the
+//!   ceremony is open (`sn2 ceremony join`; [`super::ceremony::Ceremonies::submit`]).
 //! - Access: `Authorization: Bearer <key>` for a key whose SHA-256 is in `[api] keys`, each
 //!   with its own rate; or a request signed with Epistula v2 by a hotkey of `[api] hotkeys`
 //!   (for this validator, fresh, never replayed); requests with neither only when
@@ -34,6 +38,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::Validator;
+use super::ceremony::{Ceremonies, SubmitError};
 use crate::config::ApiConfig;
 use crate::shutdown::Shutdown;
 use crate::wire::WireError;
@@ -55,6 +60,9 @@ pub fn provenance(record: Option<&crate::proof::keys::Provenance>) -> String {
         None => PROVENANCE.to_string(),
     }
 }
+
+/// The ceremony of a model: `/v1/models/{model}/ceremony`.
+const CEREMONY_SUFFIX: &str = "/ceremony";
 
 /// The files the API serves per model, under `/v1/models/{model}`.
 #[derive(Debug, Clone, Copy)]
@@ -218,9 +226,14 @@ impl Api {
     async fn handle(&self, parts: Parts, body: Body) -> HttpResponse {
         let path = parts.uri.path().to_string();
         let method = parts.method.clone();
+        let ceremony = path
+            .strip_prefix("/v1/models/")
+            .and_then(|rest| rest.strip_suffix(CEREMONY_SUFFIX));
         let allowed = match path.as_str() {
             "/v1/inference" => "POST",
             "/openapi.json" | "/v1/models" => "GET",
+            _ if ceremony.is_some() && method == hyper::Method::POST => "POST",
+            _ if ceremony.is_some() => "GET",
             p if p.starts_with("/v1/models/")
                 && ModelFile::ALL.iter().any(|file| p.ends_with(file.suffix())) =>
             {
@@ -240,19 +253,37 @@ impl Api {
                 "method_not_allowed",
                 format!("{path} takes {allowed}, not {method}"),
             );
+            let allow = if ceremony.is_some() {
+                "GET, POST"
+            } else {
+                allowed
+            };
             response.headers_mut().insert(
                 hyper::header::ALLOW,
-                hyper::header::HeaderValue::from_static(allowed),
+                hyper::header::HeaderValue::from_static(allow),
             );
             return response;
         }
         if path == "/openapi.json" {
             return json_response(200, OPENAPI.as_bytes().to_vec(), &[]);
         }
+        // A submission to a ceremony is a whole transcript: its limit is the transcript
+        // held here with a few contributions more, whatever the API's limit.
+        let submission_limit = ceremony
+            .filter(|_| method == hyper::Method::POST)
+            .and_then(|reference| self.ceremony_model(reference))
+            .and_then(|(ceremonies, id)| ceremonies.submission_limit(&id));
+        let body = match submission_limit {
+            Some(limit) => body.with_limit(limit.max(self.options.max_body_bytes)),
+            None => body,
+        };
         let body = match self.admit(&parts, body).await {
             Ok(body) => body,
             Err(response) => return *response,
         };
+        if let Some(reference) = ceremony {
+            return self.ceremony(reference, method, body).await;
+        }
         if path == "/v1/models" {
             let body = serde_json::json!({ "models": self.validator.model_summaries() });
             return json_response(200, body.to_string().into_bytes(), &[]);
@@ -301,6 +332,70 @@ impl Api {
                     error(500, "internal", format!("cannot read the {what}"))
                 }
             },
+        }
+    }
+
+    /// The ceremonies and the hex id of model `reference`, if this validator takes part
+    /// in ceremonies and serves the model.
+    fn ceremony_model(&self, reference: &str) -> Option<(Arc<Ceremonies>, String)> {
+        let ceremonies = self.validator.ceremonies()?.clone();
+        let index = self.validator.find_model(reference)?;
+        Some((ceremonies, self.validator.models[index].stored.id.to_hex()))
+    }
+
+    /// `GET` or `POST /v1/models/{model}/ceremony`: the transcript of the model's ceremony
+    /// as it stands here, or a user's contributions on top of it.
+    async fn ceremony(&self, reference: &str, method: hyper::Method, body: Bytes) -> HttpResponse {
+        if self.validator.find_model(reference).is_none() {
+            return error(
+                404,
+                "unknown_model",
+                format!("no model {reference}; see /v1/models"),
+            );
+        }
+        let no_ceremony = || {
+            error(
+                404,
+                "no_ceremony",
+                format!(
+                    "this validator runs no ceremony for model {reference} (`[validator.ceremony]` is not set): its keys are what /v1/models/{reference}/transcript says"
+                ),
+            )
+        };
+        let Some((ceremonies, id)) = self.ceremony_model(reference) else {
+            return no_ceremony();
+        };
+        if method != hyper::Method::POST {
+            return match ceremonies.held_transcript(&id) {
+                Some(bytes) => wire_http::text_response(200, "application/octet-stream", bytes),
+                None => no_ceremony(),
+            };
+        }
+        let submitted = tokio::task::spawn_blocking(move || ceremonies.submit(&id, body)).await;
+        match submitted {
+            Ok(Ok(submitted)) => {
+                json_response(200, serde_json::to_vec(&submitted).expect("JSON"), &[])
+            }
+            Ok(Err(refused)) => {
+                let message = refused.to_string();
+                match refused {
+                    SubmitError::NoCeremony(_) => no_ceremony(),
+                    SubmitError::Closed(_) => error(409, "ceremony_closed", message),
+                    SubmitError::Moved { .. } => error(409, "ceremony_moved", message),
+                    SubmitError::Added { .. } | SubmitError::Invalid(_) => {
+                        error(400, "bad_transcript", message)
+                    }
+                    SubmitError::Busy => retry_after(503, "busy", message, Duration::from_secs(5)),
+                    SubmitError::Save(_) => {
+                        tracing::error!(error = %message, "cannot take a user's ceremony contribution");
+                        error(500, "internal", "the transcript could not be saved")
+                    }
+                }
+            }
+            Err(panicked) => {
+                tracing::error!(error = %panicked, "checking a user's ceremony contribution panicked");
+                error(500, "internal", "the transcript could not be checked")
+            }
         }
     }
 

@@ -24,6 +24,18 @@
 //! that only adds contributions is adopted and served, but its keys are not installed, so
 //! that nobody can make every validator restart by appending contributions.
 //!
+//! **Users** take part through the validator's user API while a model's ceremony is open
+//! here (its keys not yet installed from a quorum): `sn2 ceremony join` fetches the
+//! transcript this validator holds, contributes on top and submits the result
+//! ([`Ceremonies::submit`]). A submission must extend exactly the transcript held, so it
+//! can only add contributions, never drop or reorder any; it is verified whole before it
+//! is held. Once held it is the best transcript around (as many validators, more
+//! contributions), so the other validators adopt it and their contributions follow it
+//! into the keys. The user then checks, with `sn2 infer --ptau --contribution`, that the
+//! keys which verify their answers descend from their own contribution, and so trusts
+//! them without trusting anyone. A user counts for no quorum (that needs a validator's
+//! permit), and a submission adds at most [`MAX_SUBMITTED`] contributions.
+//!
 //! State, in the validator's private state directory: `ceremony/<model id>.transcript` (the
 //! transcript it serves). Its own contribution is the one its hotkey signed, so a restart
 //! never contributes twice to one transcript.
@@ -55,6 +67,8 @@ use crate::wire::http::{HttpClient, HttpResponse, text_response};
 const TRIES_PER_LOOK: usize = 3;
 /// The most contributions a transcript may hold: bounds a download and its verification.
 const MAX_CONTRIBUTIONS: usize = 1024;
+/// The most contributions one submission through the user API may add: a user needs one.
+pub const MAX_SUBMITTED: usize = 4;
 /// How long one request to a peer may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -175,6 +189,10 @@ struct ModelCeremony {
     /// The signers of the ceremony transcript the model's keys came from; empty when they
     /// came from elsewhere (this validator's own setup, or a snarkjs zkey).
     installed: Mutex<Vec<PublicKey>>,
+    /// Held through every change of the transcript held (adopting a peer's, contributing,
+    /// taking a user's submission), from the check of what is held to the save: no change
+    /// is lost to another made meanwhile.
+    step: Mutex<()>,
 }
 
 impl ModelCeremony {
@@ -251,6 +269,7 @@ impl Ceremonies {
                 initial,
                 held: Mutex::new(held_of(&transcript)),
                 installed: Mutex::new(installed_signers(&stored)),
+                step: Mutex::new(()),
                 stored,
             });
         }
@@ -279,10 +298,79 @@ impl Ceremonies {
             .expect("a listing serialises");
             return Some(text_response(200, "application/json", body));
         }
-        let id = path.strip_prefix("/ceremonies/")?;
-        let model = self.models.iter().find(|m| m.stored.id.to_hex() == id)?;
-        let bytes = model.held.lock().expect("not poisoned").bytes.clone();
+        let bytes = self.held_transcript(path.strip_prefix("/ceremonies/")?)?;
         Some(text_response(200, "application/octet-stream", bytes))
+    }
+
+    /// The transcript held for the model with id `model` (hex), as peers and users fetch it;
+    /// `None` for a model with no ceremony here.
+    pub fn held_transcript(&self, model: &str) -> Option<Bytes> {
+        let found = self.models.iter().find(|m| m.stored.id.to_hex() == model)?;
+        Some(found.held.lock().expect("not poisoned").bytes.clone())
+    }
+
+    /// The largest submission for `model` worth reading: the transcript held with
+    /// [`MAX_SUBMITTED`] more contributions. `None` for a model with no ceremony here.
+    pub fn submission_limit(&self, model: &str) -> Option<usize> {
+        let held = self.held_transcript(model)?;
+        Some(held.len() + MAX_SUBMITTED * groth16::ceremony::CONTRIBUTION_BYTES)
+    }
+
+    /// Takes a user's submission for model `model` (hex id): the transcript held here with
+    /// up to [`MAX_SUBMITTED`] contributions added, which must verify whole. It is then
+    /// held and served, and the next look's contributions and keys follow it. Refused,
+    /// changing nothing, when the model's ceremony has ended here (its keys installed from
+    /// a quorum), when the submission does not extend what is held now, when it does not
+    /// verify, and while another change is under way. Seconds of CPU for large models:
+    /// call it off the async threads.
+    pub fn submit(&self, model: &str, bytes: Bytes) -> Result<Submitted, SubmitError> {
+        let model = (self.models.iter())
+            .find(|m| m.stored.id.to_hex() == model)
+            .ok_or_else(|| SubmitError::NoCeremony(model.to_string()))?;
+        let name = &model.stored.info.name;
+        let Ok(_step) = model.step.try_lock() else {
+            return Err(SubmitError::Busy);
+        };
+        if !model.installed.lock().expect("not poisoned").is_empty() {
+            return Err(SubmitError::Closed(name.clone()));
+        }
+        let held = model.held.lock().expect("not poisoned").clone();
+        let invalid = |e: groth16::ceremony::CeremonyError| SubmitError::Invalid(e.to_string());
+        let transcript = Transcript::read(&bytes).map_err(invalid)?;
+        let hashes = transcript.contribution_hashes();
+        if !hashes.starts_with(&held.contributions) {
+            return Err(SubmitError::Moved {
+                held: hex::encode(held.hash),
+                contributions: held.contributions.len(),
+            });
+        }
+        let added = hashes.len() - held.contributions.len();
+        if added == 0 || added > MAX_SUBMITTED {
+            return Err(SubmitError::Added { added });
+        }
+        let verified = transcript
+            .verify_from(&model.stored.id, &model.initial)
+            .map_err(invalid)?;
+        let found = Held {
+            bytes,
+            hash: verified.transcript_hash,
+            contributions: verified.contribution_hashes,
+            signers: verified.signers,
+        };
+        let dir = ceremony_dir(&self.options.state_dir);
+        save(&transcript_file(&dir, &model.stored.id), &found.bytes)
+            .map_err(|e| SubmitError::Save(format!("{e:#}")))?;
+        let submitted = Submitted {
+            transcript: hex::encode(found.hash),
+            contributions: found.contributions.len(),
+            added: found.contributions[held.contributions.len()..]
+                .iter()
+                .map(hex::encode)
+                .collect(),
+        };
+        tracing::info!(model = %name, transcript = %submitted.transcript, added = ?submitted.added, "took a user's contributions to the ceremony");
+        *model.held.lock().expect("not poisoned") = found;
+        Ok(submitted)
     }
 
     /// Looks every `poll_interval` until `shutdown`, at the validators `peers` names then;
@@ -419,7 +507,6 @@ impl Ceremonies {
         match checked {
             Ok(Ok(held)) => {
                 tracing::info!(model = %name, %url, transcript = %hex::encode(held.hash), contributions = held.contributions.len(), "adopted a better ceremony transcript");
-                *model.held.lock().expect("not poisoned") = held;
                 true
             }
             Ok(Err(Refusal::Invalid(error))) => {
@@ -442,9 +529,10 @@ impl Ceremonies {
     }
 
     /// Verifies a downloaded transcript whole and, if it is better than the one held,
-    /// saves it as the one held.
+    /// saves it and holds it.
     fn verify(&self, index: usize, bytes: Bytes, claimed: &Listed) -> Result<Held, Refusal> {
         let model = &self.models[index];
+        let _step = model.step.lock().expect("not poisoned");
         let invalid = |e: anyhow::Error| Refusal::Invalid(e);
         let transcript = Transcript::read(&bytes).map_err(|e| invalid(e.into()))?;
         let verified = transcript
@@ -485,6 +573,7 @@ impl Ceremonies {
         let dir = ceremony_dir(&self.options.state_dir);
         save(&transcript_file(&dir, &model.stored.id), &found.bytes)
             .map_err(Refusal::PassedOver)?;
+        *model.held.lock().expect("not poisoned") = found.clone();
         Ok(found)
     }
 
@@ -500,6 +589,7 @@ impl Ceremonies {
     /// they are not the model's keys already. True when keys were installed.
     fn settle(&self, index: usize) -> anyhow::Result<bool> {
         let model = &self.models[index];
+        let _step = model.step.lock().expect("not poisoned");
         let held = model.held.lock().expect("not poisoned").clone();
         let me = self.hotkey.public();
         if !held.signers.contains(&Some(me)) {
@@ -572,6 +662,41 @@ impl Ceremonies {
         tracing::info!(model = %stored.info.name, transcript = %hash, contributions = held.contributions.len(), validators, fingerprint = %summary.verifying_fingerprint, "installed the ceremony's keys");
         Ok(true)
     }
+}
+
+/// A user's submission, taken: what the validator now holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Submitted {
+    /// The transcript's hash, in hex.
+    pub transcript: String,
+    pub contributions: usize,
+    /// The hashes of the contributions the submission added, in hex: the user's.
+    pub added: Vec<String>,
+}
+
+/// Why a user's submission was refused; nothing held changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("this validator runs no ceremony for model {0}")]
+    NoCeremony(String),
+    #[error(
+        "the ceremony of model `{0}` has ended here: its keys were installed once a quorum of validators had contributed, and a contribution now would not reach them; `sn2 infer --ptau` checks the transcript they came from"
+    )]
+    Closed(String),
+    #[error(
+        "the submitted transcript does not extend the one held here (hash {held}, {contributions} contributions): the ceremony moved on since you fetched it; fetch it again and contribute on top (`sn2 ceremony join` does this)"
+    )]
+    Moved { held: String, contributions: usize },
+    #[error(
+        "the submitted transcript adds {added} contributions to the one held here; 1 to {MAX_SUBMITTED} are taken"
+    )]
+    Added { added: usize },
+    #[error("the submitted transcript does not verify: {0}")]
+    Invalid(String),
+    #[error("the ceremony of this model is changing right now; try again in a few seconds")]
+    Busy,
+    #[error("the transcript could not be saved here: {0}")]
+    Save(String),
 }
 
 /// Why a downloaded transcript was not adopted.

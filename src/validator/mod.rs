@@ -418,6 +418,11 @@ impl Validator {
         let _ = self.ceremonies.set(ceremonies);
     }
 
+    /// The ceremonies this validator takes part in, once started.
+    pub fn ceremonies(&self) -> Option<&Arc<ceremony::Ceremonies>> {
+        self.ceremonies.get()
+    }
+
     /// Runs rounds until `shutdown`, one every `round_interval` whatever the miners do;
     /// `on_round` is told after each one (devnet table, systemd status).
     pub async fn run(

@@ -88,6 +88,13 @@ impl Body {
         }
     }
 
+    /// The same body with another size limit: for the one route of a listener whose
+    /// bodies are larger than the rest (its limit bounds every other route's).
+    pub fn with_limit(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
     /// Reads the body, refusing one over the limit or slower than the deadline.
     pub async fn read(self) -> Result<Bytes, WireError> {
         if self.declared.is_some_and(|n| n > self.max as u64) {
