@@ -738,11 +738,50 @@ async fn serve_ceremonies(
     address
 }
 
+/// One validator's ceremonies per hotkey, each with its own models directory (digits-mlp
+/// imported) and private state under `dir`, starting from `ptau` with `quorum`, and its
+/// key server: (ceremonies, key server address, models directory).
+async fn ceremony_nodes(
+    dir: &Path,
+    ptau: &Path,
+    hotkeys: &[sn2::keys::Hotkey],
+    quorum: usize,
+    shutdown: &sn2::shutdown::Shutdown,
+) -> Vec<(
+    std::sync::Arc<sn2::validator::ceremony::Ceremonies>,
+    std::net::SocketAddr,
+    PathBuf,
+)> {
+    use sn2::validator::ceremony::{Ceremonies, CeremonyOptions};
+    let mut nodes = Vec::new();
+    for (i, hotkey) in hotkeys.iter().cloned().enumerate() {
+        let models = dir.join(format!("v{i}/models"));
+        import_digits_mlp("--models-dir", models.to_str().unwrap());
+        let stored = sn2::model::ModelStore::new(&models)
+            .open("digits-mlp")
+            .unwrap();
+        let options = CeremonyOptions {
+            ptau: ptau.to_path_buf(),
+            quorum,
+            poll_interval: std::time::Duration::from_secs(1),
+            state_dir: dir.join(format!("v{i}/state")),
+        };
+        let ceremonies =
+            tokio::task::spawn_blocking(move || Ceremonies::start(options, hotkey, vec![stored]))
+                .await
+                .unwrap()
+                .unwrap();
+        let ceremonies = std::sync::Arc::new(ceremonies);
+        let address = serve_ceremonies(ceremonies.clone(), shutdown.clone()).await;
+        nodes.push((ceremonies, address, models));
+    }
+    nodes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_one_set_of_keys() {
     use sn2::keys::Hotkey;
-    use sn2::validator::ceremony::{Ceremonies, CeremonyOptions, Listed, Peers};
-    use std::sync::Arc;
+    use sn2::validator::ceremony::{Listed, Peers};
     if snarkjs().is_none() {
         return;
     }
@@ -752,28 +791,14 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
 
     // Three validators, each with its own hotkey, models directory and private state.
     let hotkeys: Vec<Hotkey> = (0..3u8).map(|i| Hotkey::from_seed(&[10 + i; 32])).collect();
-    let mut nodes = Vec::new();
-    for (i, hotkey) in hotkeys.iter().cloned().enumerate() {
-        let models = dir.path().join(format!("v{i}/models"));
-        import_digits_mlp("--models-dir", models.to_str().unwrap());
-        let stored = sn2::model::ModelStore::new(&models)
-            .open("digits-mlp")
-            .unwrap();
-        let options = CeremonyOptions {
-            ptau: powers.join("final.ptau"),
-            quorum: 3,
-            poll_interval: std::time::Duration::from_secs(1),
-            state_dir: dir.path().join(format!("v{i}/state")),
-        };
-        let ceremonies =
-            tokio::task::spawn_blocking(move || Ceremonies::start(options, hotkey, vec![stored]))
-                .await
-                .unwrap()
-                .unwrap();
-        let ceremonies = Arc::new(ceremonies);
-        let address = serve_ceremonies(ceremonies.clone(), shutdown.clone()).await;
-        nodes.push((ceremonies, address, models));
-    }
+    let nodes = ceremony_nodes(
+        dir.path(),
+        &powers.join("final.ptau"),
+        &hotkeys,
+        3,
+        &shutdown,
+    )
+    .await;
     // All start from the same transcript: the powers of tau and the circuit fix it.
     let first: Vec<Vec<Listed>> = nodes.iter().map(|n| n.0.listing()).collect();
     assert!(
@@ -999,10 +1024,7 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
 async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones_change_nothing() {
     use sn2::keys::Hotkey;
     use sn2::proof::groth16::ceremony::Transcript;
-    use sn2::validator::ceremony::{
-        Ceremonies, CeremonyOptions, MAX_SUBMITTED, Peers, SubmitError,
-    };
-    use std::sync::Arc;
+    use sn2::validator::ceremony::{MAX_SUBMITTED, Peers, SubmitError};
     if snarkjs().is_none() {
         return;
     }
@@ -1010,28 +1032,14 @@ async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones
     let dir = tempfile::tempdir().unwrap();
     let (_stop, shutdown) = sn2::shutdown::channel();
     let hotkeys: Vec<Hotkey> = (0..2u8).map(|i| Hotkey::from_seed(&[20 + i; 32])).collect();
-    let mut nodes = Vec::new();
-    for (i, hotkey) in hotkeys.iter().cloned().enumerate() {
-        let models = dir.path().join(format!("v{i}/models"));
-        import_digits_mlp("--models-dir", models.to_str().unwrap());
-        let stored = sn2::model::ModelStore::new(&models)
-            .open("digits-mlp")
-            .unwrap();
-        let options = CeremonyOptions {
-            ptau: powers.join("final.ptau"),
-            quorum: 2,
-            poll_interval: std::time::Duration::from_secs(1),
-            state_dir: dir.path().join(format!("v{i}/state")),
-        };
-        let ceremonies =
-            tokio::task::spawn_blocking(move || Ceremonies::start(options, hotkey, vec![stored]))
-                .await
-                .unwrap()
-                .unwrap();
-        let ceremonies = Arc::new(ceremonies);
-        let address = serve_ceremonies(ceremonies.clone(), shutdown.clone()).await;
-        nodes.push((ceremonies, address, models));
-    }
+    let nodes = ceremony_nodes(
+        dir.path(),
+        &powers.join("final.ptau"),
+        &hotkeys,
+        2,
+        &shutdown,
+    )
+    .await;
     let model = nodes[0].0.listing()[0].model.clone();
     let first = &nodes[0].0;
     let state_file = dir

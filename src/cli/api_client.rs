@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::Full;
 
+use crate::model::ModelId;
 use crate::wire::http::HttpClient;
 
 /// The largest answer read from the API (model files and transcripts included).
@@ -60,6 +61,25 @@ impl ApiClient {
                 refused.message
             ),
         }
+    }
+
+    /// The model the validator lists under `reference` (its id or name): its id and its
+    /// entry in `/v1/models`.
+    pub async fn find_model(
+        &self,
+        reference: &str,
+    ) -> anyhow::Result<(ModelId, serde_json::Value)> {
+        let listing: serde_json::Value =
+            serde_json::from_slice(&self.call("GET", "/v1/models", None).await?)
+                .context("the validator's model list is not JSON")?;
+        let entry = (listing["models"].as_array().into_iter().flatten())
+            .find(|m| m["id"] == reference || m["name"] == reference)
+            .with_context(|| format!("the validator serves no model {reference}"))?;
+        let id = entry["id"]
+            .as_str()
+            .and_then(ModelId::from_hex)
+            .context("the validator listed a model without a usable id")?;
+        Ok((id, entry.clone()))
     }
 
     /// Calls `method path` with a body of the given content type, if any: the answer's

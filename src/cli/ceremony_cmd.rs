@@ -43,15 +43,8 @@ pub enum CeremonyCommand {
         /// Write the new transcript here instead of replacing the old one.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
-        /// Sign the contribution with the wallet's hotkey, so that the transcript names
-        /// it as the contributor (validators count signed contributions toward a
-        /// ceremony's quorum); without it the contribution is anonymous.
-        #[arg(long)]
-        sign: bool,
         #[command(flatten)]
-        wallet: WalletArgs,
-        #[command(flatten)]
-        config: ConfigArg,
+        signing: SignArgs,
     },
     /// Contribute to the ceremony a validator runs for a model, through its user API:
     /// fetch the transcript it holds, add a contribution from this machine's randomness,
@@ -178,11 +171,9 @@ impl CeremonyCommand {
             CeremonyCommand::Contribute {
                 transcript,
                 out,
-                sign,
-                wallet,
-                config,
+                signing,
             } => {
-                let signer = signer(sign, &wallet, &config)?;
+                let signer = signing.signer()?;
                 let mut read = read_transcript(&transcript)?;
                 let started = Instant::now();
                 let hash = read.contribute(signer.as_ref());
@@ -253,20 +244,32 @@ impl CeremonyCommand {
     }
 }
 
-/// With `--sign`, the wallet's hotkey that signs a contribution.
-pub(super) fn signer(
+/// Whether, and with which hotkey, to sign a contribution.
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// Sign the contribution with the wallet's hotkey, so that the transcript names it as
+    /// the contributor (validators count signed contributions toward a ceremony's
+    /// quorum); without it the contribution is anonymous, and its hash is your record.
+    #[arg(long)]
     sign: bool,
-    wallet: &WalletArgs,
-    config: &ConfigArg,
-) -> anyhow::Result<Option<crate::keys::Hotkey>> {
-    if !sign {
-        return Ok(None);
+    #[command(flatten)]
+    wallet: WalletArgs,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+impl SignArgs {
+    /// With `--sign`, the wallet's hotkey.
+    pub fn signer(&self) -> anyhow::Result<Option<crate::keys::Hotkey>> {
+        if !self.sign {
+            return Ok(None);
+        }
+        let location = self.wallet.location(self.config.load()?.as_ref())?;
+        let hotkey = location.load_hotkey().context(
+            "--sign: the wallet's hotkey cannot be loaded (name it with --wallet-name and --wallet-hotkey)",
+        )?;
+        Ok(Some(hotkey))
     }
-    let location = wallet.location(config.load()?.as_ref())?;
-    let hotkey = location.load_hotkey().context(
-        "--sign: the wallet's hotkey cannot be loaded (name it with --wallet-name and --wallet-hotkey)",
-    )?;
-    Ok(Some(hotkey))
 }
 
 /// `sn2 ceremony verify`: checks a ceremony's record (an sn2 transcript or a snarkjs zkey),

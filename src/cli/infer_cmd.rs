@@ -62,19 +62,7 @@ impl InferArgs {
 
     async fn infer(self) -> anyhow::Result<Outcome> {
         let api = ApiClient::new(&self.validator, &self.api_key_env, self.timeout)?;
-        let listing: serde_json::Value =
-            serde_json::from_slice(&api.call("GET", "/v1/models", None).await?)
-                .context("the validator's model list is not JSON")?;
-        let entry = listing["models"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["id"] == self.model.as_str() || m["name"] == self.model.as_str())
-            .with_context(|| format!("the validator serves no model {}", self.model))?;
-        let id = entry["id"]
-            .as_str()
-            .and_then(ModelId::from_hex)
-            .context("the validator listed a model without a usable id")?;
+        let (id, entry) = api.find_model(&self.model).await?;
         let listed_vk = entry["verifying_key"]
             .as_str()
             .unwrap_or_default()

@@ -13,15 +13,17 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Args;
 
+use super::Outcome;
 use super::api_client::ApiClient;
-use super::keys_cmd::WalletArgs;
-use super::{ConfigArg, Outcome};
-use crate::model::ModelId;
+use super::ceremony_cmd::SignArgs;
 use crate::proof::groth16::ceremony::Transcript;
 
-/// How often a submission is made again on top of a transcript fetched anew, when the
-/// validator's moved on meanwhile (its own or a peer's contribution landed first).
-const ATTEMPTS: usize = 3;
+/// How often a contribution is made and submitted again, on top of a transcript fetched
+/// anew, when the validator moved on meanwhile (its own or a peer's contribution landed
+/// first) or was busy changing its transcript.
+const ATTEMPTS: usize = 5;
+/// The wait before trying again after a busy answer (the API asks for 5 s).
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct JoinArgs {
@@ -31,14 +33,8 @@ pub struct JoinArgs {
     /// Model id or name.
     #[arg(long)]
     model: String,
-    /// Sign the contribution with the wallet's hotkey (it then names you in the
-    /// transcript); without it the contribution is anonymous, and its hash is your record.
-    #[arg(long)]
-    sign: bool,
     #[command(flatten)]
-    wallet: WalletArgs,
-    #[command(flatten)]
-    config: ConfigArg,
+    signing: SignArgs,
     /// The environment variable that holds the API key, if the API needs one.
     #[arg(long, value_name = "VAR", default_value = "SN2_API_KEY")]
     api_key_env: String,
@@ -49,7 +45,7 @@ pub struct JoinArgs {
 
 impl JoinArgs {
     pub fn run(self) -> anyhow::Result<Outcome> {
-        let signer = super::ceremony_cmd::signer(self.sign, &self.wallet, &self.config)?;
+        let signer = self.signing.signer()?;
         let api = ApiClient::new(&self.validator, &self.api_key_env, self.timeout)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -62,16 +58,7 @@ impl JoinArgs {
         api: &ApiClient,
         signer: Option<&crate::keys::Hotkey>,
     ) -> anyhow::Result<Outcome> {
-        let listing: serde_json::Value =
-            serde_json::from_slice(&api.call("GET", "/v1/models", None).await?)
-                .context("the validator's model list is not JSON")?;
-        let entry = (listing["models"].as_array().into_iter().flatten())
-            .find(|m| m["id"] == self.model.as_str() || m["name"] == self.model.as_str())
-            .with_context(|| format!("the validator serves no model {}", self.model))?;
-        let id = entry["id"]
-            .as_str()
-            .and_then(ModelId::from_hex)
-            .context("the validator listed a model without a usable id")?;
+        let (id, entry) = api.find_model(&self.model).await?;
         let path = format!("/v1/models/{id}/ceremony");
         let mut attempt = 0;
         loop {
@@ -115,14 +102,21 @@ impl JoinArgs {
                 }
                 Err(refused) => refused,
             };
-            if refused.code != "ceremony_moved" || attempt == ATTEMPTS {
+            let again = matches!(refused.code.as_str(), "ceremony_moved" | "busy");
+            if !again || attempt == ATTEMPTS {
                 eprintln!(
                     "sn2: the validator refused the contribution ({}): {}",
                     refused.status, refused.message
                 );
                 return Ok(Outcome::Failure);
             }
-            eprintln!("sn2: the ceremony moved on meanwhile; contributing again on top of it");
+            if refused.code == "busy" {
+                tokio::time::sleep(BUSY_WAIT).await;
+            }
+            eprintln!(
+                "sn2: {}; contributing again on top of what it holds now",
+                refused.message
+            );
         }
     }
 }

@@ -684,7 +684,7 @@ pub enum SubmitError {
     )]
     Closed(String),
     #[error(
-        "the submitted transcript does not extend the one held here (hash {held}, {contributions} contributions): the ceremony moved on since you fetched it; fetch it again and contribute on top (`sn2 ceremony join` does this)"
+        "the submitted transcript does not extend the one held here (hash {held}, {contributions} contributions): the ceremony moved on since you fetched it; fetch it again and contribute on top (`sn2 ceremony join` does this itself)"
     )]
     Moved { held: String, contributions: usize },
     #[error(
