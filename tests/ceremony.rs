@@ -739,13 +739,15 @@ async fn serve_ceremonies(
 }
 
 /// One validator's ceremonies per hotkey, each with its own models directory (digits-mlp
-/// imported) and private state under `dir`, starting from `ptau` with `quorum`, and its
-/// key server: (ceremonies, key server address, models directory).
+/// imported) and private state under `dir`, starting from `ptau` with `quorum` and open to
+/// users for `open_for`, and its key server: (ceremonies, key server address, models
+/// directory).
 async fn ceremony_nodes(
     dir: &Path,
     ptau: &Path,
     hotkeys: &[sn2::keys::Hotkey],
     quorum: usize,
+    open_for: std::time::Duration,
     shutdown: &sn2::shutdown::Shutdown,
 ) -> Vec<(
     std::sync::Arc<sn2::validator::ceremony::Ceremonies>,
@@ -765,6 +767,7 @@ async fn ceremony_nodes(
             quorum,
             poll_interval: std::time::Duration::from_secs(1),
             state_dir: dir.join(format!("v{i}/state")),
+            open_for,
         };
         let ceremonies =
             tokio::task::spawn_blocking(move || Ceremonies::start(options, hotkey, vec![stored]))
@@ -796,6 +799,7 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
         &powers.join("final.ptau"),
         &hotkeys,
         3,
+        std::time::Duration::ZERO,
         &shutdown,
     )
     .await;
@@ -1017,11 +1021,13 @@ async fn three_validators_run_a_ceremony_through_their_key_servers_and_install_o
 
 /// A user contributes through a validator while its ceremony is open: the submission is
 /// verified, held and served, the validators' contributions follow it, and the keys they
-/// install descend from it. Submissions that drop, reorder, fork, overfill or damage
+/// install descend from it. The ceremony stays open for `open_secs` after it started,
+/// quorum or not, so a second user joins after the quorum and is in the keys too. Submissions that drop, reorder, fork, overfill or damage
 /// anything are refused and change nothing, and once the keys are installed the
 /// ceremony is closed to users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones_change_nothing() {
+    const OPEN_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
     use sn2::keys::Hotkey;
     use sn2::proof::groth16::ceremony::Transcript;
     use sn2::validator::ceremony::{MAX_SUBMITTED, Peers, SubmitError};
@@ -1037,6 +1043,7 @@ async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones
         &powers.join("final.ptau"),
         &hotkeys,
         2,
+        OPEN_FOR,
         &shutdown,
     )
     .await;
@@ -1106,26 +1113,55 @@ async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones
     assert_eq!(first.listing(), taken);
     assert_eq!(std::fs::read(&state_file).unwrap(), users.to_bytes());
 
-    // The validators look at each other until both have contributed and installed: the
-    // second adopts the user's transcript (as many validators, more contributions), so
-    // every transcript that follows holds the user's contribution.
+    // The validators look at each other until both have contributed: the second adopts
+    // the user's transcript (as many validators, more contributions), so every transcript
+    // that follows holds the user's contribution. The quorum is reached, but the ceremony
+    // stays open for users: no keys are installed yet.
     let peers_of = |i: usize| Peers {
         key_servers: vec![nodes[1 - i].1],
         validators: [hotkeys[1 - i].public()].into(),
     };
-    let mut installs = [0; 2];
-    for looks in 1.. {
-        for i in 0..2 {
-            installs[i] += nodes[i].0.look(&peers_of(i)).await.len();
+    let settle = |want: usize| {
+        let nodes = &nodes;
+        async move {
+            let mut installs = [0; 2];
+            let mut looks = 0;
+            loop {
+                looks += 1;
+                for i in 0..2 {
+                    installs[i] += nodes[i].0.look(&peers_of(i)).await.len();
+                }
+                let listings: Vec<_> = nodes.iter().map(|n| n.0.listing()[0].clone()).collect();
+                if listings[0] == listings[1] && listings[0].contributions == want && looks > 1 {
+                    return installs;
+                }
+                assert!(looks < 8, "no agreement after {looks} looks: {listings:?}");
+            }
         }
-        let listings: Vec<_> = nodes.iter().map(|n| n.0.listing()[0].clone()).collect();
-        if installs.iter().all(|&n| n > 0) && listings[0] == listings[1] {
-            break;
-        }
-        assert!(looks < 8, "no agreement after {looks} looks: {listings:?}");
+    };
+    assert_eq!(settle(3).await, [0, 0]);
+    // A second user joins through the other validator, after the quorum.
+    let mut second = Transcript::read(&nodes[1].0.held_transcript(&model).unwrap()).unwrap();
+    let theirs = hex::encode(second.contribute(None));
+    let submitted = nodes[1].0.submit(&model, second.to_bytes().into()).unwrap();
+    assert_eq!(submitted.added, vec![theirs.clone()]);
+    assert_eq!(settle(4).await, [0, 0]);
+
+    // Once the window has passed (as if it had started two hours ago), both install the
+    // keys of the transcript that holds both users' contributions.
+    for i in 0..2 {
+        let opened = dir
+            .path()
+            .join(format!("v{i}/state/ceremony/{model}.opened"));
+        let started: u64 = std::fs::read_to_string(&opened)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::fs::write(&opened, format!("{}\n", started - 2 * OPEN_FOR.as_secs())).unwrap();
     }
+    assert_eq!(settle(4).await, [1, 1]);
     let agreed = first.listing()[0].clone();
-    assert_eq!(agreed.contributions, 3, "{agreed:?}");
     for (_, _, models) in &nodes {
         let (_, record) = installed_keys(models);
         assert_eq!(
@@ -1141,6 +1177,7 @@ async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones
         .unwrap();
         let hashes = Transcript::read(&kept).unwrap().contribution_hashes();
         assert_eq!(hex::encode(hashes[0]), mine);
+        assert_eq!(hex::encode(hashes[3]), theirs);
     }
 
     // The keys are installed: a contribution now would not reach them, so it is refused.

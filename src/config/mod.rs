@@ -206,6 +206,10 @@ pub struct CeremonyConfig {
     pub quorum: Count,
     /// Time between two looks at the other validators' transcripts.
     pub poll_interval_secs: Seconds,
+    /// How long a model's ceremony stays open to users' contributions after this
+    /// validator starts it: its keys are installed no earlier. 0: as soon as the quorum
+    /// is reached.
+    pub open_secs: u64,
 }
 
 impl Default for CeremonyConfig {
@@ -214,6 +218,7 @@ impl Default for CeremonyConfig {
             ptau: None,
             quorum: Count::new(3),
             poll_interval_secs: Seconds::new(60),
+            open_secs: 0,
         }
     }
 }

@@ -34,15 +34,19 @@
 //! into the keys. The user then checks, with `sn2 infer --ptau --contribution`, that the
 //! keys which verify their answers descend from their own contribution, and so trusts
 //! them without trusting anyone. A user counts for no quorum (that needs a validator's
-//! permit), and a submission adds at most [`MAX_SUBMITTED`] contributions.
+//! permit), and a submission adds at most [`MAX_SUBMITTED`] contributions. So that users
+//! have time to take part, `[validator.ceremony] open_secs` keeps a ceremony open (its keys
+//! not installed) for that long after it started here, whatever the quorum.
 //!
 //! State, in the validator's private state directory: `ceremony/<model id>.transcript` (the
-//! transcript it serves). Its own contribution is the one its hotkey signed, so a restart
-//! never contributes twice to one transcript.
+//! transcript it serves) and `ceremony/<model id>.opened` (when the ceremony started here,
+//! from which `open_secs` counts). Its own contribution is the one its hotkey signed, so a
+//! restart never contributes twice to one transcript.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +82,9 @@ pub struct CeremonyOptions {
     pub quorum: usize,
     pub poll_interval: Duration,
     pub state_dir: PathBuf,
+    /// How long each model's ceremony stays open to users after it started here: no keys
+    /// are installed before.
+    pub open_for: Duration,
 }
 
 impl CeremonyOptions {
@@ -89,6 +96,7 @@ impl CeremonyOptions {
             quorum: c.quorum.get(),
             poll_interval: c.poll_interval_secs.duration(),
             state_dir: config.validator.state_dir.clone(),
+            open_for: Duration::from_secs(c.open_secs),
         })
     }
 }
@@ -189,6 +197,8 @@ struct ModelCeremony {
     /// The signers of the ceremony transcript the model's keys came from; empty when they
     /// came from elsewhere (this validator's own setup, or a snarkjs zkey).
     installed: Mutex<Vec<PublicKey>>,
+    /// Whether the log said that the quorum is reached but the ceremony stays open.
+    told_open: AtomicBool,
     /// Held through every change of the transcript held (adopting a peer's, contributing,
     /// taking a user's submission), from the check of what is held to the save: no change
     /// is lost to another made meanwhile.
@@ -265,11 +275,13 @@ impl Ceremonies {
                 }
                 Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
             };
+            opened_at(&dir, &stored.id)?;
             held.push(ModelCeremony {
                 initial,
                 held: Mutex::new(held_of(&transcript)),
                 installed: Mutex::new(installed_signers(&stored)),
                 step: Mutex::new(()),
+                told_open: AtomicBool::new(false),
                 stored,
             });
         }
@@ -614,6 +626,14 @@ impl Ceremonies {
         if counted < self.options.quorum || counted <= counting.count(&installed) {
             return Ok(false);
         }
+        let dir = ceremony_dir(&self.options.state_dir);
+        let open_until = opened_at(&dir, &model.stored.id)? + self.options.open_for.as_secs();
+        if unix_now() < open_until {
+            if !model.told_open.swap(true, Ordering::Relaxed) {
+                tracing::info!(model = %model.stored.info.name, validators = counted, open_until, "quorum reached; the ceremony stays open to users' contributions until then (Unix seconds, `open_secs`), and its keys are installed after");
+            }
+            return Ok(false);
+        }
         let installed = self.install(&model.stored, &held, counted)?;
         if installed {
             *model.installed.lock().expect("not poisoned") =
@@ -737,6 +757,32 @@ fn held_of(transcript: &Transcript) -> Held {
     }
 }
 
+/// When the model's ceremony started here (Unix seconds), as `<model id>.opened` records
+/// it; recorded now if it is not yet.
+fn opened_at(dir: &Path, model: &ModelId) -> anyhow::Result<u64> {
+    let path = dir.join(format!("{}.opened", model.to_hex()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().with_context(|| {
+            format!(
+                "{} is damaged: it holds the Unix time (seconds) this model's ceremony started here; delete it to count from now",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let now = unix_now();
+            save(&path, format!("{now}\n").as_bytes())?;
+            Ok(now)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn ceremony_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("ceremony")
 }
@@ -761,6 +807,25 @@ mod tests {
             contributions,
             signers: signers.iter().map(|key| key.ss58()).collect(),
         }
+    }
+
+    #[test]
+    fn a_ceremony_start_is_recorded_once_and_a_damaged_record_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = ModelId([7; 32]);
+        let before = unix_now();
+        let opened = opened_at(dir.path(), &model).unwrap();
+        assert!(opened >= before && opened <= unix_now());
+        let path = dir.path().join(format!("{}.opened", model.to_hex()));
+        std::fs::write(&path, "1000\n").unwrap();
+        assert_eq!(opened_at(dir.path(), &model).unwrap(), 1000);
+        std::fs::write(&path, "yesterday").unwrap();
+        let said = format!("{:#}", opened_at(dir.path(), &model).unwrap_err());
+        assert!(
+            said.contains("is damaged") && said.contains("delete it"),
+            "{said}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "yesterday");
     }
 
     #[test]
