@@ -182,6 +182,7 @@ async fn bad_requests_get_a_clear_4xx_and_the_api_serves_on() {
     let api = devnet.api;
     let model = devnet.validator.model_summaries()[0].clone();
     let good = inference(&model.id, &vec![0; model.input_len]);
+    let ceremony = format!("/v1/models/{}/ceremony", model.id);
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         (
             "POST",
@@ -233,6 +234,23 @@ async fn bad_requests_get_a_clear_4xx_and_the_api_serves_on() {
             "unknown_model",
         ),
         ("GET", "/elsewhere", Vec::new(), 404, "not_found"),
+        // The devnet's validator runs no ceremony: nothing to fetch or join.
+        ("GET", &ceremony, Vec::new(), 404, "no_ceremony"),
+        (
+            "POST",
+            &ceremony,
+            b"a transcript".to_vec(),
+            404,
+            "no_ceremony",
+        ),
+        ("PUT", &ceremony, Vec::new(), 405, "method_not_allowed"),
+        (
+            "POST",
+            "/v1/models/nothing/ceremony",
+            Vec::new(),
+            404,
+            "unknown_model",
+        ),
     ];
     for (method, path, body, status, expected) in cases {
         let (got, answer, _) = call(api, method, path, None, &body).await;
@@ -267,6 +285,23 @@ async fn bad_requests_get_a_clear_4xx_and_the_api_serves_on() {
     }
     let (status, answer, _) = call(api, "POST", "/v1/inference", None, &good).await;
     assert_eq!(status, 200, "{answer}");
+    // `sn2 ceremony join` says so before any work.
+    let joined = Command::new(env!("CARGO_BIN_EXE_sn2"))
+        .args([
+            "ceremony",
+            "join",
+            "--validator",
+            &format!("http://{api}"),
+            "--model",
+        ])
+        .arg(&model.id)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&joined.stderr);
+    assert!(
+        !joined.status.success() && said.contains("no ceremony for model"),
+        "{said}"
+    );
     devnet.stop().await;
 }
 

@@ -1140,6 +1140,19 @@ async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones
         }
     };
     assert_eq!(settle(3).await, [0, 0]);
+    // Users see that it is open, and until when.
+    let open = first.open(&model).expect("open to users");
+    let opened: u64 =
+        std::fs::read_to_string(dir.path().join(format!("v0/state/ceremony/{model}.opened")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    assert_eq!(open.open_until, opened + OPEN_FOR.as_secs());
+    assert_eq!(
+        (open.transcript.as_str(), open.contributions),
+        (first.listing()[0].transcript.as_str(), 3)
+    );
     // A second user joins through the other validator, after the quorum.
     let mut second = Transcript::read(&nodes[1].0.held_transcript(&model).unwrap()).unwrap();
     let theirs = hex::encode(second.contribute(None));
@@ -1161,6 +1174,7 @@ async fn a_users_submitted_contribution_reaches_the_validators_keys_and_bad_ones
         std::fs::write(&opened, format!("{}\n", started - 2 * OPEN_FOR.as_secs())).unwrap();
     }
     assert_eq!(settle(4).await, [1, 1]);
+    assert!(first.open(&model).is_none());
     let agreed = first.listing()[0].clone();
     for (_, _, models) in &nodes {
         let (_, record) = installed_keys(models);
@@ -1479,6 +1493,8 @@ fn sn2_ceremony_join_contributes_through_a_validators_api() {
     )
     .unwrap();
     let id = models["models"][0]["id"].as_str().unwrap().to_string();
+    let open = &models["models"][0]["ceremony_open"];
+    assert!(open["contributions"].as_u64().unwrap() >= 1, "{models}");
     let ceremony = format!("{url}/v1/models/{id}/ceremony");
     let held = runtime.block_on(client.get(&ceremony, 1 << 30)).unwrap();
     let hashes = sn2::proof::groth16::ceremony::Transcript::read(&held)

@@ -59,6 +59,14 @@ impl JoinArgs {
         signer: Option<&crate::keys::Hotkey>,
     ) -> anyhow::Result<Outcome> {
         let (id, entry) = api.find_model(&self.model).await?;
+        // Known before any work: a validator lists the ceremonies users may join.
+        if entry["ceremony_open"].is_null() {
+            eprintln!(
+                "sn2: the validator has no ceremony for model {} open to contributions: it runs none for it, or its keys are installed already (`ceremony` in its /v1/models says which keys it uses)",
+                self.model
+            );
+            return Ok(Outcome::Failure);
+        }
         let path = format!("/v1/models/{id}/ceremony");
         let mut attempt = 0;
         loop {

@@ -197,6 +197,9 @@ struct ModelCeremony {
     /// The signers of the ceremony transcript the model's keys came from; empty when they
     /// came from elsewhere (this validator's own setup, or a snarkjs zkey).
     installed: Mutex<Vec<PublicKey>>,
+    /// The contributions users submitted here: a transcript adopted later that lacks one
+    /// (a fork that won) is logged, since the user must join again.
+    submitted: Mutex<HashSet<[u8; 32]>>,
     /// Whether the log said that the quorum is reached but the ceremony stays open.
     told_open: AtomicBool,
     /// Held through every change of the transcript held (adopting a peer's, contributing,
@@ -282,6 +285,7 @@ impl Ceremonies {
                 installed: Mutex::new(installed_signers(&stored)),
                 step: Mutex::new(()),
                 told_open: AtomicBool::new(false),
+                submitted: Mutex::new(HashSet::new()),
                 stored,
             });
         }
@@ -319,6 +323,23 @@ impl Ceremonies {
     pub fn held_transcript(&self, model: &str) -> Option<Bytes> {
         let found = self.models.iter().find(|m| m.stored.id.to_hex() == model)?;
         Some(found.held.lock().expect("not poisoned").bytes.clone())
+    }
+
+    /// The ceremony of `model` (hex id) while users may contribute to it: it runs here and
+    /// its keys are not installed.
+    pub fn open(&self, model: &str) -> Option<OpenCeremony> {
+        let found = self.models.iter().find(|m| m.stored.id.to_hex() == model)?;
+        if !found.installed.lock().expect("not poisoned").is_empty() {
+            return None;
+        }
+        let dir = ceremony_dir(&self.options.state_dir);
+        let opened = opened_at(&dir, &found.stored.id).ok()?;
+        let held = found.listed();
+        Some(OpenCeremony {
+            transcript: held.transcript,
+            contributions: held.contributions,
+            open_until: opened + self.options.open_for.as_secs(),
+        })
     }
 
     /// The largest submission for `model` worth reading: the transcript held with
@@ -380,6 +401,8 @@ impl Ceremonies {
                 .map(hex::encode)
                 .collect(),
         };
+        (model.submitted.lock().expect("not poisoned"))
+            .extend(&found.contributions[held.contributions.len()..]);
         tracing::info!(model = %name, transcript = %submitted.transcript, added = ?submitted.added, "took a user's contributions to the ceremony");
         *model.held.lock().expect("not poisoned") = found;
         Ok(submitted)
@@ -585,7 +608,16 @@ impl Ceremonies {
         let dir = ceremony_dir(&self.options.state_dir);
         save(&transcript_file(&dir, &model.stored.id), &found.bytes)
             .map_err(Refusal::PassedOver)?;
-        *model.held.lock().expect("not poisoned") = found.clone();
+        let mut held = model.held.lock().expect("not poisoned");
+        let submitted = model.submitted.lock().expect("not poisoned");
+        let lost: Vec<String> = (held.contributions.iter())
+            .filter(|c| submitted.contains(*c) && !found.contributions.contains(c))
+            .map(hex::encode)
+            .collect();
+        if !lost.is_empty() {
+            tracing::warn!(model = %model.stored.info.name, ?lost, "a better transcript from another validator lacks users' contributions submitted here (a fork won): they are not in this ceremony any more, and their makers must join again");
+        }
+        *held = found.clone();
         Ok(found)
     }
 
@@ -682,6 +714,16 @@ impl Ceremonies {
         tracing::info!(model = %stored.info.name, transcript = %hash, contributions = held.contributions.len(), validators, fingerprint = %summary.verifying_fingerprint, "installed the ceremony's keys");
         Ok(true)
     }
+}
+
+/// A ceremony open to users, as `/v1/models` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenCeremony {
+    /// The hash of the transcript held, in hex.
+    pub transcript: String,
+    pub contributions: usize,
+    /// Unix seconds before which no keys are installed from it.
+    pub open_until: u64,
 }
 
 /// A user's submission, taken: what the validator now holds.

@@ -239,6 +239,8 @@ pub struct ModelSummary {
     pub verifying_key: String,
     /// The ceremony the keys come from; `None` for a single-party setup.
     pub ceremony: Option<CeremonySummary>,
+    /// The ceremony under way here while users may still contribute to it.
+    pub ceremony_open: Option<ceremony::OpenCeremony>,
 }
 
 /// A ceremony whose transcript the validator serves (`/v1/models/{id}/transcript`).
@@ -647,6 +649,7 @@ impl Validator {
                 output_len: m.stored.model.output_len(),
                 verifying_key: m.verifying_key_hash.clone(),
                 ceremony: m.ceremony.clone(),
+                ceremony_open: (self.ceremonies.get()).and_then(|c| c.open(&m.stored.id.to_hex())),
             })
             .collect()
     }
