@@ -7,7 +7,8 @@
 //! The inputs come from peers (QUIC frames and handshakes, Epistula headers, requests and
 //! responses), from operators and their downloads (ONNX files, input files, wallet files,
 //! Nix keys, release manifests) and from disk, where a damaged or planted file must be
-//! refused as well (model files, key files, proof files).
+//! refused as well (model files, key files, proof files), and from validators, whose
+//! ceremony records (sn2 transcripts, snarkjs zkeys) a miner checks before it makes a key.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -42,6 +43,7 @@ pub const TARGETS: &[Target] = &[
     ("timelock_commit", timelock_commit),
     ("ptau_file", ptau_file),
     ("ceremony_transcript", ceremony_transcript),
+    ("ceremony_record", ceremony_record),
 ];
 
 /// The largest request a miner reads by default, as the frame limit here.
@@ -336,6 +338,41 @@ pub fn ceremony_transcript(data: &[u8]) {
     if let Ok(transcript) = crate::proof::groth16::ceremony::Transcript::read(data) {
         assert_eq!(transcript.to_bytes(), data);
     }
+}
+
+/// The fixture's model with its circuit, and powers of tau made for that circuit from
+/// known secrets (τ = 3, α = 5, β = 7): what ceremony records are checked against. Made
+/// once per process; public so that the seeds are made for the same.
+pub struct CeremonyFixture {
+    pub id: ModelId,
+    pub model: Arc<QuantModel>,
+    pub system: crate::circuit::r1cs::R1cs,
+    pub ptau: crate::proof::ptau::Ptau,
+}
+
+pub fn ceremony_fixture() -> &'static CeremonyFixture {
+    static FIXTURE: OnceLock<CeremonyFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let Fixture { id, model, .. } = fixture();
+        let system = groth16::ceremony::circuit(model);
+        let power = groth16::ceremony::power_needed(&system).expect("a small circuit");
+        let secret = |n: u64| ark_bn254::Fr::from(n);
+        let ptau = crate::proof::ptau::Ptau::from_secrets(power, secret(3), secret(5), secret(7));
+        CeremonyFixture {
+            id: *id,
+            model: model.clone(),
+            system,
+            ptau,
+        }
+    })
+}
+
+/// A ceremony's record (an sn2 transcript or a snarkjs zkey) as a miner checks the one a
+/// validator serves beside a proving key, and `sn2 ceremony verify` and `import` a file:
+/// whole, against the fixture's circuit and powers of tau.
+pub fn ceremony_record(data: &[u8]) {
+    let fixture = ceremony_fixture();
+    let _ = groth16::check_ceremony_of(data, &fixture.id, &fixture.system, &fixture.ptau);
 }
 
 #[cfg(test)]

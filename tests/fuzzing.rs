@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod common;
+
 use sn2::fuzzing::TARGETS;
 use sn2::keys::Hotkey;
 use sn2::model::{ModelId, codec};
@@ -65,6 +67,120 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = fuzz_dir().join("corpus").join(target);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+/// The seeds of `ceremony_record`: a snarkjs ceremony (`zkey new`, one `contribute`) on
+/// the fixture's circuit from the fixture's powers of tau, the same before anyone
+/// contributed, and an sn2 transcript of one contribution. Each is checked as deep as it
+/// goes: the contributed ones pass, so the fuzzer starts from records that reach the end.
+#[test]
+#[ignore = "writes fuzz/corpus/ceremony_record with snarkjs (tests/setup.sh installs it)"]
+fn write_ceremony_record_seeds() {
+    use sn2::proof::groth16::{self, ceremony::Transcript};
+    let fixture = sn2::fuzzing::ceremony_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fixture.r1cs"),
+        groth16::circom::r1cs(&fixture.model),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("fixture.ptau"), ptau_file(&fixture.ptau)).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let snarkjs = |args: &[&str]| {
+        let node = common::fetched_node().unwrap_or_else(|| PathBuf::from("node"));
+        let output = std::process::Command::new(node)
+            .arg(repo.join("tests/snarkjs/node_modules/snarkjs/build/cli.cjs"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "snarkjs {args:?}: {output:?}");
+    };
+    snarkjs(&["zkey", "new", "fixture.r1cs", "fixture.ptau", "z0.zkey"]);
+    snarkjs(&[
+        "zkey",
+        "contribute",
+        "z0.zkey",
+        "z1.zkey",
+        "--name=seed",
+        "-e=the fuzz seed",
+    ]);
+    let check = |bytes: &[u8]| {
+        groth16::check_ceremony_of(bytes, &fixture.id, &fixture.system, &fixture.ptau)
+    };
+    let contributed = std::fs::read(dir.path().join("z1.zkey")).unwrap();
+    assert_eq!(check(&contributed).unwrap().parties, 1);
+    let fresh = std::fs::read(dir.path().join("z0.zkey")).unwrap();
+    let said = check(&fresh).map(|_| ()).unwrap_err().to_string();
+    assert!(said.contains("no party has contributed"), "{said}");
+    let mut transcript = Transcript::init(fixture.id, &fixture.system, &fixture.ptau).unwrap();
+    transcript.contribute(None);
+    let sn2_transcript = transcript.to_bytes();
+    assert_eq!(check(&sn2_transcript).unwrap().parties, 1);
+    write("ceremony_record", "zkey-one-contribution", &contributed);
+    write("ceremony_record", "zkey-no-contribution", &fresh);
+    write(
+        "ceremony_record",
+        "transcript-one-contribution",
+        &sn2_transcript,
+    );
+}
+
+/// `ptau` as a snarkjs `.ptau` file (iden3's container: coordinates in Montgomery form,
+/// little-endian), prepared for phase 2.
+fn ptau_file(ptau: &sn2::proof::ptau::Ptau) -> Vec<u8> {
+    use ark_bn254::{Fq, G1Affine, G2Affine};
+    use ark_ec::AffineRepr;
+    use ark_ff::{BigInteger, PrimeField};
+    let fq = |x: &Fq| x.0.to_bytes_le();
+    let g1 = |points: &[G1Affine]| -> Vec<u8> {
+        points
+            .iter()
+            .flat_map(|p| match p.xy() {
+                Some((x, y)) => [fq(&x), fq(&y)].concat(),
+                None => vec![0; 64],
+            })
+            .collect()
+    };
+    let g2 = |points: &[G2Affine]| -> Vec<u8> {
+        points
+            .iter()
+            .flat_map(|p| match p.xy() {
+                Some((x, y)) => [fq(&x.c0), fq(&x.c1), fq(&y.c0), fq(&y.c1)].concat(),
+                None => vec![0; 128],
+            })
+            .collect()
+    };
+    let mut header = 32u32.to_le_bytes().to_vec();
+    header.extend(Fq::MODULUS.to_bytes_le());
+    header.extend(ptau.power.to_le_bytes());
+    header.extend(ptau.ceremony_power.to_le_bytes());
+    let lagrange = ptau.lagrange.as_ref().expect("prepared");
+    let sections: Vec<(u32, Vec<u8>)> = vec![
+        (1, header),
+        (2, g1(&ptau.tau_g1)),
+        (3, g2(&ptau.tau_g2)),
+        (4, g1(&ptau.alpha_tau_g1)),
+        (5, g1(&ptau.beta_tau_g1)),
+        (6, g2(&[ptau.beta_g2])),
+        (7, 0u32.to_le_bytes().to_vec()),
+        (12, g1(&lagrange.tau_g1)),
+        (13, g2(&lagrange.tau_g2)),
+        (14, g1(&lagrange.alpha_tau_g1)),
+        (15, g1(&lagrange.beta_tau_g1)),
+    ];
+    let mut out = b"ptau".to_vec();
+    out.extend(1u32.to_le_bytes());
+    out.extend((sections.len() as u32).to_le_bytes());
+    for (id, section) in sections {
+        out.extend(id.to_le_bytes());
+        out.extend((section.len() as u64).to_le_bytes());
+        out.extend(section);
+    }
+    // What sn2 reads back is what was written.
+    let read = sn2::proof::ptau::Ptau::read(&out).unwrap();
+    assert_eq!(read.tau_g1, ptau.tau_g1);
+    out
 }
 
 /// Writes small, valid inputs for each target, from which the fuzzer mutates.
