@@ -37,8 +37,16 @@ else
 fi
 
 echo "== building the targets (the first build takes a while)"
-cargo "${toolchain[@]}" fuzz build --release --debug-assertions --sanitizer "$sanitizer" \
-  --codegen-units 16
+build=(fuzz build --release --debug-assertions --sanitizer "$sanitizer" --codegen-units 16)
+if [ $# -gt 0 ]; then
+  # Only the targets named: each is linked against the whole of sn2, so building all
+  # sixteen for one costs minutes.
+  for target in "${targets[@]}"; do
+    cargo "${toolchain[@]}" "${build[@]}" "$target"
+  done
+else
+  cargo "${toolchain[@]}" "${build[@]}"
+fi
 bin="$(cd .. && pwd)/target/x86_64-unknown-linux-gnu/release"
 
 scratch="${SN2_FUZZ_SCRATCH:-$(mktemp -d)}"
