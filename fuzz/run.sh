@@ -40,7 +40,7 @@ echo "== building the targets (the first build takes a while)"
 build=(fuzz build --release --debug-assertions --sanitizer "$sanitizer" --codegen-units 16)
 if [ $# -gt 0 ]; then
   # Only the targets named: each is linked against the whole of sn2, so building all
-  # sixteen for one costs minutes.
+  # of them to run one costs minutes.
   for target in "${targets[@]}"; do
     cargo "${toolchain[@]}" "${build[@]}" "$target"
   done
