@@ -499,11 +499,36 @@ fn powers_of_tau_read_up_to_a_power_make_the_same_keys_as_the_whole_file() {
     let file = sn2::proof::ptau::PtauFile::new(digits_mlp_ptau().join("final.ptau"));
     let first = file.up_to(power).unwrap();
     assert_eq!(first.power, power);
+    // Read from disk only as far as it goes, it holds what the cut of the whole does.
     assert_eq!(first.tau_g1[..], cut.tau_g1[..]);
+    assert_eq!(first.tau_g2[..], cut.tau_g2[..]);
+    assert_eq!(first.alpha_tau_g1[..], cut.alpha_tau_g1[..]);
+    assert_eq!(first.beta_tau_g1[..], cut.beta_tau_g1[..]);
+    assert_eq!(first.beta_g2, cut.beta_g2);
+    assert_eq!(first.contributions, cut.contributions);
+    let (read, forms) = (
+        first.lagrange.as_ref().unwrap(),
+        cut.lagrange.as_ref().unwrap(),
+    );
+    assert_eq!(read.tau_g1[..], forms.tau_g1[..]);
+    assert_eq!(read.tau_g2[..], forms.tau_g2[..]);
+    assert_eq!(read.alpha_tau_g1[..], forms.alpha_tau_g1[..]);
+    assert_eq!(read.beta_tau_g1[..], forms.beta_tau_g1[..]);
     assert!(std::sync::Arc::ptr_eq(
         &first,
         &file.up_to(power - 1).unwrap()
     ));
+    // A file cut off, or with a section table that runs past its end, is read whole and
+    // refused for what it is.
+    let cut_off = models.path().join("cut-off.ptau");
+    std::fs::write(&cut_off, &bytes[..bytes.len() - 100]).unwrap();
+    let said = Ptau::read_prepared_file_up_to(&cut_off, power)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        format!("{said:#}").contains("runs past the end of the file"),
+        "{said:#}"
+    );
     let more = file.up_to(power + 1).unwrap();
     assert_eq!(more.power, power + 1);
     let all = file.up_to(40).unwrap();

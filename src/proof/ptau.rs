@@ -192,6 +192,71 @@ impl<'a> Sections<'a> {
     }
 }
 
+/// The `.ptau` file at `path` with each section cut to the prefix that circuits of up to
+/// 2^`power` points use ([`Ptau::read_up_to`] reads no further), and the sections it does
+/// not read left empty: what it reads is then the same as from the whole file, read into
+/// memory only as far as it goes. A file whose section table is not sound is read whole,
+/// so that reading it says what is wrong.
+fn read_prefixes(path: &std::path::Path, power: u32) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let whole = |mut file: std::fs::File| -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0))?;
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let mut head = [0u8; 12];
+    if len < 12 || file.read_exact(&mut head).is_err() || &head[..4] != b"ptau" {
+        return whole(file);
+    }
+    let n = 1u64 << power;
+    let (g1, g2) = (G1_BYTES as u64, G2_BYTES as u64);
+    // What `read_up_to` and `Lagrange::read` take of each section when they keep 2^power.
+    let used = |id: u32| -> u64 {
+        match id {
+            1 => u64::MAX,
+            2 => 2 * n * g1,
+            3 => n * g2,
+            4 | 5 => n * g1,
+            6 => g2,
+            7 => 4,
+            12 => (4 * n - 1) * g1,
+            13 => (2 * n - 1) * g2,
+            14 | 15 => (2 * n - 1) * g1,
+            _ => 0,
+        }
+    };
+    let count = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    let mut out = head.to_vec();
+    let mut offset = 12u64;
+    for _ in 0..count {
+        let mut header = [0u8; 12];
+        if offset + 12 > len {
+            return whole(file);
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(&mut header)?;
+        let id = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let size = u64::from_le_bytes(header[4..].try_into().expect("8 bytes"));
+        let Some(end) = (offset + 12).checked_add(size).filter(|&end| end <= len) else {
+            return whole(file);
+        };
+        let kept = size.min(used(id));
+        let mut data = vec![0u8; kept as usize];
+        file.read_exact(&mut data)?;
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&kept.to_le_bytes());
+        out.extend_from_slice(&data);
+        offset = end;
+    }
+    if offset != len {
+        return whole(file);
+    }
+    Ok(out)
+}
+
 /// A 256-bit integer from 32 little-endian bytes.
 pub(crate) fn integer(bytes: &[u8]) -> BigInt<4> {
     BigInt::new(std::array::from_fn(|i| {
@@ -279,7 +344,13 @@ impl Ptau {
     /// [`Self::read_prepared_file`], keeping (and checking) only what circuits of up to
     /// 2^`power` constraints and public inputs use, when the file holds more.
     pub fn read_prepared_file_up_to(path: &std::path::Path, power: u32) -> Result<Self, PtauError> {
-        let bytes = std::fs::read(path).map_err(|source| PtauError::Io {
+        // Only the prefixes used are read from disk: a 2^28 file is gigabytes.
+        let read = if power >= MAX_POWER {
+            std::fs::read(path)
+        } else {
+            read_prefixes(path, power)
+        };
+        let bytes = read.map_err(|source| PtauError::Io {
             path: path.to_path_buf(),
             source,
         })?;
