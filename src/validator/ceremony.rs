@@ -129,12 +129,18 @@ struct Counting<'a> {
 }
 
 impl Counting<'_> {
-    /// The distinct hotkeys among `signers` (SS58) that count.
+    /// The distinct hotkeys among `signers` (SS58, as peers list them) that count.
     fn count(&self, signers: &[String]) -> usize {
-        let counted: HashSet<PublicKey> = signers
-            .iter()
+        let keys: Vec<PublicKey> = (signers.iter())
             .filter_map(|address| PublicKey::from_ss58(address).ok())
-            .filter(|key| *key == self.me || self.validators.contains(key))
+            .collect();
+        self.count_keys(&keys)
+    }
+
+    /// The distinct hotkeys among `signers` that count.
+    fn count_keys<'k>(&self, signers: impl IntoIterator<Item = &'k PublicKey>) -> usize {
+        let counted: HashSet<&PublicKey> = (signers.into_iter())
+            .filter(|key| **key == self.me || self.validators.contains(*key))
             .collect();
         counted.len()
     }
@@ -171,6 +177,16 @@ struct Held {
 }
 
 impl Held {
+    /// A transcript of `bytes` that verified as `verified`.
+    fn verified(bytes: Bytes, verified: groth16::ceremony::Verified) -> Self {
+        Self {
+            bytes,
+            hash: verified.transcript_hash,
+            contributions: verified.contribution_hashes,
+            signers: verified.signers,
+        }
+    }
+
     fn listed(&self, model: &ModelId) -> Listed {
         let mut signers: Vec<String> = Vec::new();
         for key in self.signers.iter().flatten() {
@@ -318,17 +334,22 @@ impl Ceremonies {
         Some(text_response(200, "application/octet-stream", bytes))
     }
 
+    /// The ceremony of the model with id `model` (hex).
+    fn find(&self, model: &str) -> Option<&ModelCeremony> {
+        self.models.iter().find(|m| m.stored.id.to_hex() == model)
+    }
+
     /// The transcript held for the model with id `model` (hex), as peers and users fetch it;
     /// `None` for a model with no ceremony here.
     pub fn held_transcript(&self, model: &str) -> Option<Bytes> {
-        let found = self.models.iter().find(|m| m.stored.id.to_hex() == model)?;
+        let found = self.find(model)?;
         Some(found.held.lock().expect("not poisoned").bytes.clone())
     }
 
     /// The ceremony of `model` (hex id) while users may contribute to it: it runs here and
     /// its keys are not installed.
     pub fn open(&self, model: &str) -> Option<OpenCeremony> {
-        let found = self.models.iter().find(|m| m.stored.id.to_hex() == model)?;
+        let found = self.find(model)?;
         if !found.installed.lock().expect("not poisoned").is_empty() {
             return None;
         }
@@ -357,9 +378,7 @@ impl Ceremonies {
     /// verify, and while another change is under way. Seconds of CPU for large models:
     /// call it off the async threads.
     pub fn submit(&self, model: &str, bytes: Bytes) -> Result<Submitted, SubmitError> {
-        let model = (self.models.iter())
-            .find(|m| m.stored.id.to_hex() == model)
-            .ok_or_else(|| SubmitError::NoCeremony(model.to_string()))?;
+        let model = (self.find(model)).ok_or_else(|| SubmitError::NoCeremony(model.to_string()))?;
         let name = &model.stored.info.name;
         let Ok(_step) = model.step.try_lock() else {
             return Err(SubmitError::Busy);
@@ -384,15 +403,7 @@ impl Ceremonies {
         let verified = transcript
             .verify_from(&model.stored.id, &model.initial)
             .map_err(invalid)?;
-        let found = Held {
-            bytes,
-            hash: verified.transcript_hash,
-            contributions: verified.contribution_hashes,
-            signers: verified.signers,
-        };
-        let dir = ceremony_dir(&self.options.state_dir);
-        save(&transcript_file(&dir, &model.stored.id), &found.bytes)
-            .map_err(|e| SubmitError::Save(format!("{e:#}")))?;
+        let found = Held::verified(bytes, verified);
         let submitted = Submitted {
             transcript: hex::encode(found.hash),
             contributions: found.contributions.len(),
@@ -401,10 +412,11 @@ impl Ceremonies {
                 .map(hex::encode)
                 .collect(),
         };
-        (model.submitted.lock().expect("not poisoned"))
-            .extend(&found.contributions[held.contributions.len()..]);
+        let added = found.contributions[held.contributions.len()..].to_vec();
+        self.hold(model, found)
+            .map_err(|e| SubmitError::Save(format!("{e:#}")))?;
+        (model.submitted.lock().expect("not poisoned")).extend(added);
         tracing::info!(model = %name, transcript = %submitted.transcript, added = ?submitted.added, "took a user's contributions to the ceremony");
-        *model.held.lock().expect("not poisoned") = found;
         Ok(submitted)
     }
 
@@ -573,12 +585,7 @@ impl Ceremonies {
         let verified = transcript
             .verify_from(&model.stored.id, &model.initial)
             .map_err(|e| invalid(e.into()))?;
-        let found = Held {
-            bytes,
-            hash: verified.transcript_hash,
-            contributions: verified.contribution_hashes,
-            signers: verified.signers,
-        };
+        let found = Held::verified(bytes, verified);
         let (found_listed, held) = (found.listed(&model.stored.id), model.listed());
         // A transcript's hash fixes its contributions and their signers, so a listing of
         // this hash that says otherwise is a lie told to be fetched first: never again.
@@ -605,9 +612,17 @@ impl Ceremonies {
                 counting.count(&held.signers),
             )));
         }
-        let dir = ceremony_dir(&self.options.state_dir);
-        save(&transcript_file(&dir, &model.stored.id), &found.bytes)
+        self.hold(model, found.clone())
             .map_err(Refusal::PassedOver)?;
+        Ok(found)
+    }
+
+    /// Saves `found` as the model's transcript and holds it: the one way the transcript
+    /// held changes, under the model's `step`. Users' contributions submitted here that
+    /// `found` lacks (a fork without them won) are logged: their makers must join again.
+    fn hold(&self, model: &ModelCeremony, found: Held) -> anyhow::Result<()> {
+        let dir = ceremony_dir(&self.options.state_dir);
+        save(&transcript_file(&dir, &model.stored.id), &found.bytes)?;
         let mut held = model.held.lock().expect("not poisoned");
         let submitted = model.submitted.lock().expect("not poisoned");
         let lost: Vec<String> = (held.contributions.iter())
@@ -617,8 +632,8 @@ impl Ceremonies {
         if !lost.is_empty() {
             tracing::warn!(model = %model.stored.info.name, ?lost, "a better transcript from another validator lacks users' contributions submitted here (a fork won): they are not in this ceremony any more, and their makers must join again");
         }
-        *held = found.clone();
-        Ok(found)
+        *held = found;
+        Ok(())
     }
 
     fn counting<'a>(&'a self, validators: &'a HashSet<PublicKey>) -> Counting<'a> {
@@ -639,23 +654,19 @@ impl Ceremonies {
         if !held.signers.contains(&Some(me)) {
             let mut transcript = Transcript::read(&held.bytes)?;
             let ours = transcript.contribute(Some(&self.hotkey));
-            let dir = ceremony_dir(&self.options.state_dir);
-            let bytes = Bytes::from(transcript.to_bytes());
-            save(&transcript_file(&dir, &model.stored.id), &bytes)?;
             let held = held_of(&transcript);
-            tracing::info!(model = %model.stored.info.name, contribution = %hex::encode(ours), contributions = held.contributions.len(), "contributed to the ceremony");
-            *model.held.lock().expect("not poisoned") = held;
+            let contributions = held.contributions.len();
+            self.hold(model, held)?;
+            tracing::info!(model = %model.stored.info.name, contribution = %hex::encode(ours), contributions, "contributed to the ceremony");
             return Ok(false);
         }
         let validators = self.validators.lock().expect("not poisoned").clone();
         let counting = self.counting(&validators);
-        let counted = counting.count(&held.listed(&model.stored.id).signers);
-        let installed: Vec<String> = (model.installed.lock().expect("not poisoned").iter())
-            .map(PublicKey::to_ss58)
-            .collect();
+        let counted = counting.count_keys(held.signers.iter().flatten());
+        let installed = counting.count_keys(model.installed.lock().expect("not poisoned").iter());
         // Keys change only for more validators' secrets: a transcript that merely adds
         // contributions, or forks at the same count, keeps the keys installed.
-        if counted < self.options.quorum || counted <= counting.count(&installed) {
+        if counted < self.options.quorum || counted <= installed {
             return Ok(false);
         }
         let dir = ceremony_dir(&self.options.state_dir);
