@@ -34,7 +34,7 @@ pub struct Range {
 /// other constraints cannot prove or verify this build's circuits, so it is refused when
 /// read, by name, instead of failing every proof. Raise it whenever a gadget or an
 /// operator writes different constraints for the same model.
-pub const REVISION: u16 = 2;
+pub const REVISION: u16 = 3;
 
 /// Ranges and intermediate values stay below this magnitude, far below the field size,
 /// so that no constraint can wrap around the modulus and i64 evaluation is exact.

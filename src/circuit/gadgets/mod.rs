@@ -8,8 +8,8 @@
 //! | primitive | gadget | constraints |
 //! | --- | --- | --- |
 //! | `a·b` | one product | 1 |
-//! | rescale to a clamp of 2^n values | bits of the shifted input, sign, saturation | B + 4, B the input's bits after scaling |
-//! | rescale to other clamps | the above and a comparison of the low bits | B + n + 5 |
+//! | rescale to a clamp of 2^n values | bits of the shifted input, sign, saturation | B + 3, B the input's bits after scaling |
+//! | rescale to other clamps | the above and a comparison of the low bits | B + n + 4 |
 //! | max of two values in a range of width W | sign bit of the difference | bits(W) + 2 |
 //! | lookup in a domain of D ≤ 256 values | two one-hot selectors (16 columns × ⌈D/16⌉ rows), a bilinear form | rows + columns + 1 + rows per table (49 for 256 values) |
 //! | reciprocal `round(2^K/x)` | quotient and remainder, both range-checked | bits(q) + 2·bits(2x) + 1 |

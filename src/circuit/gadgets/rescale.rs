@@ -4,11 +4,13 @@
 //! `t = x·m + 2^(k−1) − lo·2^k + 2^B` into B+1 bits, B chosen from the input's range so
 //! that `0 ≤ t < 2^(B+1)`. Bit B says `u ≥ 0`; bits k..k+n are `u mod 2^n` (`low`); any
 //! bit above means `u ≥ 2^n`. When the clamp does not hold exactly 2^n values, `low` is
-//! also compared with its size. One zero test of the sum of those reasons says whether
-//! `low` is replaced, and by which end of the clamp the sign bit says:
-//! `y − lo = low + replaced · (positive·(hi − lo) − low)`. B + 4 constraints for clamps
-//! of 2^n values (int8, uint8, ReLU), B + n + 5 for others, B + 2 when the input never
-//! reaches above the clamp.
+//! also compared with its size. The sum S of those reasons is zero exactly when `low`
+//! stands; otherwise the output is the end of the clamp the sign bit says. Two
+//! constraints choose: `S · (y − lo − positive·(hi − lo)) = 0` and `S · slack = y − lo −
+//! low`. B + 3 constraints for clamps of 2^n values (int8, uint8, ReLU), B + n + 4 for
+//! others, B + 2 when the input never reaches above the clamp. A rescale that is the
+//! identity on its input's range (no shift, no multiplier, a clamp the input stays
+//! within) costs nothing.
 
 use ark_bn254::Fr;
 use ark_ff::{Field, Zero};
@@ -21,6 +23,21 @@ pub(crate) fn rescale(cs: &mut R1cs, x: &Wire, input: Range, rescale: Rescale) -
     let span = hi - lo + 1;
     if span <= 1 {
         return cs.constant_wire(lo);
+    }
+    if rescale.multiplier == 1
+        && rescale.shift == 0
+        && rescale.clamp.contains(input.lo)
+        && rescale.clamp.contains(input.hi)
+    {
+        // The identity on the input's range, which the gadgets that made the input
+        // already enforce: a sum kept whole for an output layer.
+        if !(input.lo as i128..=input.hi as i128).contains(&x.value) {
+            cs.fail(format!(
+                "the value {} does not fit in {input}: a range the model promised does not hold",
+                x.value
+            ));
+        }
+        return cs.sum(&[(1, x)], 0);
     }
     let n = bits_for(span - 1);
     let k = rescale.shift as u32;
@@ -54,17 +71,22 @@ pub(crate) fn rescale(cs: &mut R1cs, x: &Wire, input: Range, rescale: Rescale) -
     } else {
         reasons.push((-1, positive));
         let sum = cs.sum(&reasons, 1);
-        // replaced = (sum ≠ 0): sum·inverse = replaced and sum·(1 − replaced) = 0.
-        let replaced = cs.alloc((sum.value != 0) as i128);
-        let inverse = Fr::from(sum.value).inverse().unwrap_or(Fr::zero());
-        let inverse = cs.alloc_field(inverse);
-        cs.enforce(&sum, &inverse, &replaced);
-        let kept = cs.sum(&[(-1, &replaced)], 1);
-        cs.enforce(&sum, &kept, &cs.constant_wire(0));
-        // A replaced output is the clamp's top when positive, its bottom otherwise.
-        let replacement = cs.sum(&[(span - 1, positive), (-1, &low)], 0);
-        let change = cs.product(&replaced, &replacement);
-        cs.sum(&[(1, &low), (1, &change)], 0)
+        // The output is `low` where no reason holds (the sum is zero) and the clamp's end
+        // the sign picks where one does. `sum · (y − end) = 0` pins y to that end when the
+        // sum is not zero; `sum · slack = y − low` pins it to `low` when the sum is zero,
+        // and the prover's slack absorbs the difference otherwise. Two constraints, where
+        // a zero test and a product took three.
+        let end = cs.sum(&[(span - 1, positive)], 0);
+        let y = cs.alloc(if sum.value == 0 { low.value } else { end.value });
+        let beyond_end = cs.sum(&[(1, &y), (-1, &end)], 0);
+        cs.enforce(&sum, &beyond_end, &cs.constant_wire(0));
+        let beyond_low = cs.sum(&[(1, &y), (-1, &low)], 0);
+        let slack = Fr::from(sum.value)
+            .inverse()
+            .map_or(Fr::zero(), |inverse| inverse * Fr::from(beyond_low.value));
+        let slack = cs.alloc_field(slack);
+        cs.enforce(&sum, &slack, &beyond_low);
+        y
     };
     cs.sum(&[(1, &y)], lo)
 }
@@ -88,8 +110,9 @@ mod tests {
             // a negative multiplier, a clamp of 7 values (Clip), a pure clamp (ReLU)
             (Range::new(-500, 400), r(-5, 3, -3, 3)),
             (Range::new(-128, 127), Rescale::clamp(Range::new(0, 127))),
-            // the clamp is never reached
-            (Range::new(-64, 63), r(1, 0, -128, 127)),
+            // the clamp is never reached; reached by one bit only
+            (Range::INT8, r(1, 1, -128, 127)),
+            (Range::new(-2000, 2000), r(1, 2, 0, 255)),
         ]
     }
 
@@ -125,8 +148,8 @@ mod tests {
 
     #[test]
     fn no_two_changed_witnesses_pass_another_output() {
-        // The zero test stands for several reasons at once: its flag and its inverse
-        // changed together, or a reason bit with either, must still be refused.
+        // One sum stands for several reasons at once: the output and its slack changed
+        // together, or a reason bit with either, must still be refused.
         for (input, rescale) in cases() {
             for x in [input.lo, -1, 0, 200, input.hi] {
                 if !input.contains(x) {
@@ -149,26 +172,43 @@ mod tests {
             super::rescale(&mut cs, &wire, input, rescale);
             cs.constraint_count()
         };
-        // int8 from a 20-bit accumulator: B = 20, B + 4.
+        // int8 from a 20-bit accumulator: B = 20, B + 3.
         let int8 = Rescale {
             multiplier: 1,
             shift: 8,
             clamp: Range::INT8,
         };
-        assert_eq!(cost(Range::new(-(1 << 19), 1 << 19), int8), 20 + 4);
-        // A clamp of 7 values (n = 3): B + n + 5.
+        assert_eq!(cost(Range::new(-(1 << 19), 1 << 19), int8), 20 + 3);
+        // A clamp of 7 values (n = 3): B + n + 4.
         let clip = Rescale::clamp(Range::new(0, 6));
-        assert_eq!(cost(Range::INT8, clip), 8 + 3 + 5);
-        // A clamp the input never exceeds: B + 2.
-        let wide = Rescale::clamp(Range::INT8);
-        assert_eq!(cost(Range::new(-64, 63), wide), 8 + 2);
+        assert_eq!(cost(Range::INT8, clip), 8 + 3 + 4);
+        // A clamp the input never exceeds (B = 9 for the offset 2^8 + 1): B + 2.
+        let wide = Rescale {
+            multiplier: 1,
+            shift: 1,
+            clamp: Range::INT8,
+        };
+        assert_eq!(cost(Range::INT8, wide), 9 + 2);
+        // One bit above the clamp (k = 2, n = 8, B = 11): B + 3 too.
+        let relu = Rescale {
+            multiplier: 1,
+            shift: 2,
+            clamp: Range::UINT8,
+        };
+        assert_eq!(cost(Range::new(-2000, 2000), relu), 11 + 3);
+        // The identity on the input's range: nothing.
+        let sum = Rescale::clamp(Range::new(0, 16320));
+        assert_eq!(cost(Range::new(0, 16320), sum), 0);
     }
 
     #[test]
     fn a_value_outside_its_promised_range_is_reported() {
-        let mut cs = R1cs::new(Mode::Witness);
-        let wire = cs.alloc(5000);
-        super::rescale(&mut cs, &wire, Range::INT8, Rescale::clamp(Range::INT8));
-        assert!(cs.failure().unwrap().contains("does not fit"));
+        // Through the bits, and through the identity that has none.
+        for clamp in [Range::UINT8, Range::INT8] {
+            let mut cs = R1cs::new(Mode::Witness);
+            let wire = cs.alloc(5000);
+            super::rescale(&mut cs, &wire, Range::INT8, Rescale::clamp(clamp));
+            assert!(cs.failure().unwrap().contains("does not fit"), "{clamp}");
+        }
     }
 }
