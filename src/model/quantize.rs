@@ -356,6 +356,19 @@ impl Quantizer<'_> {
         }
     }
 
+    /// Whether the only reader of output `out` of `node` is a linear operator whose
+    /// output is the model's and keeps its accumulators' full range for free.
+    pub fn read_only_by_an_output_layer(&self, node: usize, out: usize) -> bool {
+        let t = self.outputs_of[node].start + out;
+        match self.consumers[t][..] {
+            [reader] if !self.model_outputs[t] => {
+                matches!(self.model.nodes[reader].op, FloatOp::Linear(_))
+                    && self.is_model_output_only(reader, 0)
+            }
+            _ => false,
+        }
+    }
+
     /// The node that alone reads what output `out` of `node` becomes under `target`
     /// (through the Relu or Clip fused into it), when that tensor is not a model output:
     /// a candidate to fuse into the operator too.

@@ -5,9 +5,11 @@
 //! **Cost.** A max over n values is n − 1 comparisons of 10 constraints (int8 or uint8
 //! inputs). An average is a sum (free) and one rescale by a 12-bit multiplier of
 //! `1/count` (B + 4, B about 8 + log2(count) + 12); windows cut by padding get their own
-//! multiplier. ReduceSum rescales to its calibrated scale the same way. A MaxPool that
-//! alone reads a Conv (through a Relu or Clip) is fused into it instead, and costs what
-//! `linear` says.
+//! multiplier. ReduceSum rescales to its calibrated scale the same way. A mean read only
+//! by the model's output layer (a global average pool before the classifier) keeps its
+//! sums, at the mean's scale, and costs nothing: the layer's accumulators are not rescaled.
+//! A MaxPool that alone reads a Conv (through a Relu or Clip) is fused into it instead,
+//! and costs what `linear` says.
 //!
 //! **Quantisation.** Max keeps its input's scale and range; averages keep the scale (an
 //! average cannot leave its inputs' range); sums take a calibrated scale.
@@ -506,7 +508,19 @@ pub fn quantize(op: &FloatPool, node: usize, q: &mut Quantizer) -> Result<(), Mo
                     clamp,
                 }
             };
-            if *reduction == Reduction::Mean {
+            if *reduction == Reduction::Mean && q.read_only_by_an_output_layer(node, 0) {
+                // An output layer reads the sums as they are, at the scale of a mean: the
+                // division is folded into its weights, whose accumulators are not
+                // rescaled, so the mean costs nothing.
+                let sums = QuantPool::ReduceSum {
+                    axes: axes.clone(),
+                    keep_dims: *keep_dims,
+                    multiplier: 1,
+                    shift: 0,
+                    clamp: range.scale(n as i64),
+                };
+                (sums, scale / n as f64)
+            } else if *reduction == Reduction::Mean {
                 // A mean stays within its inputs' range, at their scale.
                 (reduce(1.0 / n as f64, range), scale)
             } else {
@@ -635,6 +649,7 @@ mod tests {
 #[cfg(test)]
 mod soundness {
     use super::*;
+    use crate::circuit::r1cs::{Mode, R1cs};
     use crate::model::testing::{assert_every_change_refused, window};
 
     #[test]
@@ -670,5 +685,53 @@ mod soundness {
             .unwrap();
         let rsum = b.add_one("rsum", reduce(Reduction::Sum), vec![x]).unwrap();
         assert_every_change_refused(&b.finish(vec![rmax, rmean, rsum]));
+    }
+
+    #[test]
+    fn a_mean_before_the_output_layer_keeps_its_sums_for_free() {
+        use crate::model::ops::linear::FloatLinear;
+        use crate::model::quantize::quantize;
+        use crate::model::testing::{Numbers, samples};
+        let mut n = Numbers::new(4);
+        let mut b = Builder::new();
+        let x = b.input(vec![1, 2, 3, 3]);
+        let mean = FloatOp::Pool(FloatPool::Reduce {
+            reduction: Reduction::Mean,
+            axes: vec![2, 3],
+            keep_dims: false,
+        });
+        let pooled = b.add_one("mean", mean, vec![x]).unwrap();
+        let head = FloatOp::Linear(FloatLinear::Dense {
+            weights: vec![n.reals(6)],
+            bias: n.reals(3),
+        });
+        let out = b.add_one("head", head, vec![pooled]).unwrap();
+        let float = b.finish(vec![out]);
+        let model = quantize(&float, &samples(16, float.input_len(), 2))
+            .unwrap()
+            .0;
+        let QuantOp::Pool(QuantPool::ReduceSum { shift, .. }) = &model.nodes()[0].op else {
+            panic!("a ReduceSum first")
+        };
+        assert_eq!(*shift, 0);
+        let mut cs = R1cs::new(Mode::Constraints);
+        let input = (0..model.input_len()).map(|_| cs.alloc(0)).collect();
+        model.synthesize(&mut cs, input);
+        assert_eq!(
+            cs.constraint_count(),
+            0,
+            "neither the sums nor the kept head cost"
+        );
+        let scale = model.outputs()[0].scale as f64;
+        for input in samples(10, float.input_len(), 5) {
+            let expected = float.evaluate(&input);
+            let got = model
+                .evaluate(&model.quantize_input(&input).unwrap())
+                .unwrap();
+            for (&v, &e) in got.iter().zip(&expected) {
+                let error = (v as f64 * scale - e as f64).abs();
+                assert!(error <= 0.02 * expected.iter().fold(0f32, |m, e| m.max(e.abs())) as f64);
+            }
+        }
     }
 }
