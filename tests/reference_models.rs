@@ -97,7 +97,7 @@ const REFERENCE: &[Reference] = &[
     },
     Reference {
         name: "digits-resnet",
-        id: "6ac01797cabe7ce239bfae211258d89d30171fd11c51297e04364abfa0bd0a27",
+        id: "236c65956faa5298d02422b8017fd9a5320a79ebb0f18a0e1bb22e7f3a6ea7dc",
         bound: 0.06,
         accuracy: Some(0.96),
     },
@@ -109,15 +109,18 @@ const REFERENCE: &[Reference] = &[
         bound: 0.2,
         accuracy: Some(0.9),
     },
+    // Likewise the GRU's hidden state: its worst sample strays to 17% since the Add
+    // before its candidate's tanh joined the input's dense layer, while the mean error
+    // fell (0.160 to 0.150) and the top class agrees on more samples (98.9% to 99.3%).
     Reference {
         name: "digits-gru",
-        id: "2fb626a65879edb88e528d2d4a989926661801c553c36c667c8d38b1cf7a2570",
-        bound: 0.1,
+        id: "8f3045eafb0035ed191ce8e167614ec68e7ac5db9597cb4f6f445c212b4dd01f",
+        bound: 0.2,
         accuracy: Some(0.9),
     },
     Reference {
         name: "digits-transformer",
-        id: "cea39c848378d2f57ee9a68060c0398a11f002641d1e259fee4e36daeeec929f",
+        id: "94d671c780113fbbd2816635a3665af1dc2b298606c485b7638652b6818de985",
         bound: 0.06,
         accuracy: Some(0.96),
     },

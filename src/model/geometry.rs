@@ -28,6 +28,11 @@ pub struct Window {
 }
 
 impl Window {
+    /// Whether neighbouring windows share input elements.
+    pub fn overlaps(&self) -> bool {
+        (0..2).any(|i| (self.kernel[i] - 1) * self.dilations[i] + 1 > self.strides[i])
+    }
+
     /// Checks that the window fits its input and yields at least one output.
     pub fn check(&self) -> Result<(), String> {
         let sizes = [

@@ -13,6 +13,7 @@ use super::graph::{FloatModel, Node, QuantInput, QuantModel, QuantOutput, Tensor
 use super::ops::elementwise::{FloatElementwise, QuantElementwise};
 use super::ops::shape::ShapeOp;
 use super::ops::{FloatOp, QuantOp};
+use super::tensor::Constant;
 use crate::circuit::{MAX_LOOKUP_DOMAIN, Range};
 
 /// What the quantiser chose for one node of the float model, for `sn2 model info`.
@@ -47,6 +48,24 @@ pub struct Target {
     pub scale: f64,
     pub clamp: Range,
     fused: Option<usize>,
+}
+
+/// An Add fusable into the operator whose output it reads: see
+/// [`Quantizer::residual_add`].
+#[derive(Debug, Clone)]
+pub struct ResidualAdd {
+    /// The Add node.
+    pub add: usize,
+    pub addend: Addend,
+}
+
+/// What a fusable Add adds.
+#[derive(Debug, Clone)]
+pub enum Addend {
+    /// A quantised tensor at `scale`, negative where it is subtracted.
+    Tensor { tensor: TensorId, scale: f64 },
+    /// A constant, in the output's shape.
+    Constant(Constant),
 }
 
 /// Bits of precision of fixed-point multipliers.
@@ -381,6 +400,47 @@ impl Quantizer<'_> {
             [reader] if !self.model_outputs[t] => Some(reader),
             _ => None,
         }
+    }
+
+    /// The Add that alone reads output `out` of `node` and adds to it another tensor of
+    /// its shape, already quantised, or a constant (an Add of a constant that did not fold
+    /// into a bias, as a position embedding does not): a residual the operator can take
+    /// in before its rescale, saving the Add its own. None when the other addend comes
+    /// later in the graph, has another shape, or is what the output is subtracted from.
+    pub fn residual_add(&self, node: usize, out: usize) -> Option<ResidualAdd> {
+        let t = self.outputs_of[node].start + out;
+        let [add] = self.consumers[t][..] else {
+            return None;
+        };
+        if self.model_outputs[t]
+            || self.model.shapes[self.outputs_of[add].start] != self.model.shapes[t]
+        {
+            return None;
+        }
+        let addend = match &self.model.nodes[add].op {
+            FloatOp::Elementwise(FloatElementwise::Add { subtract }) => {
+                let other = match self.model.nodes[add].inputs[..] {
+                    [a, b] if a == t && b != t => b,
+                    [a, b] if b == t && a != t && !subtract => a,
+                    _ => return None,
+                };
+                let (tensor, scale) = self.map[other]?;
+                if self.types[tensor].shape != self.model.shapes[t] {
+                    return None;
+                }
+                let scale = if *subtract { -scale } else { scale };
+                Addend::Tensor { tensor, scale }
+            }
+            FloatOp::Elementwise(FloatElementwise::Affine { scale, offset })
+                if scale.values.iter().all(|&s| s == 1.0) =>
+            {
+                let dims = self.model.shapes[t].clone();
+                let values = offset.broadcast_to(&dims).ok()?;
+                Addend::Constant(Constant { dims, values })
+            }
+            _ => return None,
+        };
+        Some(ResidualAdd { add, addend })
     }
 
     /// The float operator of `node`.

@@ -61,8 +61,8 @@ pub fn window(channels: usize, size: usize, kernel: usize, stride: usize, pad: u
 
 /// Conv (padded) → Relu → MaxPool → depthwise Conv → AveragePool (cut by padding) →
 /// Reshape → Tanh → Add → Mul → Concat, then three heads: Softmax → Gather → Affine;
-/// Dense (the model's accumulators); LayerNorm → Dense of two inputs, and a MatMul of
-/// two computed tensors → ReduceSum.
+/// Dense (the model's accumulators); LayerNorm → Dense of two inputs, a Dense with a
+/// residual Add (fused), and a MatMul of two computed tensors → ReduceSum.
 pub fn every_operator_float_model() -> FloatModel {
     let mut n = Numbers::new(42);
     let mut b = Builder::new();
@@ -190,6 +190,19 @@ pub fn every_operator_float_model() -> FloatModel {
         }),
         vec![normal, sum],
     );
+    let mixed = add(
+        &mut b,
+        FloatOp::Linear(FloatLinear::Dense {
+            weights: vec![n.reals(256)],
+            bias: n.reals(16),
+        }),
+        vec![normal],
+    );
+    let residual = add(
+        &mut b,
+        FloatOp::Elementwise(FloatElementwise::Add { subtract: false }),
+        vec![joined, mixed],
+    );
     let square = add(
         &mut b,
         FloatOp::Shape(ShapeOp::Reshape { shape: vec![4, 4] }),
@@ -222,7 +235,7 @@ pub fn every_operator_float_model() -> FloatModel {
         }),
         vec![padded],
     );
-    b.finish(vec![scaled, logits, two, total])
+    b.finish(vec![scaled, logits, two, total, residual])
 }
 
 /// Calibration samples for [`every_operator_float_model`].

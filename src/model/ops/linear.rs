@@ -5,16 +5,23 @@
 //! tensors, each with its own weights: recurrent cells unroll into those.
 //!
 //! **Cost.** Weights are constants, so a dot product is a linear combination: free. Each
-//! output pays one rescale to int8 or uint8 (with ReLU fused), B + 4 constraints where B is
-//! the bits of its accumulator bound (`Σ|w|·max|x| + |b|`, about 20 for a 64-input
-//! layer). An output of the whole model keeps its accumulators and costs nothing.
+//! output pays one rescale to int8 or uint8 (with ReLU fused), B + 3 constraints where B is
+//! the bits of its accumulator bound (`Σ|w|·max|x| + |b|` over the taps it reads, so a
+//! convolution's border outputs, which padding leaves fewer taps, cost less; about 20 for
+//! a 64-input layer). An output of the whole model keeps its accumulators and costs
+//! nothing.
 //!
-//! A MaxPool that alone reads a Conv's output (after a fused Relu or Clip) is fused too,
-//! and runs before the rescale, on the accumulators: the rescale is monotone (its
-//! multipliers are positive), so the max of the rescaled values is the rescaled max,
-//! exactly. A 2×2 pool then pays for one rescale instead of four, and three comparisons
-//! of accumulators (bits(width) + 3 each, about 19) instead of three of int8 values (11):
-//! about 80 constraints per pooled output instead of about 115.
+//! A MaxPool whose windows do not overlap and that alone reads a Conv's output (after a
+//! fused Relu or Clip) is fused too, and runs before the rescale, on the accumulators: the
+//! rescale is monotone (its multipliers are positive), so the max of the rescaled values is
+//! the rescaled max, exactly. A 2×2 pool then pays for one rescale instead of four, and
+//! three comparisons of accumulators (bits(width) + 3 each, about 19) instead of three of
+//! int8 values (11): about 80 constraints per pooled output instead of about 110.
+//!
+//! An Add that alone reads the output is fused as a residual (`Accumulators::Residual`):
+//! the other addend, a tensor of the output's shape computed earlier (a skip connection)
+//! or a constant (a position embedding), joins the accumulators before the one rescale,
+//! so the Add pays none of its own (about B + 3 per element saved).
 //!
 //! **Quantisation.** Weights are int8 with a scale per output channel, nudged (by less
 //! than 2×, keeping at least 7 bits) so that `input scale × weight scale × 2^shift` is the
@@ -22,6 +29,7 @@
 
 use super::elementwise::{add, mul};
 use super::pooling::{FloatPool, max_of, window_shape as pooled_shape};
+use super::shape::ShapeOp;
 use super::{FloatOp, QuantOp, TensorType};
 use crate::circuit::{Arith, Range, Rescale};
 use crate::model::ModelError;
@@ -29,7 +37,7 @@ use crate::model::builder::{Builder, Value};
 use crate::model::codec::{Reader, Writer};
 use crate::model::geometry::{Conv, Window, onnx_window};
 use crate::model::onnx::OnnxNode;
-use crate::model::quantize::Quantizer;
+use crate::model::quantize::{Addend, Quantizer};
 use crate::model::tensor::{self, Constant};
 
 /// (MatMul by a constant is this family's too; the operator is listed with the other
@@ -66,6 +74,14 @@ pub enum Accumulators {
     /// then rescales the maxima as `Rescaled` does (Conv only; every multiplier positive).
     MaxPooled {
         window: Window,
+        factors: Vec<(i64, u8)>,
+        clamp: Range,
+    },
+    /// Adds a tensor of the output's shape, the operator's last input, before the
+    /// rescale: the residual connection of an Add that alone reads the output, fused.
+    /// Channel `o` rescales `acc·terms[o].0 + residual·terms[o].1` as `Rescaled` does.
+    Residual {
+        terms: Vec<(i64, i64)>,
         factors: Vec<(i64, u8)>,
         clamp: Range,
     },
@@ -300,11 +316,66 @@ impl QuantLinear {
         }
     }
 
+    /// The tensors the weights read: all the inputs but a fused residual.
+    fn weighted_inputs(&self) -> usize {
+        match self {
+            QuantLinear::Dense { weights, .. } => weights.len(),
+            QuantLinear::Conv { .. } => 1,
+        }
+    }
+
+    /// The fused residual's `(accumulator factor, residual factor)` per channel.
+    fn residual_terms(&self) -> Option<&[(i64, i64)]> {
+        match self.output() {
+            Accumulators::Residual { terms, .. } => Some(terms),
+            _ => None,
+        }
+    }
+
+    /// The range of what each channel rescales: its accumulators, with the residual
+    /// added where one is fused.
+    fn rescaled_ranges(&self, inputs: &[&TensorType]) -> Vec<Range> {
+        self.accumulator_ranges(inputs)
+            .into_iter()
+            .enumerate()
+            .map(|(channel, acc)| self.rescaled_range(inputs, channel, acc))
+            .collect()
+    }
+
+    /// What channel `channel` rescales, for accumulators in `acc`.
+    fn rescaled_range(&self, inputs: &[&TensorType], channel: usize, acc: Range) -> Range {
+        match (self.residual_terms(), inputs.get(self.weighted_inputs())) {
+            (Some(terms), Some(residual)) => {
+                let (a, c) = terms[channel];
+                acc.scale(a).plus(residual.range.scale(c))
+            }
+            _ => acc,
+        }
+    }
+
+    /// `acc·a + residual·c` for a fused residual, else the accumulator itself.
+    fn add_residual<A: Arith>(
+        &self,
+        arith: &mut A,
+        acc: A::Value,
+        channel: usize,
+        residual: Option<&A::Value>,
+    ) -> A::Value {
+        match (self.residual_terms(), residual) {
+            (Some(terms), Some(r)) => {
+                let (a, c) = terms[channel];
+                arith.linear(&[(a, &acc), (c, r)], 0)
+            }
+            _ => acc,
+        }
+    }
+
     fn rescale(&self, channel: usize) -> Option<Rescale> {
         match self.output() {
             Accumulators::Kept => None,
             Accumulators::Rescaled { factors, clamp }
-            | Accumulators::MaxPooled { factors, clamp, .. } => Some(Rescale {
+            | Accumulators::MaxPooled { factors, clamp, .. }
+            | Accumulators::Residual { factors, clamp, .. } => Some(Rescale {
                 multiplier: factors[channel].0,
                 shift: factors[channel].1,
                 clamp: *clamp,
@@ -319,7 +390,8 @@ impl QuantLinear {
                 if bias.is_empty() || weights.iter().any(|w| w.len() % bias.len() != 0) {
                     return Err("weights do not match the bias".into());
                 }
-                dense_shape(&shapes, &features(weights, bias.len()), bias.len())?
+                let weighted = &shapes[..shapes.len().min(weights.len())];
+                dense_shape(weighted, &features(weights, bias.len()), bias.len())?
             }
             QuantLinear::Conv {
                 conv,
@@ -327,7 +399,7 @@ impl QuantLinear {
                 bias,
                 ..
             } => {
-                if shapes.len() != 1
+                if shapes.is_empty()
                     || weights.len() != conv.weights_len()
                     || bias.len() != conv.out_channels
                 {
@@ -336,12 +408,34 @@ impl QuantLinear {
                 conv_shape(conv, shapes[0])?
             }
         };
+        let residual = matches!(self.output(), Accumulators::Residual { .. });
+        if shapes.len() != self.weighted_inputs() + residual as usize {
+            return Err(format!(
+                "{} inputs; the operator reads {}",
+                shapes.len(),
+                self.weighted_inputs() + residual as usize
+            ));
+        }
         let shape = match self.output() {
             Accumulators::Kept => shape,
-            Accumulators::Rescaled { factors, .. } | Accumulators::MaxPooled { factors, .. }
+            Accumulators::Rescaled { factors, .. }
+            | Accumulators::MaxPooled { factors, .. }
+            | Accumulators::Residual { factors, .. }
                 if factors.len() != self.channels() =>
             {
                 return Err("one rescale per output channel expected".into());
+            }
+            Accumulators::Residual { terms, .. } => {
+                if terms.len() != self.channels() {
+                    return Err("one residual term per output channel expected".into());
+                }
+                if shapes[shapes.len() - 1] != &shape[..] {
+                    return Err(format!(
+                        "a residual of shape {:?} for an output of shape {shape:?}",
+                        shapes[shapes.len() - 1]
+                    ));
+                }
+                shape
             }
             Accumulators::Rescaled { .. } => shape,
             Accumulators::MaxPooled {
@@ -357,7 +451,7 @@ impl QuantLinear {
             }
         };
         let mut range: Option<Range> = None;
-        for (channel, acc) in self.accumulator_ranges(inputs).into_iter().enumerate() {
+        for (channel, acc) in self.rescaled_ranges(inputs).into_iter().enumerate() {
             let out = match self.rescale(channel) {
                 None => acc,
                 Some(rescale) => {
@@ -383,10 +477,13 @@ impl QuantLinear {
         types: &[&TensorType],
         output: &TensorType,
     ) -> Vec<Vec<A::Value>> {
-        let ranges = self.accumulator_ranges(types);
-        let finish = |arith: &mut A, acc: A::Value, channel: usize| match self.rescale(channel) {
+        let ranges = self.rescaled_ranges(types);
+        let residual = inputs.get(self.weighted_inputs()).copied();
+        let finish = |arith: &mut A, acc: A::Value, channel: usize, range: Range| match self
+            .rescale(channel)
+        {
             None => acc,
-            Some(rescale) => arith.rescale(&acc, ranges[channel], rescale),
+            Some(rescale) => arith.rescale(&acc, range, rescale),
         };
         let pool = match self.output() {
             Accumulators::MaxPooled { window, .. } => Some(window),
@@ -412,7 +509,9 @@ impl QuantLinear {
                             );
                         }
                         let acc = arith.linear(&terms, b);
-                        out.push(finish(arith, acc, o));
+                        let r = residual.map(|r| &r[out.len()]);
+                        let acc = self.add_residual(arith, acc, o, r);
+                        out.push(finish(arith, acc, o, ranges[o]));
                     }
                 }
             }
@@ -430,9 +529,17 @@ impl QuantLinear {
                         .map(|&(w, i)| (weights[w] as i64, &inputs[0][i]))
                         .collect();
                     let acc = arith.linear(&terms, bias[channel]);
+                    let acc = self.add_residual(arith, acc, channel, residual.map(|r| &r[o]));
                     slots[o] = Some(match pool {
                         Some(_) => acc,
-                        None => finish(arith, acc, channel),
+                        None => {
+                            // An output at the border reads fewer taps (padding), so its
+                            // range, and the bits its rescale decomposes, can be smaller.
+                            let weights = terms.iter().map(|&(w, _)| w);
+                            let own = types[0].range.dot(weights, bias[channel]);
+                            let range = self.rescaled_range(types, channel, own);
+                            finish(arith, acc, channel, range)
+                        }
                     });
                 });
                 let accumulators: Vec<A::Value> = slots
@@ -449,7 +556,7 @@ impl QuantLinear {
                             let values: Vec<&A::Value> =
                                 taps.iter().map(|&i| &accumulators[i]).collect();
                             let best = max_of(arith, &values, ranges[channel]);
-                            pooled[o] = Some(finish(arith, best, channel));
+                            pooled[o] = Some(finish(arith, best, channel, ranges[channel]));
                         });
                         out = pooled
                             .into_iter()
@@ -493,6 +600,19 @@ impl QuantLinear {
             } => {
                 w.u8(2);
                 write_window(w, window);
+                factors(w, f, *clamp);
+            }
+            Accumulators::Residual {
+                terms,
+                factors: f,
+                clamp,
+            } => {
+                w.u8(3);
+                w.len(terms.len());
+                for &(a, c) in terms {
+                    w.i64(a);
+                    w.i64(c);
+                }
                 factors(w, f, *clamp);
             }
         };
@@ -540,6 +660,13 @@ impl QuantLinear {
                 },
                 2 => Accumulators::MaxPooled {
                     window: read_window(r)?,
+                    factors: factors(r)?,
+                    clamp: r.range()?,
+                },
+                3 => Accumulators::Residual {
+                    terms: (0..r.count(16)?)
+                        .map(|_| Ok((r.i64()?, r.i64()?)))
+                        .collect::<Result<Vec<_>, ModelError>>()?,
                     factors: factors(r)?,
                     clamp: r.range()?,
                 },
@@ -652,10 +779,15 @@ pub fn quantize(op: &FloatLinear, node: usize, q: &mut Quantizer) -> Result<(), 
     let largest_bias = bias.iter().fold(0f64, |m, b| m.max(b.abs()));
     let bound = 127.0 * taps as f64 * magnitude + largest_bias / common;
     let keep = q.is_model_output_only(node, 0) && bound < i32::MAX as f64 / 2.0;
+    let residual = if keep { None } else { q.residual_add(node, 0) };
+    let mut residual_tensor = None;
     let (scales, output, out_scale, target) = if keep {
         (vec![common; channels], Accumulators::Kept, common, None)
     } else {
-        let target = q.target(node, 0);
+        let target = match &residual {
+            Some(add) => q.target(add.add, 0),
+            None => q.target(node, 0),
+        };
         let mut scales = Vec::with_capacity(channels);
         let mut factors = Vec::with_capacity(channels);
         for &f in &floor {
@@ -671,19 +803,47 @@ pub fn quantize(op: &FloatLinear, node: usize, q: &mut Quantizer) -> Result<(), 
             }
         }
         let pool = match (op, q.sole_reader(node, 0, &target)) {
-            (FloatLinear::Conv { .. }, Some(reader)) => match q.float_op(reader) {
-                FloatOp::Pool(FloatPool::Max(window)) => Some((reader, *window)),
-                _ => None,
-            },
+            (FloatLinear::Conv { .. }, Some(reader)) if residual.is_none() => {
+                match q.float_op(reader) {
+                    // Only windows that do not overlap: each accumulator is then compared once.
+                    // Where they overlap, comparing accumulators (wider than int8) in every
+                    // window they share costs more than the rescales fusing saves.
+                    FloatOp::Pool(FloatPool::Max(window)) if !window.overlaps() => {
+                        Some((reader, *window))
+                    }
+                    _ => None,
+                }
+            }
             _ => None,
         };
-        let output = match pool {
-            Some((_, window)) => Accumulators::MaxPooled {
+        let output = match (pool, &residual) {
+            (Some((_, window)), _) => Accumulators::MaxPooled {
                 window,
                 factors,
                 clamp: target.clamp,
             },
-            None => Accumulators::Rescaled {
+            (None, Some(add)) => {
+                let (joining, tensor) = match &add.addend {
+                    Addend::Tensor { tensor, scale } => {
+                        let magnitude = q.quant_type(*tensor).range.magnitude();
+                        let joining = residual_terms(&factors, *scale, magnitude, target.scale);
+                        (joining, *tensor)
+                    }
+                    Addend::Constant(offsets) => {
+                        let (joining, values) = constant_terms(op, &factors, offsets, target.scale);
+                        let shape = offsets.dims.clone();
+                        let op = QuantOp::Shape(ShapeOp::Const { shape, values });
+                        (joining, q.emit(op, vec![])?[0])
+                    }
+                };
+                residual_tensor = Some(tensor);
+                Accumulators::Residual {
+                    terms: joining.terms,
+                    factors: joining.factors,
+                    clamp: target.clamp,
+                }
+            }
+            (None, None) => Accumulators::Rescaled {
                 factors,
                 clamp: target.clamp,
             },
@@ -734,7 +894,8 @@ pub fn quantize(op: &FloatLinear, node: usize, q: &mut Quantizer) -> Result<(), 
             output,
         },
     };
-    let ids = inputs.iter().map(|(id, _)| *id).collect();
+    let mut ids: Vec<usize> = inputs.iter().map(|(id, _)| *id).collect();
+    ids.extend(residual_tensor);
     let out = q.emit(QuantOp::Linear(quant), ids)?;
     match target {
         Some((target, pool)) => {
@@ -742,10 +903,84 @@ pub fn quantize(op: &FloatLinear, node: usize, q: &mut Quantizer) -> Result<(), 
             if let Some(reader) = pool {
                 q.fuse_reader(reader, out[0], out_scale);
             }
+            if let Some(add) = &residual {
+                q.fuse_reader(add.add, out[0], out_scale);
+            }
         }
         None => q.map_output(node, 0, out[0], out_scale),
     }
     Ok(())
+}
+
+/// The residual terms and rescales of a fused Add, from the channels' `factors` (their
+/// accumulators rescale by `(m, k)` to the output, at `out_scale`) and the residual's
+/// scale and largest magnitude. Both addends are brought to one integer of `2^−K` output
+/// units: the accumulator times `m·2^(K−k)`, exact, and the residual times
+/// `round(scale·2^K / out_scale)`, whose rounding errs by at most half a unit per
+/// residual unit; K ≥ log2(magnitude) keeps that under half an output unit at the
+/// largest residual (the unfused Add erred by as much from rounding the operator's
+/// output alone). Each bit of K beyond the channel's own shift costs a constraint per
+/// output.
+fn residual_terms(factors: &[(i64, u8)], scale: f64, magnitude: i64, out_scale: f64) -> Joining {
+    let precise = crate::circuit::bits_for(magnitude.max(1) as i128) as u8;
+    let (terms, factors) = factors
+        .iter()
+        .map(|&(m, k)| {
+            let shift = k.max(precise);
+            let accumulator = m << (shift - k);
+            let residual = (scale * (1u64 << shift) as f64 / out_scale).round() as i64;
+            ((accumulator, residual), (1, shift))
+        })
+        .unzip();
+    Joining { terms, factors }
+}
+
+/// How a fused residual joins each channel's accumulators: the `(accumulator factor,
+/// residual factor)` of [`Accumulators::Residual`], and the rescale after.
+struct Joining {
+    terms: Vec<(i64, i64)>,
+    factors: Vec<(i64, u8)>,
+}
+
+/// The residual terms and rescales of a fused Add of a constant, `offsets` (one per
+/// output element, in the output's shape), and the constant's integers: it is written in
+/// `2^−K` output units, K at least 3 so that its rounding errs by at most a sixteenth of
+/// an output unit, and added once (`terms[o].1 = 1`).
+fn constant_terms(
+    op: &FloatLinear,
+    factors: &[(i64, u8)],
+    offsets: &Constant,
+    out_scale: f64,
+) -> (Joining, Vec<i64>) {
+    const PRECISE: u8 = 3;
+    let shifts: Vec<u8> = factors.iter().map(|&(_, k)| k.max(PRECISE)).collect();
+    let (terms, rescales) = factors
+        .iter()
+        .zip(&shifts)
+        .map(|(&(m, k), &shift)| ((m << (shift - k), 1), (1, shift)))
+        .unzip();
+    let channels = factors.len().max(1);
+    // The channel axis is the last for a dense layer and the second for a convolution.
+    let inner = match op {
+        FloatLinear::Dense { .. } => 1,
+        FloatLinear::Conv { .. } => offsets.dims.iter().skip(2).product(),
+    };
+    let values = offsets
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let shift = shifts[(i / inner.max(1)) % channels];
+            (v * (1u64 << shift) as f64 / out_scale).round() as i64
+        })
+        .collect();
+    (
+        Joining {
+            terms,
+            factors: rescales,
+        },
+        values,
+    )
 }
 
 /// A dense layer over several inputs: `Σ_k W_k · x_k + b` (`W_k` as `[outputs][features]`).
@@ -1210,7 +1445,12 @@ mod fused_pool {
     /// Conv (`channels` in, `channels + 1` out, padded) → Relu → MaxPool (overlapping,
     /// padded windows) over `size × size`, with the Relu's output also an output of the
     /// model when `relu_visible` (which keeps the pool apart).
-    fn conv_relu_pool(channels: usize, size: usize, relu_visible: bool) -> FloatModel {
+    fn conv_relu_pool(
+        channels: usize,
+        size: usize,
+        kernel: usize,
+        relu_visible: bool,
+    ) -> FloatModel {
         let mut n = Numbers::new(9);
         let mut b = Builder::new();
         let x = b.input(vec![1, channels, size, size]);
@@ -1230,7 +1470,7 @@ mod fused_pool {
             max: f64::INFINITY,
         });
         let r = b.add_one("relu", relu, vec![c]).unwrap();
-        let pool = FloatOp::Pool(FloatPool::Max(window(channels + 1, size, 3, 2, 1)));
+        let pool = FloatOp::Pool(FloatPool::Max(window(channels + 1, size, kernel, 2, 0)));
         let p = b.add_one("pool", pool, vec![r]).unwrap();
         b.finish(if relu_visible { vec![p, r] } else { vec![p] })
     }
@@ -1238,10 +1478,10 @@ mod fused_pool {
     #[test]
     fn a_max_pool_after_a_conv_runs_on_its_accumulators_with_the_same_outputs() {
         let calibration = samples(16, 72, 3);
-        let fused = quantize(&conv_relu_pool(2, 6, false), &calibration)
+        let fused = quantize(&conv_relu_pool(2, 6, 2, false), &calibration)
             .unwrap()
             .0;
-        let apart = quantize(&conv_relu_pool(2, 6, true), &calibration)
+        let apart = quantize(&conv_relu_pool(2, 6, 2, true), &calibration)
             .unwrap()
             .0;
         let kinds = |m: &crate::model::graph::QuantModel| {
@@ -1249,6 +1489,11 @@ mod fused_pool {
         };
         assert_eq!(kinds(&fused), ["Conv"]);
         assert_eq!(kinds(&apart), ["Conv", "MaxPool"]);
+        // Overlapping windows compare each accumulator several times: not fused.
+        let overlapping = quantize(&conv_relu_pool(2, 6, 3, false), &calibration)
+            .unwrap()
+            .0;
+        assert_eq!(kinds(&overlapping), ["Conv", "MaxPool"]);
         let QuantOp::Linear(conv) = &fused.nodes()[0].op else {
             unreachable!()
         };
@@ -1277,7 +1522,7 @@ mod fused_pool {
 
     #[test]
     fn every_changed_witness_of_a_fused_pool_is_refused() {
-        assert_every_change_refused(&conv_relu_pool(1, 4, false));
+        assert_every_change_refused(&conv_relu_pool(1, 4, 2, false));
     }
 
     #[test]
@@ -1332,5 +1577,231 @@ mod fused_pool {
             .infer(&[&TensorType::new(vec![1, 4], Range::INT8)])
             .unwrap_err();
         assert!(refused.contains("only into a convolution"), "{refused}");
+    }
+}
+
+#[cfg(test)]
+mod fused_residual {
+    use super::*;
+    use crate::model::builder::Builder;
+    use crate::model::graph::{FloatModel, QuantModel};
+    use crate::model::ops::elementwise::FloatElementwise;
+    use crate::model::quantize::quantize;
+    use crate::model::testing::{Numbers, assert_every_change_refused, samples, window};
+
+    const RELU: FloatOp = FloatOp::Elementwise(FloatElementwise::Clamp {
+        min: 0.0,
+        max: f64::INFINITY,
+    });
+
+    /// Conv → Relu → Conv, then `skip ± conv` (or `conv − skip`) → Relu: a residual block.
+    /// With `visible`, the second Conv's output is an output of the model too, which keeps
+    /// the Add apart.
+    fn block(subtract: bool, conv_first: bool, visible: bool) -> FloatModel {
+        let mut n = Numbers::new(5);
+        let mut b = Builder::new();
+        let x = b.input(vec![1, 2, 5, 5]);
+        let conv = |n: &mut Numbers| {
+            let conv = Conv {
+                window: window(2, 5, 3, 1, 1),
+                out_channels: 2,
+                groups: 1,
+            };
+            FloatOp::Linear(FloatLinear::Conv {
+                conv,
+                weights: n.reals(conv.weights_len()),
+                bias: n.reals(2),
+            })
+        };
+        let stem = b.add_one("stem", conv(&mut n), vec![x]).unwrap();
+        let skip = b.add_one("relu", RELU, vec![stem]).unwrap();
+        let c = b.add_one("conv", conv(&mut n), vec![skip]).unwrap();
+        let add = FloatOp::Elementwise(FloatElementwise::Add { subtract });
+        let addends = if conv_first {
+            vec![c, skip]
+        } else {
+            vec![skip, c]
+        };
+        let sum = b.add_one("add", add, addends).unwrap();
+        let out = b.add_one("relu", RELU, vec![sum]).unwrap();
+        b.finish(if visible { vec![out, c] } else { vec![out] })
+    }
+
+    fn quantised(model: &FloatModel) -> QuantModel {
+        quantize(model, &samples(16, model.input_len(), 3))
+            .unwrap()
+            .0
+    }
+
+    fn kinds(m: &QuantModel) -> Vec<&'static str> {
+        m.nodes().iter().map(|n| n.op.kind()).collect()
+    }
+
+    fn cost(m: &QuantModel) -> usize {
+        use crate::circuit::r1cs::{Mode, R1cs};
+        let mut cs = R1cs::new(Mode::Constraints);
+        let input = (0..m.input_len()).map(|_| cs.alloc(0)).collect();
+        m.synthesize(&mut cs, input);
+        cs.constraint_count()
+    }
+
+    #[test]
+    fn an_add_after_a_conv_joins_its_accumulators_and_stays_close_to_the_float_model() {
+        let float = block(false, true, false);
+        let fused = quantised(&float);
+        let apart = quantised(&block(false, true, true));
+        assert_eq!(kinds(&fused), ["Conv", "Conv"]);
+        assert_eq!(kinds(&apart), ["Conv", "Conv", "Add"]);
+        let QuantOp::Linear(conv) = &fused.nodes()[1].op else {
+            unreachable!()
+        };
+        assert!(matches!(conv.output(), Accumulators::Residual { .. }));
+        assert!(
+            cost(&fused) < cost(&apart),
+            "{} ≥ {}",
+            cost(&fused),
+            cost(&apart)
+        );
+        assert_as_close(&float, &fused, &apart);
+    }
+
+    /// One rounding instead of two: the fused model's first output is as close to the
+    /// float model's as the unfused model's is, within an output unit.
+    fn assert_as_close(float: &FloatModel, fused: &QuantModel, apart: &QuantModel) {
+        let outputs = fused.output_len();
+        for input in samples(20, float.input_len(), 8) {
+            let expected = float.evaluate(&input);
+            let error = |m: &QuantModel| {
+                let scale = m.outputs()[0].scale as f64;
+                let q = m.quantize_input(&input).unwrap();
+                m.evaluate(&q).unwrap()[..outputs]
+                    .iter()
+                    .zip(&expected)
+                    .map(|(&v, &e)| (v as f64 * scale - e as f64).abs() / scale)
+                    .fold(0f64, f64::max)
+            };
+            let (fused, apart) = (error(fused), error(apart));
+            assert!(fused <= apart + 1.0, "{fused} > {apart} + 1 for {input:?}");
+        }
+    }
+
+    #[test]
+    fn every_changed_witness_of_a_fused_residual_is_refused() {
+        assert_every_change_refused(&block(false, true, false));
+        // Subtracted from the skip connection's tensor, the conv keeps its own rescale
+        // (its sign is the Add's); subtracting the skip connection fuses.
+        assert_every_change_refused(&block(true, true, false));
+    }
+
+    #[test]
+    fn only_an_add_of_a_tensor_computed_before_it_fuses() {
+        assert_eq!(
+            kinds(&quantised(&block(true, false, false))),
+            ["Conv", "Conv", "Add"]
+        );
+        assert_eq!(
+            kinds(&quantised(&block(true, true, false))),
+            ["Conv", "Conv"]
+        );
+        assert_eq!(
+            kinds(&quantised(&block(false, false, false))),
+            ["Conv", "Conv"]
+        );
+        // Two dense layers of one input, added: the first is computed before the second,
+        // which takes it in.
+        let dense_sum = |visible: bool| {
+            let mut n = Numbers::new(6);
+            let mut b = Builder::new();
+            let x = b.input(vec![1, 4]);
+            let mut dense = || {
+                FloatOp::Linear(FloatLinear::Dense {
+                    weights: vec![n.reals(16)],
+                    bias: n.reals(4),
+                })
+            };
+            let first = b.add_one("first", dense(), vec![x]).unwrap();
+            let second = b.add_one("second", dense(), vec![x]).unwrap();
+            let add = FloatOp::Elementwise(FloatElementwise::Add { subtract: false });
+            let sum = b.add_one("add", add, vec![first, second]).unwrap();
+            b.finish(if visible {
+                vec![sum, second]
+            } else {
+                vec![sum]
+            })
+        };
+        let float = dense_sum(false);
+        let model = quantised(&float);
+        assert_eq!(kinds(&model), ["Dense", "Dense"]);
+        let QuantOp::Linear(dense) = &model.nodes()[1].op else {
+            unreachable!()
+        };
+        assert!(matches!(dense.output(), Accumulators::Residual { .. }));
+        assert_as_close(&float, &model, &quantised(&dense_sum(true)));
+    }
+
+    #[test]
+    fn a_constant_added_after_a_dense_layer_joins_its_accumulators() {
+        // A position embedding: one value per token and feature, not a bias.
+        let mut n = Numbers::new(7);
+        let mut b = Builder::new();
+        let x = b.input(vec![1, 4, 3]);
+        let dense = FloatOp::Linear(FloatLinear::Dense {
+            weights: vec![n.reals(15)],
+            bias: n.reals(5),
+        });
+        let tokens = b.add_one("embed", dense, vec![x]).unwrap();
+        let position = FloatOp::Elementwise(FloatElementwise::Affine {
+            scale: Constant::scalar(1.0),
+            offset: Constant {
+                dims: vec![4, 5],
+                values: n.reals(20),
+            },
+        });
+        let out = b.add_one("position", position, vec![tokens]).unwrap();
+        let float = b.finish(vec![out]);
+        let model = quantised(&float);
+        assert_eq!(kinds(&model), ["Constant", "Dense"]);
+        assert_every_change_refused(&float);
+        let scale = model.outputs()[0].scale as f64;
+        for input in samples(10, float.input_len(), 9) {
+            let expected = float.evaluate(&input);
+            let got = model
+                .evaluate(&model.quantize_input(&input).unwrap())
+                .unwrap();
+            for (&v, &e) in got.iter().zip(&expected) {
+                let error = (v as f64 * scale - e as f64).abs();
+                assert!(error <= 1.5 * scale, "{v} for {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_residual_that_does_not_fit_is_refused() {
+        let input = TensorType::new(vec![1, 4], Range::INT8);
+        let dense = |residual: Vec<usize>| {
+            QuantLinear::Dense {
+                weights: vec![vec![1; 8]],
+                bias: vec![0, 0],
+                output: Accumulators::Residual {
+                    terms: vec![(1, 3); 2],
+                    factors: vec![(1, 2); 2],
+                    clamp: Range::INT8,
+                },
+            }
+            .infer(&[&input, &TensorType::new(residual, Range::INT8)])
+        };
+        assert!(dense(vec![1, 2]).is_ok());
+        let refused = dense(vec![1, 3]).unwrap_err();
+        assert!(refused.contains("a residual of shape"), "{refused}");
+        let without = QuantLinear::Dense {
+            weights: vec![vec![1; 8]],
+            bias: vec![0, 0],
+            output: Accumulators::Residual {
+                terms: vec![(1, 3); 2],
+                factors: vec![(1, 2); 2],
+                clamp: Range::INT8,
+            },
+        };
+        assert!(without.infer(&[&input]).is_err());
     }
 }
