@@ -78,14 +78,16 @@ pub(crate) fn rescale(cs: &mut R1cs, x: &Wire, input: Range, rescale: Rescale) -
         // a zero test and a product took three.
         let end = cs.sum(&[(span - 1, positive)], 0);
         let y = cs.alloc(if sum.value == 0 { low.value } else { end.value });
+        // The sum stands in B, where its bits already are: the output and the slack (a
+        // full-size field element) then cost nothing in the prover's G2 sum.
         let beyond_end = cs.sum(&[(1, &y), (-1, &end)], 0);
-        cs.enforce(&sum, &beyond_end, &cs.constant_wire(0));
+        cs.enforce(&beyond_end, &sum, &cs.constant_wire(0));
         let beyond_low = cs.sum(&[(1, &y), (-1, &low)], 0);
         let slack = Fr::from(sum.value)
             .inverse()
             .map_or(Fr::zero(), |inverse| inverse * Fr::from(beyond_low.value));
         let slack = cs.alloc_field(slack);
-        cs.enforce(&sum, &slack, &beyond_low);
+        cs.enforce(&slack, &sum, &beyond_low);
         y
     };
     cs.sum(&[(1, &y)], lo)
