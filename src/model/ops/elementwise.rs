@@ -9,11 +9,11 @@
 //!
 //! | operator | constraints per output element |
 //! | --- | --- |
-//! | `x·c + d` with constants (Add, Sub, Mul, Div by a constant; BatchNorm on its own) | B + 4 |
-//! | Relu, Clip (same scale, so no multiplier) | B + 4 with B ≈ 8, or + n + 1 for a clamp that is not a power of two wide |
-//! | `a ± b` | B + 4 |
-//! | `a·b` | B + 7 (one product) |
-//! | MatMul of `[M, K]` by `[K, N]` | K products + B + 4 |
+//! | `x·c + d` with constants (Add, Sub, Mul, Div by a constant; BatchNorm on its own) | B + 3 |
+//! | Relu, Clip (same scale, so no multiplier) | B + 3 with B ≈ 8, or + n + 1 for a clamp that is not a power of two wide |
+//! | `a ± b` | B + 3 |
+//! | `a·b` | B + 6 (one product) |
+//! | MatMul of `[M, K]` by `[K, N]` | K products + B + 3 |
 
 use super::{FloatOp, QuantOp, TensorType};
 use crate::circuit::{Arith, Range, Rescale};

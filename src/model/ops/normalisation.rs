@@ -4,13 +4,13 @@
 //! **Softmax** over a row of n 8-bit values: `m = max(x)` (n − 1 comparisons), `d = x − m`
 //! (free, in `[−255, 0]`), `e = round(2^15·exp(d·s))` by table (49), `S = Σe` (free, at
 //! least 2^15), `r = round(2^K / S)` once per row (about 90), and `y = rescale(e·r)` to
-//! 2^15ths (one product and B + 4 with B ≈ K): about 100 constraints per element. The
+//! 2^15ths (one product and B + 3 with B ≈ K): about 100 constraints per element. The
 //! output is 16-bit, scale 2^−15, where accuracy needs the width.
 //!
 //! **LayerNormalization** over a row of n 8-bit values: `D_i = n·x_i − Σx` (free, exact),
 //! `V = Σ D_i² + round(n³·ε / s²)` (n products), `r = ⌊2^K / √V⌋` once per row (about 140),
 //! then `y_i = rescale(D_i·r·g_i + c_i)` with `g_i`, `c_i` the scale and bias folded with
-//! √n and the output scale (one product and B + 4): about 50 constraints per element.
+//! √n and the output scale (one product and B + 3): about 50 constraints per element.
 //! Because `D_i² ≤ V`, `|D_i·r| ≤ 2^K` whatever the input, which bounds the rescale.
 
 use super::{FloatOp, QuantOp, TensorType};

@@ -4,7 +4,7 @@
 //!
 //! **Cost.** A max over n values is n − 1 comparisons of 10 constraints (int8 or uint8
 //! inputs). An average is a sum (free) and one rescale by a 12-bit multiplier of
-//! `1/count` (B + 4, B about 8 + log2(count) + 12); windows cut by padding get their own
+//! `1/count` (B + 3, B about 8 + log2(count) + 12); windows cut by padding get their own
 //! multiplier. ReduceSum rescales to its calibrated scale the same way. A mean read only
 //! by the model's output layer (a global average pool before the classifier) keeps its
 //! sums, at the mean's scale, and costs nothing: the layer's accumulators are not rescaled.

@@ -4,7 +4,7 @@
 //! constraints come from those families.
 //!
 //! **Cost per step,** hidden size H: the gates are dense layers reading the input and the
-//! previous hidden state (4H or 3H rescales, B + 4 each), their activations are lookups
+//! previous hidden state (4H or 3H rescales, B + 3 each), their activations are lookups
 //! (49 each), and the state updates are products and sums (B + 7 per element).
 //! For an LSTM that is about 4H·(B + 55) + H·(3B + 70) constraints per step.
 
