@@ -312,6 +312,12 @@ fn write_seed_corpora() {
     let conv_samples = sn2::model::input::pseudo_random_samples(4, float_conv.input_len());
     let (conv_model, _) = sn2::model::quantize::quantize(&float_conv, &conv_samples).unwrap();
     write("model_file", "conv", &codec::encode(&conv_model));
+    // A residual block, whose Add joins the second Conv's accumulators.
+    let resnet = std::fs::read(repo.join("models/digits-resnet/model.onnx")).unwrap();
+    let float_resnet = sn2::model::onnx::import(&resnet).unwrap();
+    let resnet_samples = sn2::model::input::pseudo_random_samples(8, float_resnet.input_len());
+    let (resnet_model, _) = sn2::model::quantize::quantize(&float_resnet, &resnet_samples).unwrap();
+    write("model_file", "residual", &codec::encode(&resnet_model));
 
     let id = ModelId::of(&codec::encode(&model));
     let system = proof::default_backend();
