@@ -155,28 +155,47 @@ pub(super) struct PreparedKey {
     b_g2: SparseBases,
 }
 
-/// The variables with a point in B's G2 query, and those points: most variables (the
-/// bits of range checks, the outputs of lookups) never appear in a B row.
+/// B's G2 query without its zero points: the variables that appear in no B row have none.
 struct SparseBases {
+    /// The point of the constant one.
+    constant: G2Affine,
+    /// How many variables the key has points for, the constant included.
+    len: usize,
+    /// The variables (counted after the constant) with a point, and those points.
     variables: Vec<usize>,
     bases: Vec<G2Affine>,
 }
 
 impl SparseBases {
-    fn of(key: &ProvingKey<Bn254>) -> Self {
-        let (variables, bases) = key.b_g2_query[1..]
-            .iter()
-            .enumerate()
-            .filter(|(_, point)| !point.is_zero())
-            .map(|(i, point)| (i, *point))
-            .unzip();
-        Self { variables, bases }
+    /// Takes B's G2 query out of `key`, its nonzero points kept where they are: no second
+    /// copy of the key's largest vector is made.
+    fn take(key: &mut ProvingKey<Bn254>) -> Self {
+        let mut bases = std::mem::take(&mut key.b_g2_query);
+        let len = bases.len();
+        let constant = bases.first().copied().unwrap_or_else(G2Affine::zero);
+        let mut variables = Vec::new();
+        let mut index = 0;
+        bases.retain(|point| {
+            let variable = index;
+            index += 1;
+            let kept = variable > 0 && !point.is_zero();
+            if kept {
+                variables.push(variable - 1);
+            }
+            kept
+        });
+        Self {
+            constant,
+            len,
+            variables,
+            bases,
+        }
     }
 }
 
 impl PreparedKey {
-    pub(super) fn new(key: ProvingKey<Bn254>) -> Self {
-        let b_g2 = SparseBases::of(&key);
+    pub(super) fn new(mut key: ProvingKey<Bn254>) -> Self {
+        let b_g2 = SparseBases::take(&mut key);
         Self { key, b_g2 }
     }
 
@@ -195,7 +214,7 @@ impl PreparedKey {
             Some(form)
                 if key.a_query.len() == variables
                     && key.b_g1_query.len() == variables
-                    && key.b_g2_query.len() == variables
+                    && self.b_g2.len == variables
                     && key.l_query.len() == system.witness_count() =>
             {
                 Ok(form)
@@ -261,7 +280,7 @@ pub(super) fn prove(
         .map(|&i| scalars[i])
         .collect();
     let b_g2 = pk.vk.beta_g2.into_group()
-        + pk.b_g2_query[0]
+        + prepared.b_g2.constant
         + G2Projective::msm_bigint(&prepared.b_g2.bases, &b_g2_scalars)
         + pk.vk.delta_g2 * s;
     timings.b_g2 = started.elapsed();
