@@ -238,6 +238,30 @@ pub fn every_operator_float_model() -> FloatModel {
     b.finish(vec![scaled, logits, two, total, residual])
 }
 
+/// The largest |quantised − float| output of `model` against `float` over `count`
+/// pseudo-random inputs, and the largest |float| output, in the float model's units (the
+/// outputs at the first output's scale).
+pub fn error_against_float(
+    float: &FloatModel,
+    model: &QuantModel,
+    count: usize,
+    seed: u64,
+) -> (f64, f64) {
+    let scale = model.outputs()[0].scale as f64;
+    let (mut error, mut largest) = (0f64, 0f64);
+    for input in samples(count, float.input_len(), seed) {
+        let expected = float.evaluate(&input);
+        let got = model
+            .evaluate(&model.quantize_input(&input).unwrap())
+            .unwrap();
+        for (&v, &e) in got.iter().zip(&expected) {
+            error = error.max((v as f64 * scale - e as f64).abs());
+            largest = largest.max(e.abs() as f64);
+        }
+    }
+    (error, largest)
+}
+
 /// Calibration samples for [`every_operator_float_model`].
 pub fn samples(count: usize, len: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut n = Numbers::new(seed);

@@ -1587,7 +1587,9 @@ mod fused_residual {
     use crate::model::graph::{FloatModel, QuantModel};
     use crate::model::ops::elementwise::FloatElementwise;
     use crate::model::quantize::quantize;
-    use crate::model::testing::{Numbers, assert_every_change_refused, samples, window};
+    use crate::model::testing::{
+        Numbers, assert_every_change_refused, error_against_float, samples, window,
+    };
 
     const RELU: FloatOp = FloatOp::Elementwise(FloatElementwise::Clamp {
         min: 0.0,
@@ -1762,38 +1764,18 @@ mod fused_residual {
         let model = quantised(&float);
         assert_eq!(kinds(&model), ["Constant", "Dense"]);
         assert_every_change_refused(&float);
+        let (error, _) = error_against_float(&float, &model, 10, 9);
         let scale = model.outputs()[0].scale as f64;
-        for input in samples(10, float.input_len(), 9) {
-            let expected = float.evaluate(&input);
-            let got = model
-                .evaluate(&model.quantize_input(&input).unwrap())
-                .unwrap();
-            for (&v, &e) in got.iter().zip(&expected) {
-                let error = (v as f64 * scale - e as f64).abs();
-                assert!(error <= 1.5 * scale, "{v} for {e}");
-            }
-        }
+        assert!(
+            error <= 1.5 * scale,
+            "{error} against a resolution of {scale}"
+        );
     }
 
     #[test]
     fn a_residual_that_does_not_fit_is_refused() {
         let input = TensorType::new(vec![1, 4], Range::INT8);
-        let dense = |residual: Vec<usize>| {
-            QuantLinear::Dense {
-                weights: vec![vec![1; 8]],
-                bias: vec![0, 0],
-                output: Accumulators::Residual {
-                    terms: vec![(1, 3); 2],
-                    factors: vec![(1, 2); 2],
-                    clamp: Range::INT8,
-                },
-            }
-            .infer(&[&input, &TensorType::new(residual, Range::INT8)])
-        };
-        assert!(dense(vec![1, 2]).is_ok());
-        let refused = dense(vec![1, 3]).unwrap_err();
-        assert!(refused.contains("a residual of shape"), "{refused}");
-        let without = QuantLinear::Dense {
+        let dense = QuantLinear::Dense {
             weights: vec![vec![1; 8]],
             bias: vec![0, 0],
             output: Accumulators::Residual {
@@ -1802,6 +1784,10 @@ mod fused_residual {
                 clamp: Range::INT8,
             },
         };
-        assert!(without.infer(&[&input]).is_err());
+        let with = |shape: Vec<usize>| dense.infer(&[&input, &TensorType::new(shape, Range::INT8)]);
+        assert!(with(vec![1, 2]).is_ok());
+        let refused = with(vec![1, 3]).unwrap_err();
+        assert!(refused.contains("a residual of shape"), "{refused}");
+        assert!(dense.infer(&[&input]).is_err());
     }
 }

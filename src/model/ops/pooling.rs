@@ -691,7 +691,7 @@ mod soundness {
     fn a_mean_before_the_output_layer_keeps_its_sums_for_free() {
         use crate::model::ops::linear::FloatLinear;
         use crate::model::quantize::quantize;
-        use crate::model::testing::{Numbers, samples};
+        use crate::model::testing::{Numbers, error_against_float, samples};
         let mut n = Numbers::new(4);
         let mut b = Builder::new();
         let x = b.input(vec![1, 2, 3, 3]);
@@ -722,16 +722,7 @@ mod soundness {
             0,
             "neither the sums nor the kept head cost"
         );
-        let scale = model.outputs()[0].scale as f64;
-        for input in samples(10, float.input_len(), 5) {
-            let expected = float.evaluate(&input);
-            let got = model
-                .evaluate(&model.quantize_input(&input).unwrap())
-                .unwrap();
-            for (&v, &e) in got.iter().zip(&expected) {
-                let error = (v as f64 * scale - e as f64).abs();
-                assert!(error <= 0.02 * expected.iter().fold(0f32, |m, e| m.max(e.abs())) as f64);
-            }
-        }
+        let (error, largest) = error_against_float(&float, &model, 10, 5);
+        assert!(error <= 0.02 * largest, "{error} of {largest}");
     }
 }
