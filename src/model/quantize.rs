@@ -378,13 +378,19 @@ impl Quantizer<'_> {
     /// Whether the only reader of output `out` of `node` is a linear operator whose
     /// output is the model's and keeps its accumulators' full range for free.
     pub fn read_only_by_an_output_layer(&self, node: usize, out: usize) -> bool {
-        let t = self.outputs_of[node].start + out;
-        match self.consumers[t][..] {
-            [reader] if !self.model_outputs[t] => {
+        self.sole_consumer(self.outputs_of[node].start + out)
+            .is_some_and(|reader| {
                 matches!(self.model.nodes[reader].op, FloatOp::Linear(_))
                     && self.is_model_output_only(reader, 0)
-            }
-            _ => false,
+            })
+    }
+
+    /// The one node that reads tensor `t`, when nothing else does and `t` is not an
+    /// output of the model: what may be fused into the operator that makes `t`.
+    fn sole_consumer(&self, t: TensorId) -> Option<usize> {
+        match self.consumers[t][..] {
+            [reader] if !self.model_outputs[t] => Some(reader),
+            _ => None,
         }
     }
 
@@ -396,10 +402,7 @@ impl Quantizer<'_> {
             Some(reader) => self.outputs_of[reader].start,
             None => self.outputs_of[node].start + out,
         };
-        match self.consumers[t][..] {
-            [reader] if !self.model_outputs[t] => Some(reader),
-            _ => None,
-        }
+        self.sole_consumer(t)
     }
 
     /// The Add that alone reads output `out` of `node` and adds to it another tensor of
@@ -409,12 +412,8 @@ impl Quantizer<'_> {
     /// later in the graph, has another shape, or is what the output is subtracted from.
     pub fn residual_add(&self, node: usize, out: usize) -> Option<ResidualAdd> {
         let t = self.outputs_of[node].start + out;
-        let [add] = self.consumers[t][..] else {
-            return None;
-        };
-        if self.model_outputs[t]
-            || self.model.shapes[self.outputs_of[add].start] != self.model.shapes[t]
-        {
+        let add = self.sole_consumer(t)?;
+        if self.model.shapes[self.outputs_of[add].start] != self.model.shapes[t] {
             return None;
         }
         let addend = match &self.model.nodes[add].op {

@@ -912,27 +912,31 @@ pub fn quantize(op: &FloatLinear, node: usize, q: &mut Quantizer) -> Result<(), 
     Ok(())
 }
 
-/// The residual terms and rescales of a fused Add, from the channels' `factors` (their
-/// accumulators rescale by `(m, k)` to the output, at `out_scale`) and the residual's
-/// scale and largest magnitude. Both addends are brought to one integer of `2^−K` output
-/// units: the accumulator times `m·2^(K−k)`, exact, and the residual times
-/// `round(scale·2^K / out_scale)`, whose rounding errs by at most half a unit per
-/// residual unit; K ≥ log2(magnitude) keeps that under half an output unit at the
-/// largest residual (the unfused Add erred by as much from rounding the operator's
-/// output alone). Each bit of K beyond the channel's own shift costs a constraint per
-/// output.
-fn residual_terms(factors: &[(i64, u8)], scale: f64, magnitude: i64, out_scale: f64) -> Joining {
-    let precise = crate::circuit::bits_for(magnitude.max(1) as i128) as u8;
+/// Brings each channel's accumulators, which rescale to the output by `(m, k)`, and a
+/// residual to one integer of `2^−K` output units, K = max(k, `precise`): the accumulator
+/// times `m·2^(K−k)`, exact, the residual times `residual(K)`, and a rescale by `(1, K)`
+/// after. Each bit of K beyond the channel's own shift costs a constraint per output.
+fn joining(factors: &[(i64, u8)], precise: u8, residual: impl Fn(u8) -> i64) -> Joining {
     let (terms, factors) = factors
         .iter()
         .map(|&(m, k)| {
             let shift = k.max(precise);
-            let accumulator = m << (shift - k);
-            let residual = (scale * (1u64 << shift) as f64 / out_scale).round() as i64;
-            ((accumulator, residual), (1, shift))
+            ((m << (shift - k), residual(shift)), (1, shift))
         })
         .unzip();
     Joining { terms, factors }
+}
+
+/// The joining of a fused Add of a tensor at `scale` whose values reach `magnitude`: the
+/// residual times `round(scale·2^K / out_scale)`, whose rounding errs by at most half a
+/// unit per residual unit; K ≥ log2(magnitude) keeps that under half an output unit at the
+/// largest residual (the unfused Add erred by as much from rounding the operator's output
+/// alone).
+fn residual_terms(factors: &[(i64, u8)], scale: f64, magnitude: i64, out_scale: f64) -> Joining {
+    let precise = crate::circuit::bits_for(magnitude.max(1) as i128) as u8;
+    joining(factors, precise, |shift| {
+        (scale * (1u64 << shift) as f64 / out_scale).round() as i64
+    })
 }
 
 /// How a fused residual joins each channel's accumulators: the `(accumulator factor,
@@ -942,23 +946,17 @@ struct Joining {
     factors: Vec<(i64, u8)>,
 }
 
-/// The residual terms and rescales of a fused Add of a constant, `offsets` (one per
-/// output element, in the output's shape), and the constant's integers: it is written in
-/// `2^−K` output units, K at least 3 so that its rounding errs by at most a sixteenth of
-/// an output unit, and added once (`terms[o].1 = 1`).
+/// The joining of a fused Add of a constant, `offsets` (one per output element, in the
+/// output's shape), and the constant's integers: it is written in each channel's `2^−K`
+/// output units, K at least 3 so that its rounding errs by at most a sixteenth of an
+/// output unit, and added once (`terms[o].1 = 1`).
 fn constant_terms(
     op: &FloatLinear,
     factors: &[(i64, u8)],
     offsets: &Constant,
     out_scale: f64,
 ) -> (Joining, Vec<i64>) {
-    const PRECISE: u8 = 3;
-    let shifts: Vec<u8> = factors.iter().map(|&(_, k)| k.max(PRECISE)).collect();
-    let (terms, rescales) = factors
-        .iter()
-        .zip(&shifts)
-        .map(|(&(m, k), &shift)| ((m << (shift - k), 1), (1, shift)))
-        .unzip();
+    let joined = joining(factors, 3, |_| 1);
     let channels = factors.len().max(1);
     // The channel axis is the last for a dense layer and the second for a convolution.
     let inner = match op {
@@ -970,17 +968,11 @@ fn constant_terms(
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            let shift = shifts[(i / inner.max(1)) % channels];
+            let (_, shift) = joined.factors[(i / inner.max(1)) % channels];
             (v * (1u64 << shift) as f64 / out_scale).round() as i64
         })
         .collect();
-    (
-        Joining {
-            terms,
-            factors: rescales,
-        },
-        values,
-    )
+    (joined, values)
 }
 
 /// A dense layer over several inputs: `Σ_k W_k · x_k + b` (`W_k` as `[outputs][features]`).

@@ -511,15 +511,9 @@ pub fn quantize(op: &FloatPool, node: usize, q: &mut Quantizer) -> Result<(), Mo
             if *reduction == Reduction::Mean && q.read_only_by_an_output_layer(node, 0) {
                 // An output layer reads the sums as they are, at the scale of a mean: the
                 // division is folded into its weights, whose accumulators are not
-                // rescaled, so the mean costs nothing.
-                let sums = QuantPool::ReduceSum {
-                    axes: axes.clone(),
-                    keep_dims: *keep_dims,
-                    multiplier: 1,
-                    shift: 0,
-                    clamp: range.scale(n as i64),
-                };
-                (sums, scale / n as f64)
+                // rescaled, so the mean costs nothing (a rescale by one to a clamp the sums
+                // stay within is the identity, which costs no constraint).
+                (reduce(1.0, range.scale(n as i64)), scale / n as f64)
             } else if *reduction == Reduction::Mean {
                 // A mean stays within its inputs' range, at their scale.
                 (reduce(1.0 / n as f64, range), scale)

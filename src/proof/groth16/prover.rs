@@ -151,6 +151,7 @@ impl QuotientDomain {
 
 /// The proving key with what the prover derives from it once.
 pub(super) struct PreparedKey {
+    /// The key, its B in G2 query moved into `b_g2` (and empty here).
     pub(super) key: ProvingKey<Bn254>,
     b_g2: SparseBases,
 }
