@@ -12,6 +12,8 @@
 //!   the witness's, give a quotient that is not the polynomial the key commits to, and
 //!   the verifier refuses the proof (the multi-scalar multiplications use the witness
 //!   itself);
+//! - the quotient takes six FFTs where ark-groth16 takes seven (see
+//!   [`QuotientDomain::quotient`]);
 //! - the multi-scalar multiplications see each witness value's size (most are bits or
 //!   small signed integers) and sum them by size class (ark-ec's signed partition);
 //! - B in G2, the most expensive sum per term, skips the variables that never appear in
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use ark_bn254::{Bn254, Fr, G1Projective, G2Affine, G2Projective};
 use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
-use ark_ff::{FftField, Field, PrimeField, Zero};
+use ark_ff::{Field, PrimeField, Zero};
 use ark_groth16::{Proof, ProvingKey};
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use rayon::prelude::*;
@@ -48,13 +50,12 @@ enum QuotientForm {
 }
 
 /// Where the quotient is computed: the QAP's evaluation domain (the rows, then one per
-/// public input, rounded up to a power of two) and a coset of it.
+/// public input, rounded up to a power of two) and the coset of its odd multiples of a
+/// primitive 2n-th root ω, the odd points of the domain of 2n roots.
 struct QuotientDomain {
     domain: Radix2EvaluationDomain<Fr>,
     coset: Radix2EvaluationDomain<Fr>,
     form: QuotientForm,
-    /// 1 / Z(g) for the coset's generator g: Z is constant on the coset.
-    vanishing_inverse_on_coset: Fr,
 }
 
 /// The size of the QAP's domain for `rows` rows and `instance_variables` public inputs
@@ -71,23 +72,14 @@ fn too_large() -> ProofError {
 impl QuotientDomain {
     fn of(size: usize, form: QuotientForm) -> Result<Self, ProofError> {
         let domain = Radix2EvaluationDomain::<Fr>::new(size).ok_or_else(too_large)?;
-        let offset = match form {
-            QuotientForm::Coefficients => Fr::GENERATOR,
-            // A primitive 2n-th root of unity: the coset is the odd points of its domain.
-            QuotientForm::OddPoints => Radix2EvaluationDomain::<Fr>::new(2 * size)
-                .ok_or_else(too_large)?
-                .group_gen(),
-        };
-        let coset = domain.get_coset(offset).ok_or_else(too_large)?;
-        let vanishing_inverse_on_coset = domain
-            .evaluate_vanishing_polynomial(offset)
-            .inverse()
-            .ok_or_else(too_large)?;
+        let root = Radix2EvaluationDomain::<Fr>::new(2 * size)
+            .ok_or_else(too_large)?
+            .group_gen();
+        let coset = domain.get_coset(root).ok_or_else(too_large)?;
         Ok(Self {
             domain,
             coset,
             form,
-            vanishing_inverse_on_coset,
         })
     }
 
@@ -96,6 +88,12 @@ impl QuotientDomain {
     /// ark-groth16's libsnark reduction, the public inputs after the rows of A, which
     /// makes them independent in the QAP). `rows` holds each row's `A·z` and `B·z`, as the
     /// witness's synthesis found them; `instance` the constant one and the public inputs.
+    ///
+    /// Six FFTs of the domain's size, where ark-groth16 takes seven. On the odd points Z
+    /// is ω^n − 1 = −2, so h's values there are (C − A·B) / 2, and h = (C − q) / 2 with q
+    /// the polynomial that takes A·B's values at the odd points. C has degree below n, so
+    /// its coefficients come straight from its values on the domain: the FFT that brings C
+    /// to the coset and the inverse FFT that would bring it back cancel, and neither runs.
     fn quotient(&self, rows: &[(Fr, Fr)], instance: &[Fr]) -> Vec<Fr> {
         let n = self.domain.size();
         let mut a = vec![Fr::zero(); n];
@@ -109,34 +107,32 @@ impl QuotientDomain {
                 *b = *b_value;
             });
         a[rows.len()..rows.len() + instance.len()].copy_from_slice(instance);
+        // The padding rows hold the public inputs in A and nothing in B: their C is zero,
+        // as their product is.
         let mut c: Vec<Fr> = a.par_iter().zip(&b).map(|(a, b)| *a * b).collect();
-        // The padding rows hold the public inputs in A and nothing in B: their C is zero.
-        c[rows.len()..].iter_mut().for_each(|c| *c = Fr::zero());
+        let to_coset = |values: &mut Vec<Fr>| {
+            self.domain.ifft_in_place(values);
+            self.coset.fft_in_place(values);
+        };
+        let odd_points = self.form == QuotientForm::OddPoints;
         rayon::join(
+            || rayon::join(|| to_coset(&mut a), || to_coset(&mut b)),
             || {
-                rayon::join(
-                    || {
-                        self.domain.ifft_in_place(&mut a);
-                        self.coset.fft_in_place(&mut a);
-                    },
-                    || {
-                        self.domain.ifft_in_place(&mut b);
-                        self.coset.fft_in_place(&mut b);
-                    },
-                )
-            },
-            || {
-                self.domain.ifft_in_place(&mut c);
-                self.coset.fft_in_place(&mut c);
+                if odd_points {
+                    to_coset(&mut c);
+                } else {
+                    self.domain.ifft_in_place(&mut c);
+                }
             },
         );
         match self.form {
             QuotientForm::Coefficients => {
-                a.par_iter_mut()
-                    .zip(&b)
-                    .zip(&c)
-                    .for_each(|((a, b), c)| *a = (*a * b - c) * self.vanishing_inverse_on_coset);
+                a.par_iter_mut().zip(&b).for_each(|(a, b)| *a *= b);
                 self.coset.ifft_in_place(&mut a);
+                let half = Fr::from(2u64).inverse().expect("2 is not zero");
+                a.par_iter_mut()
+                    .zip(&c)
+                    .for_each(|(q, c)| *q = (*c - *q) * half);
             }
             QuotientForm::OddPoints => {
                 a.par_iter_mut()
