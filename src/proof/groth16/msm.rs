@@ -1,8 +1,9 @@
-//! Multi-scalar multiplication in G1 for full-size scalars: the sum over the quotient's
-//! coefficients, the prover's largest single cost. Those coefficients are uniformly
-//! spread field elements, so ark-ec's split of scalars by size does nothing for them.
+//! Multi-scalar multiplications in the shapes a Groth16 witness gives them.
 //!
-//! Pippenger's bucket method with signed digits, as ark-ec's, with two differences:
+//! [`msm`]: G1 for full-size scalars, the sum over the quotient's coefficients, the
+//! prover's largest single cost. Those coefficients are uniformly spread field elements,
+//! so ark-ec's split of scalars by size does nothing for them. Pippenger's bucket method
+//! with signed digits, as ark-ec's, with two differences:
 //! - the buckets are affine points, filled in batches that share one field inversion
 //!   (Montgomery's trick). An addition then costs about six field multiplications, where
 //!   ark-ec's mixed addition into an extended bucket costs about ten;
@@ -10,18 +11,33 @@
 //!   batch rarely meets the same bucket twice. When it does, the point goes to a
 //!   projective bucket beside the affine one, so no input (all scalars equal, say) makes
 //!   the method slower than a plain bucket method.
+//!
+//! [`witness_msm`]: either group, for the witness's own values. Most are bits, so most
+//! nonzero scalars are 1 (or −1): their points are summed pairwise in batch-affine
+//! rounds, the same affine addition, and only the other scalars go to ark-ec's split by
+//! size.
+//!
+//! A proving key's points are not checked to be on the curve (see `key_format`), so an
+//! addition whose denominator is zero, which no pair of curve points of prime order
+//! meets, gives the point at infinity rather than a panic: a damaged key costs a proof
+//! the verifier refuses, nothing more.
 
-use ark_bn254::{Fq, G1Affine, G1Projective};
-use ark_ec::AffineRepr;
-use ark_ff::{AdditiveGroup, BigInteger256, Field, One, Zero};
+use ark_bn254::{Fq, Fr, G1Affine, G1Projective};
+use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
+use ark_ec::{AffineRepr, VariableBaseMSM};
+use ark_ff::{AdditiveGroup, BigInteger, BigInteger256, Field, PrimeField, Zero};
 use rayon::prelude::*;
 
 /// Bits of BN254's scalar field modulus: every canonical scalar is below 2^254.
 const SCALAR_BITS: usize = 254;
 
 /// Additions collected before one shared inversion: enough to make the inversion's cost
-/// (a few hundred multiplications) small per addition.
-const BATCH: usize = 256;
+/// (a binary extended Euclid, worth a few hundred multiplications) small per addition,
+/// few enough that a batch rarely meets a bucket twice.
+const BATCH: usize = 1024;
+
+/// Below this many points, a batch-affine round's inversion costs more than it saves.
+const PAIRWISE_ROUNDS_DOWN_TO: usize = 64;
 
 /// `Σ scalars[i]·bases[i]`, over the shorter of the two lists.
 pub(super) fn msm(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective {
@@ -115,6 +131,7 @@ struct Buckets {
     /// Whether a bucket already has an addition in the pending batch.
     pending: Vec<bool>,
     batch: Vec<(usize, G1Affine)>,
+    steps: Vec<Step>,
     denominators: Vec<Fq>,
     products: Vec<Fq>,
 }
@@ -126,6 +143,7 @@ impl Buckets {
             overflow: vec![G1Projective::zero(); count],
             pending: vec![false; count],
             batch: Vec::with_capacity(BATCH),
+            steps: Vec::with_capacity(BATCH),
             denominators: Vec::with_capacity(BATCH),
             products: Vec::with_capacity(BATCH),
         }
@@ -145,36 +163,22 @@ impl Buckets {
         }
     }
 
-    /// Performs the pending additions with one inversion. BN254's G1 has no point of
-    /// order two, so a doubling's denominator 2y is never zero.
+    /// Performs the pending additions with one inversion.
     fn flush(&mut self) {
         self.denominators.clear();
+        self.steps.clear();
         for &(bucket, point) in &self.batch {
-            let sum = &self.affine[bucket];
-            self.denominators.push(if sum.x != point.x {
-                point.x - sum.x
-            } else if sum.y == point.y {
-                sum.y.double()
-            } else {
-                Fq::one()
-            });
+            let (step, denominator) = Step::of(&self.affine[bucket], &point);
+            self.steps.push(step);
+            self.denominators.push(denominator);
         }
         invert_all(&mut self.denominators, &mut self.products);
-        for (&(bucket, point), inverse) in self.batch.iter().zip(&self.denominators) {
+        for ((&(bucket, point), step), inverse) in
+            self.batch.iter().zip(&self.steps).zip(&self.denominators)
+        {
             self.pending[bucket] = false;
             let sum = &mut self.affine[bucket];
-            let slope = if sum.x != point.x {
-                (point.y - sum.y) * inverse
-            } else if sum.y == point.y {
-                let square = sum.x.square();
-                (square.double() + square) * inverse
-            } else {
-                *sum = G1Affine::zero();
-                continue;
-            };
-            let x = slope.square() - sum.x - point.x;
-            let y = slope * (sum.x - x) - sum.y;
-            *sum = G1Affine::new_unchecked(x, y);
+            *sum = step.finish(sum, &point, inverse);
         }
         self.batch.clear();
     }
@@ -194,10 +198,63 @@ impl Buckets {
     }
 }
 
+/// How one affine addition `p + q` goes, decided before its batch's shared inversion.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Distinct x: the chord.
+    Chord,
+    /// The same point: the tangent.
+    Tangent,
+    /// `q = −p` (or a pair no two curve points of prime order make): the point at
+    /// infinity.
+    Cancel,
+    /// One of them is the point at infinity: the other.
+    Other,
+}
+
+impl Step {
+    /// The step for `p + q` and the denominator of its slope (one where there is none,
+    /// so that the batch's inversion never meets a zero).
+    #[inline(always)]
+    fn of<F: Field, P: SWCurveConfig<BaseField = F>>(p: &Affine<P>, q: &Affine<P>) -> (Self, F) {
+        if p.is_zero() || q.is_zero() {
+            (Step::Other, F::one())
+        } else if p.x != q.x {
+            (Step::Chord, q.x - p.x)
+        } else if p.y == -q.y || p.y.is_zero() {
+            (Step::Cancel, F::one())
+        } else {
+            (Step::Tangent, p.y.double())
+        }
+    }
+
+    /// `p + q`, given the inverse of the denominator [`Step::of`] gave.
+    #[inline(always)]
+    fn finish<P: SWCurveConfig>(
+        self,
+        p: &Affine<P>,
+        q: &Affine<P>,
+        inverse: &P::BaseField,
+    ) -> Affine<P> {
+        let slope = match self {
+            Step::Chord => (q.y - p.y) * inverse,
+            Step::Tangent => {
+                let square = p.x.square();
+                (square.double() + square + P::COEFF_A) * inverse
+            }
+            Step::Cancel => return Affine::identity(),
+            Step::Other => return if p.is_zero() { *q } else { *p },
+        };
+        let x = slope.square() - p.x - q.x;
+        let y = slope * (p.x - x) - p.y;
+        Affine::new_unchecked(x, y)
+    }
+}
+
 /// Replaces every (nonzero) element by its inverse, with one field inversion.
-fn invert_all(values: &mut [Fq], products: &mut Vec<Fq>) {
+fn invert_all<F: Field>(values: &mut [F], products: &mut Vec<F>) {
     products.clear();
-    let mut product = Fq::one();
+    let mut product = F::one();
     for value in values.iter() {
         products.push(product);
         product *= value;
@@ -210,12 +267,78 @@ fn invert_all(values: &mut [Fq], products: &mut Vec<Fq>) {
     }
 }
 
+/// `Σ scalars[i]·bases[i]` over the shorter of the two lists, for a witness's values:
+/// the points of the scalars 1 and −1 are summed in batch-affine rounds, the others by
+/// ark-ec's split by size.
+pub(super) fn witness_msm<P: SWCurveConfig<ScalarField = Fr>>(
+    bases: &[Affine<P>],
+    scalars: &[BigInteger256],
+) -> Projective<P> {
+    let one = BigInteger256::one();
+    let mut minus_one = Fr::MODULUS;
+    minus_one.sub_with_borrow(&one);
+    let mut units = Vec::new();
+    let (mut other_bases, mut other_scalars) = (Vec::new(), Vec::new());
+    for (base, scalar) in bases.iter().zip(scalars) {
+        if scalar.is_zero() || base.is_zero() {
+            continue;
+        } else if *scalar == one {
+            units.push(*base);
+        } else if *scalar == minus_one {
+            units.push(-*base);
+        } else {
+            other_bases.push(*base);
+            other_scalars.push(*scalar);
+        }
+    }
+    let (units, others) = rayon::join(
+        || sum(&mut units),
+        || Projective::<P>::msm_bigint(&other_bases, &other_scalars),
+    );
+    units + others
+}
+
+/// `Σ points`, overwriting them: each thread halves its share in rounds of pairwise
+/// affine additions that share one inversion, down to a few points added projectively.
+fn sum<P: SWCurveConfig>(points: &mut [Affine<P>]) -> Projective<P> {
+    let threads = rayon::current_num_threads().max(1);
+    let share = points.len().div_ceil(threads).max(PAIRWISE_ROUNDS_DOWN_TO);
+    points
+        .par_chunks_mut(share)
+        .map(|points| {
+            let mut len = points.len();
+            let (mut steps, mut denominators, mut products) = (Vec::new(), Vec::new(), Vec::new());
+            while len > PAIRWISE_ROUNDS_DOWN_TO {
+                let pairs = len / 2;
+                steps.clear();
+                denominators.clear();
+                for pair in points[..2 * pairs].chunks_exact(2) {
+                    let (step, denominator) = Step::of(&pair[0], &pair[1]);
+                    steps.push(step);
+                    denominators.push(denominator);
+                }
+                invert_all(&mut denominators, &mut products);
+                for (i, (step, inverse)) in steps.iter().zip(&denominators).enumerate() {
+                    points[i] = step.finish(&points[2 * i], &points[2 * i + 1], inverse);
+                }
+                if len % 2 == 1 {
+                    points[pairs] = points[len - 1];
+                }
+                len = pairs + len % 2;
+            }
+            points[..len]
+                .iter()
+                .fold(Projective::zero(), |sum, point| sum + point)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
-    use ark_bn254::Fr;
-    use ark_ec::{CurveGroup, VariableBaseMSM};
-    use ark_ff::{PrimeField, UniformRand};
-    use rand_core::OsRng;
+    use ark_bn254::{Fr, G2Projective};
+    use ark_ec::CurveGroup;
+    use ark_ff::{One, UniformRand};
+    use rand_core::{OsRng, RngCore};
 
     use super::*;
 
@@ -307,5 +430,89 @@ mod tests {
                 assert_eq!(value, scalar, "c = {c}");
             }
         }
+    }
+
+    /// A witness's mix: mostly zeros and ones, some −1, small and full-size values.
+    fn witness_scalars(count: usize) -> Vec<BigInteger256> {
+        let mut rng = OsRng;
+        (0..count)
+            .map(|_| {
+                let value = match rng.next_u32() % 10 {
+                    0..=3 => Fr::zero(),
+                    4..=6 => Fr::one(),
+                    7 => -Fr::one(),
+                    8 => Fr::from(rng.next_u32() % 1000) - Fr::from(500u64),
+                    _ => Fr::rand(&mut rng),
+                };
+                value.into_bigint()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_witness_sum_equals_ark_in_both_groups() {
+        for n in [0, 1, 2, 65, 3000] {
+            let scalars = witness_scalars(n);
+            let bases = random_points(n);
+            assert_eq!(
+                witness_msm(&bases, &scalars),
+                reference(&bases, &scalars),
+                "G1, {n} points"
+            );
+            let points: Vec<_> = (0..n).map(|_| G2Projective::rand(&mut OsRng)).collect();
+            let bases = G2Projective::normalize_batch(&points);
+            assert_eq!(
+                witness_msm(&bases, &scalars),
+                G2Projective::msm_bigint(&bases, &scalars),
+                "G2, {n} points"
+            );
+        }
+    }
+
+    #[test]
+    fn the_witness_sum_meets_doublings_cancellations_and_infinity() {
+        // One point with scalar 1 throughout doubles in every round; alternating it with
+        // its negation cancels; the point at infinity is skipped.
+        let point = random_points(1)[0];
+        let one = Fr::one().into_bigint();
+        let ones = vec![one; 1000];
+        let same = vec![point; 1000];
+        assert_eq!(witness_msm(&same, &ones), reference(&same, &ones));
+        let alternating: Vec<_> = (0..1000)
+            .map(|i| if i % 2 == 0 { point } else { -point })
+            .collect();
+        assert_eq!(witness_msm(&alternating, &ones), G1Projective::zero());
+        let minus_ones = vec![(-Fr::one()).into_bigint(); 1000];
+        assert_eq!(
+            witness_msm(&same, &minus_ones),
+            reference(&same, &minus_ones)
+        );
+        let mut with_infinity = random_points(1000);
+        with_infinity[3] = G1Affine::zero();
+        with_infinity[500] = G1Affine::zero();
+        assert_eq!(
+            witness_msm(&with_infinity, &ones),
+            reference(&with_infinity, &ones)
+        );
+    }
+
+    #[test]
+    fn points_off_the_curve_give_a_wrong_sum_never_a_panic() {
+        // What a damaged proving key can hold: y = 0 (a tangent with no slope), and the
+        // same x with unrelated y.
+        let point = random_points(1)[0];
+        let flat = G1Affine::new_unchecked(point.x, Fq::zero());
+        let other = G1Affine::new_unchecked(point.x, point.y.double());
+        let bases: Vec<_> = [flat, flat, point, flat, other, point]
+            .into_iter()
+            .cycle()
+            .take(3000)
+            .collect();
+        let ones = vec![Fr::one().into_bigint(); bases.len()];
+        let _ = witness_msm(&bases, &ones);
+        let scalars: Vec<_> = (0..bases.len())
+            .map(|i| Fr::from(1u64 << (i % 20)).into_bigint())
+            .collect();
+        let _ = msm(&bases, &scalars);
     }
 }

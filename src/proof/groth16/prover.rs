@@ -14,8 +14,9 @@
 //!   itself);
 //! - the quotient takes six FFTs where ark-groth16 takes seven (see
 //!   [`QuotientDomain::quotient`]);
-//! - the multi-scalar multiplications see each witness value's size (most are bits or
-//!   small signed integers) and sum them by size class (ark-ec's signed partition);
+//! - the multi-scalar multiplications see each witness value's size: the points of the
+//!   ±1s (most of a witness is bits) are summed in batch-affine rounds, the rest by size
+//!   class (ark-ec's signed partition), see [`super::msm::witness_msm`];
 //! - B in G2, the most expensive sum per term, skips the variables that never appear in
 //!   a B row, found once per key;
 //! - the sum over the quotient's coefficients, all full-size, uses batch-affine buckets
@@ -25,13 +26,14 @@
 
 use std::time::{Duration, Instant};
 
-use ark_bn254::{Bn254, Fr, G1Projective, G2Affine, G2Projective};
-use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
+use ark_bn254::{Bn254, Fr, G2Affine};
+use ark_ec::{AffineRepr, CurveGroup};
 use ark_ff::{Field, PrimeField, Zero};
 use ark_groth16::{Proof, ProvingKey};
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use rayon::prelude::*;
 
+use super::msm::witness_msm;
 use crate::circuit::r1cs::R1cs;
 use crate::proof::ProofError;
 
@@ -258,14 +260,14 @@ pub(super) fn prove(
     let witness_scalars = &scalars[system.instance_count() - 1..];
     let a = pk.vk.alpha_g1.into_group()
         + pk.a_query[0]
-        + G1Projective::msm_bigint(&pk.a_query[1..], &scalars)
+        + witness_msm(&pk.a_query[1..], &scalars)
         + pk.delta_g1 * r;
     timings.a = started.elapsed();
 
     let started = Instant::now();
     let b_g1 = pk.beta_g1.into_group()
         + pk.b_g1_query[0]
-        + G1Projective::msm_bigint(&pk.b_g1_query[1..], &scalars)
+        + witness_msm(&pk.b_g1_query[1..], &scalars)
         + pk.delta_g1 * s;
     timings.b_g1 = started.elapsed();
 
@@ -278,7 +280,7 @@ pub(super) fn prove(
         .collect();
     let b_g2 = pk.vk.beta_g2.into_group()
         + prepared.b_g2.constant
-        + G2Projective::msm_bigint(&prepared.b_g2.bases, &b_g2_scalars)
+        + witness_msm(&prepared.b_g2.bases, &b_g2_scalars)
         + pk.vk.delta_g2 * s;
     timings.b_g2 = started.elapsed();
 
@@ -287,7 +289,7 @@ pub(super) fn prove(
     let h_sum = super::msm::msm(&pk.h_query, &h_scalars);
     timings.h = started.elapsed();
     let started = Instant::now();
-    let l_sum = G1Projective::msm_bigint(&pk.l_query, witness_scalars);
+    let l_sum = witness_msm(&pk.l_query, witness_scalars);
     let c = a * s + b_g1 * r - pk.delta_g1 * (r * s) + h_sum + l_sum;
     timings.c = started.elapsed();
 
