@@ -1028,4 +1028,47 @@ fn inputs_come_from_data_sets_and_far_values_are_refused_unless_clamped() {
         "{}",
         stderr(&clamped)
     );
+
+    // The proving key is read as a stream: a cut, damaged or missing file is still said
+    // plainly, and what it says to do is there.
+    let proving_key = find_file(dir.path(), "groth16-bn254.pk").expect("the setup wrote a key");
+    let whole = std::fs::read(&proving_key).unwrap();
+    for (damage, said) in [
+        (whole[..whole.len() / 2].to_vec(), "truncated"),
+        (whole[..40].to_vec(), "truncated"),
+        ([&whole[..], b"x"].concat(), "goes on for 1 byte"),
+        (vec![0u8; 100], "not an sn2 key file"),
+    ] {
+        std::fs::write(&proving_key, &damage).unwrap();
+        let refused = prove(&test, &[]);
+        assert_eq!(refused.status.code(), Some(1), "{said}");
+        assert!(
+            stderr(&refused).contains(said),
+            "{said}: {}",
+            stderr(&refused)
+        );
+    }
+    std::fs::remove_file(&proving_key).unwrap();
+    let missing = prove(&test, &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("has no groth16-bn254 keys yet: make them with `sn2 model setup"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+/// The first file called `name` under `dir`.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|file| file == name) {
+            return Some(path);
+        }
+    }
+    None
 }

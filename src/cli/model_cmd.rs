@@ -62,13 +62,28 @@ impl ModelsDirArgs {
         backend: &str,
         kind: keys::KeyKind,
     ) -> anyhow::Result<Vec<u8>> {
-        keys::read(stored, backend, kind).map_err(|error| match error {
+        keys::read(stored, backend, kind).map_err(|error| self.key_error(error))
+    }
+
+    /// [`Self::read_key`] as a stream of its payload, with the payload's length, its
+    /// header checked.
+    pub fn open_key(
+        &self,
+        stored: &StoredModel,
+        backend: &str,
+        kind: keys::KeyKind,
+    ) -> anyhow::Result<(impl std::io::Read, u64)> {
+        keys::open(stored, backend, kind).map_err(|error| self.key_error(error))
+    }
+
+    fn key_error(&self, error: proof::ProofError) -> anyhow::Error {
+        match error {
             proof::ProofError::MissingKey { name, id, backend } => anyhow::anyhow!(
                 "model `{name}` has no {backend} keys yet: make them with `{}`",
                 self.command("setup", &id)
             ),
             other => other.into(),
-        })
+        }
     }
 }
 

@@ -182,15 +182,13 @@ impl ProveArgs {
         let verifying = self
             .dir
             .read_key(&stored, system.name(), KeyKind::Verifying)?;
-        // The key file's bytes are freed before proving: glibc then raises its threshold
-        // for mapping fresh memory past their size, and the proof's buffers reuse the heap
-        // instead of faulting in new zeroed pages (about 3,000 fewer for digits-resnet).
+        // The proving key is read as a stream: its file's bytes never sit in memory beside
+        // the points they become (for digits-resnet, 12 MB of fresh pages fewer).
         let prover = {
-            let proving = self
+            let (mut proving, len) = self
                 .dir
-                .read_key(&stored, system.name(), KeyKind::Proving)?;
-            let payload = keys::decode(&proving, KeyKind::Proving, system.name(), &stored.id)?;
-            system.prover(Arc::new(stored.model.clone()), payload)?
+                .open_key(&stored, system.name(), KeyKind::Proving)?;
+            system.prover_from_stream(Arc::new(stored.model.clone()), &mut proving, len)?
         };
         let binding = Binding::new(&stored.id, &miner, &nonce);
         let proven = prover.prove(&input, &binding)?;

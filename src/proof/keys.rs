@@ -315,14 +315,49 @@ fn keys_io(path: &std::path::Path, error: std::io::Error) -> ProofError {
 /// Reads a key file of a stored model; returns the whole file (for its fingerprint).
 pub fn read(model: &StoredModel, backend: &str, kind: KeyKind) -> Result<Vec<u8>, ProofError> {
     let path = path(model, backend, kind);
-    std::fs::read(&path).map_err(|e| match e.kind() {
+    std::fs::read(&path).map_err(|e| opening(model, backend, &path, e))
+}
+
+/// Opens a key file of a stored model to read its payload as a stream: returns the file
+/// positioned after a header checked as [`decode`] checks it, and the payload's length.
+pub fn open(
+    model: &StoredModel,
+    backend: &str,
+    kind: KeyKind,
+) -> Result<(impl std::io::Read, u64), ProofError> {
+    use std::io::{Read, Seek};
+    let path = path(model, backend, kind);
+    let io = |error| keys_io(&path, error);
+    let file = std::fs::File::open(&path).map_err(|e| opening(model, backend, &path, e))?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut file = std::io::BufReader::new(file);
+    // The longest header: magic, version, kind, revision, a backend name's length and up
+    // to 255 bytes of it, the model's id.
+    let mut header = Vec::new();
+    Read::take(&mut file, (MAGIC.len() + 6 + 255 + 32) as u64)
+        .read_to_end(&mut header)
+        .map_err(io)?;
+    let payload = decode(&header, kind, backend, &model.id)?;
+    let header_len = (header.len() - payload.len()) as u64;
+    file.seek(std::io::SeekFrom::Start(header_len))
+        .map_err(io)?;
+    Ok((file, len.saturating_sub(header_len)))
+}
+
+fn opening(
+    model: &StoredModel,
+    backend: &str,
+    path: &std::path::Path,
+    error: std::io::Error,
+) -> ProofError {
+    match error.kind() {
         std::io::ErrorKind::NotFound => ProofError::MissingKey {
             name: model.info.name.clone(),
             id: model.id.to_hex(),
             backend: backend.to_string(),
         },
-        _ => keys_io(&path, e),
-    })
+        _ => keys_io(path, error),
+    }
 }
 
 #[cfg(test)]

@@ -139,6 +139,23 @@ pub trait ProofSystem: Send + Sync {
         proving_key: &[u8],
     ) -> Result<Box<dyn Prover>, ProofError>;
 
+    /// [`ProofSystem::prover`] with the proving key read from `source`, which holds `len`
+    /// bytes of it: a backend that can read its key as a stream never holds the bytes
+    /// beside what they become.
+    fn prover_from_stream(
+        &self,
+        model: Arc<QuantModel>,
+        source: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<Box<dyn Prover>, ProofError> {
+        use std::io::Read as _;
+        let mut proving_key = Vec::new();
+        std::io::Read::take(source, len)
+            .read_to_end(&mut proving_key)
+            .map_err(|error| ProofError::MalformedKey(format!("cannot read the key: {error}")))?;
+        self.prover(model, &proving_key)
+    }
+
     fn verifier(
         &self,
         model: &QuantModel,

@@ -1,7 +1,8 @@
 //! The proving key's payload in a key file: every coordinate as the prover holds it in
 //! memory (Montgomery form, four little-endian 64-bit limbs), so reading a 40 MB key is a
-//! copy rather than a field multiplication per coordinate, and the vectors are read in
-//! parallel.
+//! copy rather than a field multiplication per coordinate. It is read as a stream, a
+//! chunk at a time, so that a one-shot `sn2 prove` never holds the file's bytes beside
+//! the points they become.
 //!
 //! Nothing here checks that a point is on its curve: a proving key comes from this node's
 //! own setup or by hash from its validator, and a wrong point only costs its holder a proof
@@ -18,11 +19,12 @@
 //! holds n − 1 points for a domain of n (sn2's own keys) or n (keys from a snarkjs
 //! ceremony, in another basis: see [`super::prover`]).
 
+use std::io::Read;
+
 use ark_bn254::{Bn254, Fq, Fq2, G1Affine, G2Affine};
 use ark_ff::{BigInt, PrimeField};
 use ark_groth16::{ProvingKey, VerifyingKey};
 use ark_serialize::{CanonicalDeserialize, Compress};
-use rayon::prelude::*;
 
 use crate::proof::ProofError;
 
@@ -32,8 +34,8 @@ const MAGIC: &[u8; 8] = b"sn2-mont";
 const FQ_BYTES: usize = 32;
 const G1_BYTES: usize = 2 * FQ_BYTES;
 const G2_BYTES: usize = 4 * FQ_BYTES;
-/// Vectors shorter than this are read on one thread: splitting costs more than it saves.
-const PARALLEL_POINTS: usize = 4096;
+/// Points read from the stream at a time.
+const CHUNK_POINTS: usize = 4096;
 
 /// The payload of `key`.
 pub fn write(key: &ProvingKey<Bn254>) -> Vec<u8> {
@@ -70,7 +72,7 @@ pub fn is_current(bytes: &[u8]) -> bool {
 
 /// The proving key in `bytes`, which must be all of them.
 pub fn read(bytes: &[u8]) -> Result<ProvingKey<Bn254>, ProofError> {
-    let Some(payload) = bytes.strip_prefix(MAGIC) else {
+    if !is_current(bytes) {
         let key = super::whole_key(bytes, |bytes| {
             ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
         })?;
@@ -78,8 +80,22 @@ pub fn read(bytes: &[u8]) -> Result<ProvingKey<Bn254>, ProofError> {
             return Err(ProofError::MalformedKey(super::NOT_CANONICAL.into()));
         }
         return Ok(key);
+    }
+    read_stream(
+        &mut &bytes[MAGIC.len()..],
+        (bytes.len() - MAGIC.len()) as u64,
+    )
+}
+
+/// The proving key in this format from `source`, which holds `len` more bytes after the
+/// magic (already read): the length is what vectors' claims are checked against before
+/// anything is allocated.
+pub fn read_stream(source: &mut dyn Read, len: u64) -> Result<ProvingKey<Bn254>, ProofError> {
+    let mut reader = Reader {
+        source,
+        rest: len,
+        chunk: Vec::new(),
     };
-    let mut reader = Reader { rest: payload };
     let alpha_g1 = reader.g1("α")?;
     let beta_g2 = reader.g2("β")?;
     let gamma_g2 = reader.g2("γ")?;
@@ -99,8 +115,8 @@ pub fn read(bytes: &[u8]) -> Result<ProvingKey<Bn254>, ProofError> {
     let b_g2_query = reader.vec("B in G2", G2_BYTES, g2)?;
     let h_query = reader.vec("H", G1_BYTES, g1)?;
     let l_query = reader.vec("L", G1_BYTES, g1)?;
-    if !reader.rest.is_empty() {
-        return Err(super::bytes_after_key(reader.rest.len()));
+    if reader.rest > 0 {
+        return Err(super::bytes_after_key(reader.rest as usize));
     }
     Ok(ProvingKey {
         vk,
@@ -164,19 +180,32 @@ fn g2(bytes: &[u8]) -> Option<G2Affine> {
 }
 
 struct Reader<'a> {
-    rest: &'a [u8],
+    source: &'a mut dyn Read,
+    /// Bytes left in the source.
+    rest: u64,
+    /// The bytes of the points being read, reused from one chunk to the next.
+    chunk: Vec<u8>,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], ProofError> {
-        if self.rest.len() < len {
-            return Err(ProofError::MalformedKey(format!(
-                "the key ends inside {what}: the file is truncated"
-            )));
+impl Reader<'_> {
+    /// The next `len` bytes, in `self.chunk`.
+    fn take(&mut self, len: usize, what: &str) -> Result<&[u8], ProofError> {
+        let truncated = || {
+            ProofError::MalformedKey(format!("the key ends inside {what}: the file is truncated"))
+        };
+        if self.rest < len as u64 {
+            return Err(truncated());
         }
-        let (taken, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Ok(taken)
+        self.chunk.resize(len, 0);
+        self.source.read_exact(&mut self.chunk).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                truncated()
+            } else {
+                ProofError::MalformedKey(format!("cannot read {what}: {error}"))
+            }
+        })?;
+        self.rest -= len as u64;
+        Ok(&self.chunk)
     }
 
     fn g1(&mut self, what: &str) -> Result<G1Affine, ProofError> {
@@ -189,7 +218,7 @@ impl<'a> Reader<'a> {
         g2(bytes).ok_or_else(|| unreduced(what))
     }
 
-    fn vec<T: Send>(
+    fn vec<T>(
         &mut self,
         what: &str,
         point_bytes: usize,
@@ -197,26 +226,26 @@ impl<'a> Reader<'a> {
     ) -> Result<Vec<T>, ProofError> {
         let len = u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes"));
         // The length is checked against the bytes there before anything is allocated.
-        let bytes = usize::try_from(len)
+        let len = usize::try_from(len)
             .ok()
-            .and_then(|len| len.checked_mul(point_bytes))
-            .filter(|&bytes| bytes <= self.rest.len())
+            .filter(|&len| {
+                len.checked_mul(point_bytes)
+                    .is_some_and(|bytes| bytes as u64 <= self.rest)
+            })
             .ok_or_else(|| {
                 ProofError::MalformedKey(format!(
                     "{what} claims {len} points, more than the file holds: it is truncated or damaged"
                 ))
             })?;
-        let bytes = self.take(bytes, what)?;
-        let points: Option<Vec<T>> = if bytes.len() / point_bytes < PARALLEL_POINTS {
-            bytes.chunks_exact(point_bytes).map(point).collect()
-        } else {
-            bytes
-                .par_chunks_exact(point_bytes)
-                .with_min_len(PARALLEL_POINTS)
-                .map(point)
-                .collect()
-        };
-        points.ok_or_else(|| unreduced(what))
+        let mut points = Vec::with_capacity(len);
+        while points.len() < len {
+            let count = CHUNK_POINTS.min(len - points.len());
+            let bytes = self.take(count * point_bytes, what)?;
+            for bytes in bytes.chunks_exact(point_bytes) {
+                points.push(point(bytes).ok_or_else(|| unreduced(what))?);
+            }
+        }
+        Ok(points)
     }
 }
 
@@ -247,8 +276,8 @@ mod tests {
             beta_g1: G1Affine::rand(&mut rng),
             delta_g1: G1Affine::rand(&mut rng),
             a_query: g1s(5, &mut rng),
-            // Long enough to be read in parallel.
-            b_g1_query: g1s(PARALLEL_POINTS + 3, &mut rng),
+            // Long enough to be read in more than one chunk.
+            b_g1_query: g1s(CHUNK_POINTS + 3, &mut rng),
             b_g2_query: (0..4).map(|_| G2Affine::rand(&mut rng)).collect(),
             h_query: g1s(2, &mut rng),
             l_query: g1s(1, &mut rng),

@@ -101,17 +101,32 @@ impl ProofSystem for Groth16Bn254 {
         // The proving key comes from this node's own disk or its validator; checking every
         // point would cost seconds and protect only the prover from itself. Nothing else
         // is needed before a proof: the prover holds no matrices (see `prover`).
-        let key = key_format::read(proving_key)?;
-        let expected_inputs = model.input_len() + 1 + model.output_len() + 1;
-        if key.vk.gamma_abc_g1.len() != expected_inputs {
-            return Err(ProofError::MalformedKey(
-                "the proving key is for another model".into(),
-            ));
+        groth16_prover(model, key_format::read(proving_key)?)
+    }
+
+    fn prover_from_stream(
+        &self,
+        model: Arc<QuantModel>,
+        source: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<Box<dyn Prover>, ProofError> {
+        use std::io::Read as _;
+        let mut magic = [0u8; 8];
+        let start = len.min(magic.len() as u64) as usize;
+        source
+            .read_exact(&mut magic[..start])
+            .map_err(|error| ProofError::MalformedKey(format!("cannot read the key: {error}")))?;
+        if !key_format::is_current(&magic[..start]) {
+            // An older key (arkworks' format) is read whole, as before.
+            let mut bytes = magic[..start].to_vec();
+            std::io::Read::take(&mut *source, len - start as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|error| {
+                    ProofError::MalformedKey(format!("cannot read the key: {error}"))
+                })?;
+            return self.prover(model, &bytes);
         }
-        Ok(Box::new(Groth16Prover {
-            model,
-            prepared: prover::PreparedKey::new(key),
-        }))
+        groth16_prover(model, key_format::read_stream(source, len - start as u64)?)
     }
 
     fn verifier(
@@ -285,6 +300,23 @@ pub(crate) fn rewritten_proof(bytes: &[u8]) -> Option<Vec<u8>> {
 fn encodes_to<T: CanonicalSerialize>(value: &T, bytes: &[u8], compress: Compress) -> bool {
     let mut encoded = Vec::with_capacity(bytes.len());
     value.serialize_with_mode(&mut encoded, compress).is_ok() && encoded == bytes
+}
+
+/// A prover for `model` with `key`, once the key's public inputs are the model's.
+fn groth16_prover(
+    model: Arc<QuantModel>,
+    key: ProvingKey<Bn254>,
+) -> Result<Box<dyn Prover>, ProofError> {
+    let expected_inputs = model.input_len() + 1 + model.output_len() + 1;
+    if key.vk.gamma_abc_g1.len() != expected_inputs {
+        return Err(ProofError::MalformedKey(
+            "the proving key is for another model".into(),
+        ));
+    }
+    Ok(Box::new(Groth16Prover {
+        model,
+        prepared: prover::PreparedKey::new(key),
+    }))
 }
 
 fn bytes_after_key(count: usize) -> ProofError {

@@ -187,7 +187,26 @@ fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
             Groth16Bn254.prover(f.model.clone(), &pk[..len]).is_err(),
             "a proving key cut to {len} bytes loaded"
         );
+        // Read as a stream, whether the stream or only the stated length is short.
+        let cut = &mut &pk[..len];
+        assert!(
+            Groth16Bn254
+                .prover_from_stream(f.model.clone(), cut, pk.len() as u64)
+                .is_err(),
+            "a proving key cut to {len} bytes loaded from a stream"
+        );
+        assert!(
+            Groth16Bn254
+                .prover_from_stream(f.model.clone(), &mut &pk[..], len as u64)
+                .is_err(),
+            "a proving key said to be {len} bytes loaded from a stream"
+        );
     }
+    assert!(
+        Groth16Bn254
+            .prover_from_stream(f.model.clone(), &mut &pk[..], pk.len() as u64)
+            .is_ok()
+    );
     let vk = &f.keys.verifying;
     for len in [0, 1, 31, vk.len() / 2, vk.len() - 1] {
         assert!(Groth16Bn254.verifier(&f.model, &vk[..len]).is_err());
@@ -291,6 +310,11 @@ fn a_point_at_infinity_with_coordinates_is_refused_in_keys_and_proofs() {
     let mut legacy = Vec::new();
     key.serialize_uncompressed(&mut legacy).unwrap();
     assert!(Groth16Bn254.prover(f.model.clone(), &legacy).is_ok());
+    assert!(
+        Groth16Bn254
+            .prover_from_stream(f.model.clone(), &mut &legacy[..], legacy.len() as u64)
+            .is_ok()
+    );
     assert_eq!(
         rewritten_key(&legacy, KeyKind::Proving),
         Some(legacy.clone())
