@@ -148,11 +148,8 @@ pub trait ProofSystem: Send + Sync {
         source: &mut dyn std::io::Read,
         len: u64,
     ) -> Result<Box<dyn Prover>, ProofError> {
-        use std::io::Read as _;
         let mut proving_key = Vec::new();
-        std::io::Read::take(source, len)
-            .read_to_end(&mut proving_key)
-            .map_err(|error| ProofError::MalformedKey(format!("cannot read the key: {error}")))?;
+        read_key_bytes(source, len, &mut proving_key)?;
         self.prover(model, &proving_key)
     }
 
@@ -169,6 +166,19 @@ pub trait ProofSystem: Send + Sync {
 
     /// The circuit's size per kind of operator (and the backend's own parts).
     fn circuit_costs(&self, model: &QuantModel) -> Result<Vec<(String, usize)>, ProofError>;
+}
+
+/// Appends the next `len` bytes of a key's stream to `bytes`.
+pub(crate) fn read_key_bytes(
+    source: &mut dyn std::io::Read,
+    len: u64,
+    bytes: &mut Vec<u8>,
+) -> Result<(), ProofError> {
+    use std::io::Read as _;
+    std::io::Read::take(source, len)
+        .read_to_end(bytes)
+        .map_err(|error| ProofError::MalformedKey(format!("cannot read the key: {error}")))?;
+    Ok(())
 }
 
 /// The time each stage of one proof took, in order.

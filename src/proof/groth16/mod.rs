@@ -110,23 +110,15 @@ impl ProofSystem for Groth16Bn254 {
         source: &mut dyn std::io::Read,
         len: u64,
     ) -> Result<Box<dyn Prover>, ProofError> {
-        use std::io::Read as _;
-        let mut magic = [0u8; 8];
-        let start = len.min(magic.len() as u64) as usize;
-        source
-            .read_exact(&mut magic[..start])
-            .map_err(|error| ProofError::MalformedKey(format!("cannot read the key: {error}")))?;
-        if !key_format::is_current(&magic[..start]) {
+        let mut magic = Vec::with_capacity(8);
+        crate::proof::read_key_bytes(source, len.min(8), &mut magic)?;
+        let rest = len - magic.len() as u64;
+        if !key_format::is_current(&magic) {
             // An older key (arkworks' format) is read whole, as before.
-            let mut bytes = magic[..start].to_vec();
-            std::io::Read::take(&mut *source, len - start as u64)
-                .read_to_end(&mut bytes)
-                .map_err(|error| {
-                    ProofError::MalformedKey(format!("cannot read the key: {error}"))
-                })?;
-            return self.prover(model, &bytes);
+            crate::proof::read_key_bytes(source, rest, &mut magic)?;
+            return self.prover(model, &magic);
         }
-        groth16_prover(model, key_format::read_stream(source, len - start as u64)?)
+        groth16_prover(model, key_format::read_stream(source, rest)?)
     }
 
     fn verifier(
