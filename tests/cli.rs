@@ -1031,7 +1031,11 @@ fn inputs_come_from_data_sets_and_far_values_are_refused_unless_clamped() {
 
     // The proving key is read as a stream: a cut, damaged or missing file is still said
     // plainly, and what it says to do is there.
-    let proving_key = find_file(dir.path(), "groth16-bn254.pk").expect("the setup wrote a key");
+    let stored = sn2::model::ModelStore::new(dir.path().join("models"))
+        .open("digits-mlp")
+        .unwrap();
+    let proving_key =
+        sn2::proof::keys::path(&stored, "groth16-bn254", sn2::proof::keys::KeyKind::Proving);
     let whole = std::fs::read(&proving_key).unwrap();
     for (damage, said) in [
         (whole[..whole.len() / 2].to_vec(), "truncated"),
@@ -1056,19 +1060,4 @@ fn inputs_come_from_data_sets_and_far_values_are_refused_unless_clamped() {
         "{}",
         stderr(&missing)
     );
-}
-
-/// The first file called `name` under `dir`.
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(found) = find_file(&path, name) {
-                return Some(found);
-            }
-        } else if path.file_name().is_some_and(|file| file == name) {
-            return Some(path);
-        }
-    }
-    None
 }

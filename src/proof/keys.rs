@@ -18,6 +18,8 @@ use crate::model::{ModelId, StoredModel};
 const MAGIC: &[u8; 8] = b"SN2KEYS\0";
 /// Version 2 added the circuit revision.
 const VERSION: u16 = 2;
+/// The header before the backend's name: magic, version, kind, revision, the name's length.
+const FIXED_HEADER: usize = MAGIC.len() + 2 + 1 + 2 + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -65,7 +67,6 @@ pub fn decode<'a>(
         revision,
         model: model.to_string(),
     };
-    let header_len = MAGIC.len() + 2 + 1 + 2 + 1;
     if bytes.len() < MAGIC.len() + 2 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(bad("not an sn2 key file".into()));
     }
@@ -78,7 +79,7 @@ pub fn decode<'a>(
             "key format version {version}; this build reads {VERSION}"
         )));
     }
-    if bytes.len() < header_len {
+    if bytes.len() < FIXED_HEADER {
         return Err(bad("truncated header".into()));
     }
     if bytes[10] != kind as u8 {
@@ -89,7 +90,7 @@ pub fn decode<'a>(
         return Err(stale(revision));
     }
     let name_len = bytes[13] as usize;
-    let rest = &bytes[header_len..];
+    let rest = &bytes[FIXED_HEADER..];
     if rest.len() < name_len + 32 {
         return Err(bad("truncated header".into()));
     }
@@ -331,10 +332,9 @@ pub fn open(
     let file = std::fs::File::open(&path).map_err(|e| opening(model, backend, &path, e))?;
     let len = file.metadata().map_err(io)?.len();
     let mut file = std::io::BufReader::new(file);
-    // The longest header: magic, version, kind, revision, a backend name's length and up
-    // to 255 bytes of it, the model's id.
+    // The longest header: up to 255 bytes of the backend's name, then the model's id.
     let mut header = Vec::new();
-    Read::take(&mut file, (MAGIC.len() + 6 + 255 + 32) as u64)
+    Read::take(&mut file, (FIXED_HEADER + 255 + 32) as u64)
         .read_to_end(&mut header)
         .map_err(io)?;
     let payload = decode(&header, kind, backend, &model.id)?;

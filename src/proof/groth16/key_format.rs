@@ -72,28 +72,30 @@ pub fn is_current(bytes: &[u8]) -> bool {
 
 /// The proving key in `bytes`, which must be all of them.
 pub fn read(bytes: &[u8]) -> Result<ProvingKey<Bn254>, ProofError> {
-    if !is_current(bytes) {
-        let key = super::whole_key(bytes, |bytes| {
+    read_stream(&mut &bytes[..], bytes.len() as u64)
+}
+
+/// The proving key from `source`, which holds `len` bytes of it: the length is what
+/// vectors' claims are checked against before anything is allocated. A key in this format
+/// is read a chunk at a time; an older one (arkworks' format, without [`MAGIC`]) whole.
+pub fn read_stream(source: &mut dyn Read, len: u64) -> Result<ProvingKey<Bn254>, ProofError> {
+    let mut magic = Vec::with_capacity(MAGIC.len());
+    crate::proof::read_key_bytes(source, len.min(MAGIC.len() as u64), &mut magic)?;
+    let rest = len - magic.len() as u64;
+    if !is_current(&magic) {
+        let mut bytes = magic;
+        crate::proof::read_key_bytes(source, rest, &mut bytes)?;
+        let key = super::whole_key(&bytes, |bytes| {
             ProvingKey::<Bn254>::deserialize_uncompressed_unchecked(bytes)
         })?;
-        if !super::encodes_to(&key, bytes, Compress::No) {
+        if !super::encodes_to(&key, &bytes, Compress::No) {
             return Err(ProofError::MalformedKey(super::NOT_CANONICAL.into()));
         }
         return Ok(key);
     }
-    read_stream(
-        &mut &bytes[MAGIC.len()..],
-        (bytes.len() - MAGIC.len()) as u64,
-    )
-}
-
-/// The proving key in this format from `source`, which holds `len` more bytes after the
-/// magic (already read): the length is what vectors' claims are checked against before
-/// anything is allocated.
-pub fn read_stream(source: &mut dyn Read, len: u64) -> Result<ProvingKey<Bn254>, ProofError> {
     let mut reader = Reader {
         source,
-        rest: len,
+        rest,
         chunk: Vec::new(),
     };
     let alpha_g1 = reader.g1("α")?;

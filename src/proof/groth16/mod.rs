@@ -110,15 +110,7 @@ impl ProofSystem for Groth16Bn254 {
         source: &mut dyn std::io::Read,
         len: u64,
     ) -> Result<Box<dyn Prover>, ProofError> {
-        let mut magic = Vec::with_capacity(8);
-        crate::proof::read_key_bytes(source, len.min(8), &mut magic)?;
-        let rest = len - magic.len() as u64;
-        if !key_format::is_current(&magic) {
-            // An older key (arkworks' format) is read whole, as before.
-            crate::proof::read_key_bytes(source, rest, &mut magic)?;
-            return self.prover(model, &magic);
-        }
-        groth16_prover(model, key_format::read_stream(source, rest)?)
+        groth16_prover(model, key_format::read_stream(source, len)?)
     }
 
     fn verifier(
