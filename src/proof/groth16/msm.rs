@@ -131,9 +131,7 @@ struct Buckets {
     /// Whether a bucket already has an addition in the pending batch.
     pending: Vec<bool>,
     batch: Vec<(usize, G1Affine)>,
-    steps: Vec<Step>,
-    denominators: Vec<Fq>,
-    products: Vec<Fq>,
+    additions: Additions<Fq>,
 }
 
 impl Buckets {
@@ -143,9 +141,7 @@ impl Buckets {
             overflow: vec![G1Projective::zero(); count],
             pending: vec![false; count],
             batch: Vec::with_capacity(BATCH),
-            steps: Vec::with_capacity(BATCH),
-            denominators: Vec::with_capacity(BATCH),
-            products: Vec::with_capacity(BATCH),
+            additions: Additions::with_capacity(BATCH),
         }
     }
 
@@ -165,20 +161,16 @@ impl Buckets {
 
     /// Performs the pending additions with one inversion.
     fn flush(&mut self) {
-        self.denominators.clear();
-        self.steps.clear();
-        for &(bucket, point) in &self.batch {
-            let (step, denominator) = Step::of(&self.affine[bucket], &point);
-            self.steps.push(step);
-            self.denominators.push(denominator);
-        }
-        invert_all(&mut self.denominators, &mut self.products);
-        for ((&(bucket, point), step), inverse) in
-            self.batch.iter().zip(&self.steps).zip(&self.denominators)
-        {
+        let affine = &self.affine;
+        self.additions.prepare(
+            self.batch
+                .iter()
+                .map(|(bucket, point)| (&affine[*bucket], point)),
+        );
+        for (i, &(bucket, point)) in self.batch.iter().enumerate() {
             self.pending[bucket] = false;
             let sum = &mut self.affine[bucket];
-            *sum = step.finish(sum, &point, inverse);
+            *sum = self.additions.finish(i, sum, &point);
         }
         self.batch.clear();
     }
@@ -251,6 +243,51 @@ impl Step {
     }
 }
 
+/// One batch of affine additions `p + q` that share one inversion: each addition's step
+/// and the inverse of its denominator, with their scratch space, reused batch to batch.
+struct Additions<F> {
+    steps: Vec<Step>,
+    denominators: Vec<F>,
+    products: Vec<F>,
+}
+
+impl<F: Field> Additions<F> {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            steps: Vec::with_capacity(capacity),
+            denominators: Vec::with_capacity(capacity),
+            products: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Starts a batch of the additions `pairs`, in order.
+    #[inline(always)]
+    fn prepare<'a, P: SWCurveConfig<BaseField = F>>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a Affine<P>, &'a Affine<P>)>,
+    ) {
+        self.steps.clear();
+        self.denominators.clear();
+        for (p, q) in pairs {
+            let (step, denominator) = Step::of(p, q);
+            self.steps.push(step);
+            self.denominators.push(denominator);
+        }
+        invert_all(&mut self.denominators, &mut self.products);
+    }
+
+    /// Addition `i` of the batch, `p + q`: the pair [`Additions::prepare`] was given.
+    #[inline(always)]
+    fn finish<P: SWCurveConfig<BaseField = F>>(
+        &self,
+        i: usize,
+        p: &Affine<P>,
+        q: &Affine<P>,
+    ) -> Affine<P> {
+        self.steps[i].finish(p, q, &self.denominators[i])
+    }
+}
+
 /// Replaces every (nonzero) element by its inverse, with one field inversion.
 fn invert_all<F: Field>(values: &mut [F], products: &mut Vec<F>) {
     products.clear();
@@ -307,19 +344,16 @@ fn sum<P: SWCurveConfig>(points: &mut [Affine<P>]) -> Projective<P> {
         .par_chunks_mut(share)
         .map(|points| {
             let mut len = points.len();
-            let (mut steps, mut denominators, mut products) = (Vec::new(), Vec::new(), Vec::new());
+            let mut additions = Additions::with_capacity(len / 2);
             while len > PAIRWISE_ROUNDS_DOWN_TO {
                 let pairs = len / 2;
-                steps.clear();
-                denominators.clear();
-                for pair in points[..2 * pairs].chunks_exact(2) {
-                    let (step, denominator) = Step::of(&pair[0], &pair[1]);
-                    steps.push(step);
-                    denominators.push(denominator);
-                }
-                invert_all(&mut denominators, &mut products);
-                for (i, (step, inverse)) in steps.iter().zip(&denominators).enumerate() {
-                    points[i] = step.finish(&points[2 * i], &points[2 * i + 1], inverse);
+                additions.prepare(
+                    points[..2 * pairs]
+                        .chunks_exact(2)
+                        .map(|pair| (&pair[0], &pair[1])),
+                );
+                for i in 0..pairs {
+                    points[i] = additions.finish(i, &points[2 * i], &points[2 * i + 1]);
                 }
                 if len % 2 == 1 {
                     points[pairs] = points[len - 1];
