@@ -12,6 +12,7 @@ use ark_relations::gr1cs::{
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize, Compress};
 use rand_core::OsRng;
 
+mod arith;
 pub mod ceremony;
 pub mod circom;
 mod key_format;

@@ -25,8 +25,10 @@
 use ark_bn254::{Fq, Fr, G1Affine, G1Projective};
 use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
 use ark_ec::{AffineRepr, VariableBaseMSM};
-use ark_ff::{AdditiveGroup, BigInteger, BigInteger256, Field, PrimeField, Zero};
+use ark_ff::{AdditiveGroup, BigInteger, BigInteger256, PrimeField, Zero};
 use rayon::prelude::*;
+
+use super::arith::InlineArith;
 
 /// Bits of BN254's scalar field modulus: every canonical scalar is below 2^254.
 const SCALAR_BITS: usize = 254;
@@ -208,11 +210,16 @@ impl Step {
     /// The step for `p + q` and the denominator of its slope (one where there is none,
     /// so that the batch's inversion never meets a zero).
     #[inline(always)]
-    fn of<F: Field, P: SWCurveConfig<BaseField = F>>(p: &Affine<P>, q: &Affine<P>) -> (Self, F) {
+    fn of<F: InlineArith, P: SWCurveConfig<BaseField = F>>(
+        p: &Affine<P>,
+        q: &Affine<P>,
+    ) -> (Self, F) {
         if p.is_zero() || q.is_zero() {
             (Step::Other, F::one())
         } else if p.x != q.x {
-            (Step::Chord, q.x - p.x)
+            let mut run = q.x;
+            run.sub_inline(&p.x);
+            (Step::Chord, run)
         } else if p.y == -q.y || p.y.is_zero() {
             (Step::Cancel, F::one())
         } else {
@@ -222,23 +229,34 @@ impl Step {
 
     /// `p + q`, given the inverse of the denominator [`Step::of`] gave.
     #[inline(always)]
-    fn finish<P: SWCurveConfig>(
+    fn finish<F: InlineArith, P: SWCurveConfig<BaseField = F>>(
         self,
         p: &Affine<P>,
         q: &Affine<P>,
-        inverse: &P::BaseField,
+        inverse: &F,
     ) -> Affine<P> {
-        let slope = match self {
-            Step::Chord => (q.y - p.y) * inverse,
+        let mut slope = match self {
+            Step::Chord => {
+                let mut rise = q.y;
+                rise.sub_inline(&p.y);
+                rise
+            }
             Step::Tangent => {
                 let square = p.x.square();
-                (square.double() + square + P::COEFF_A) * inverse
+                square.double() + square + P::COEFF_A
             }
             Step::Cancel => return Affine::identity(),
             Step::Other => return if p.is_zero() { *q } else { *p },
         };
-        let x = slope.square() - p.x - q.x;
-        let y = slope * (p.x - x) - p.y;
+        slope.mul_inline(inverse);
+        let mut x = slope;
+        x.square_inline();
+        x.sub_inline(&p.x);
+        x.sub_inline(&q.x);
+        let mut y = p.x;
+        y.sub_inline(&x);
+        y.mul_inline(&slope);
+        y.sub_inline(&p.y);
         Affine::new_unchecked(x, y)
     }
 }
@@ -251,7 +269,7 @@ struct Additions<F> {
     products: Vec<F>,
 }
 
-impl<F: Field> Additions<F> {
+impl<F: InlineArith> Additions<F> {
     fn with_capacity(capacity: usize) -> Self {
         Self {
             steps: Vec::with_capacity(capacity),
@@ -289,17 +307,19 @@ impl<F: Field> Additions<F> {
 }
 
 /// Replaces every (nonzero) element by its inverse, with one field inversion.
-fn invert_all<F: Field>(values: &mut [F], products: &mut Vec<F>) {
+fn invert_all<F: InlineArith>(values: &mut [F], products: &mut Vec<F>) {
     products.clear();
     let mut product = F::one();
     for value in values.iter() {
         products.push(product);
-        product *= value;
+        product.mul_inline(value);
     }
     let mut inverse = product.inverse().expect("no denominator is zero");
     for (value, before) in values.iter_mut().zip(products.iter()).rev() {
-        let next = inverse * *value;
-        *value = inverse * before;
+        let mut next = inverse;
+        next.mul_inline(value);
+        inverse.mul_inline(before);
+        *value = inverse;
         inverse = next;
     }
 }
@@ -310,7 +330,10 @@ fn invert_all<F: Field>(values: &mut [F], products: &mut Vec<F>) {
 pub(super) fn witness_msm<P: SWCurveConfig<ScalarField = Fr>>(
     bases: &[Affine<P>],
     scalars: &[BigInteger256],
-) -> Projective<P> {
+) -> Projective<P>
+where
+    P::BaseField: InlineArith,
+{
     let one = BigInteger256::one();
     let mut minus_one = Fr::MODULUS;
     minus_one.sub_with_borrow(&one);
@@ -337,7 +360,10 @@ pub(super) fn witness_msm<P: SWCurveConfig<ScalarField = Fr>>(
 
 /// `Σ points`, overwriting them: each thread halves its share in rounds of pairwise
 /// affine additions that share one inversion, down to a few points added projectively.
-fn sum<P: SWCurveConfig>(points: &mut [Affine<P>]) -> Projective<P> {
+fn sum<P: SWCurveConfig>(points: &mut [Affine<P>]) -> Projective<P>
+where
+    P::BaseField: InlineArith,
+{
     let threads = rayon::current_num_threads().max(1);
     let share = points.len().div_ceil(threads).max(PAIRWISE_ROUNDS_DOWN_TO);
     points
