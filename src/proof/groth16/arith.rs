@@ -5,15 +5,17 @@
 //! compiler declines the hint: every product in a batch of affine additions became a
 //! call, with its result stored to memory and read back (a store the load cannot be
 //! forwarded from). Calling the core directly keeps the operands in registers; the
-//! quotient's sum ran about a tenth faster for it. Extension fields (B's coordinates in
+//! quotient's sum ran about a tenth faster for it. The quotient's FFTs (`fft`) use the
+//! same calls. Extension fields (B's coordinates in
 //! G2) keep ark-ff's operators, whose own products then inline the same way.
 
 use ark_ff::{Field, Fp, MontBackend, MontConfig, QuadExtConfig, QuadExtField};
 
-/// `*=`, squaring and `-=`, inlined where the field allows it.
+/// `*=`, squaring, `+=` and `-=`, inlined where the field allows it.
 pub(super) trait InlineArith: Field {
     fn mul_inline(&mut self, other: &Self);
     fn square_inline(&mut self);
+    fn add_inline(&mut self, other: &Self);
     fn sub_inline(&mut self, other: &Self);
 }
 
@@ -27,6 +29,11 @@ impl<C: MontConfig<4>> InlineArith for Fp<MontBackend<C, 4>, 4> {
     #[inline(always)]
     fn square_inline(&mut self) {
         C::square_in_place(self)
+    }
+
+    #[inline(always)]
+    fn add_inline(&mut self, other: &Self) {
+        C::add_assign(self, other)
     }
 
     #[inline(always)]
@@ -45,6 +52,11 @@ impl<C: QuadExtConfig> InlineArith for QuadExtField<C> {
     #[inline(always)]
     fn square_inline(&mut self) {
         self.square_in_place();
+    }
+
+    #[inline(always)]
+    fn add_inline(&mut self, other: &Self) {
+        *self += other
     }
 
     #[inline(always)]
@@ -70,10 +82,12 @@ mod tests {
             square.square_inline();
             assert_eq!(square, a.square());
             for b in values.iter().take(8) {
-                let (mut product, mut difference) = (*a, *a);
+                let (mut product, mut sum, mut difference) = (*a, *a, *a);
                 product.mul_inline(b);
+                sum.add_inline(b);
                 difference.sub_inline(b);
                 assert_eq!(product, *a * b);
+                assert_eq!(sum, *a + b);
                 assert_eq!(difference, *a - b);
             }
         }

@@ -15,6 +15,7 @@ use rand_core::OsRng;
 mod arith;
 pub mod ceremony;
 pub mod circom;
+mod fft;
 mod key_format;
 mod msm;
 mod prover;

@@ -13,7 +13,8 @@
 //!   the verifier refuses the proof (the multi-scalar multiplications use the witness
 //!   itself);
 //! - the quotient takes six FFTs where ark-groth16 takes seven (see
-//!   [`QuotientDomain::quotient`]);
+//!   [`QuotientDomain::quotient`]), with no bit-reversal pass and with roots made once
+//!   per key ([`super::fft`]);
 //! - the multi-scalar multiplications see each witness value's size: the points of the
 //!   ±1s (most of a witness is bits) are summed in batch-affine rounds, the rest by size
 //!   class (ark-ec's signed partition), see [`super::msm::witness_msm`];
@@ -24,15 +25,18 @@
 //! - keys from snarkjs's ceremonies hold H in another basis (the odd points of the domain
 //!   of 2n roots), against which the prover sums `A·B − C` at those points directly.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ark_bn254::{Bn254, Fr, G2Affine};
 use ark_ec::{AffineRepr, CurveGroup};
-use ark_ff::{Field, PrimeField, Zero};
+use ark_ff::{FftField, Field, PrimeField, Zero};
 use ark_groth16::{Proof, ProvingKey};
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use rayon::prelude::*;
 
+use super::arith::InlineArith;
+use super::fft::Fft;
 use super::msm::witness_msm;
 use crate::circuit::r1cs::R1cs;
 use crate::proof::ProofError;
@@ -53,11 +57,18 @@ enum QuotientForm {
 
 /// Where the quotient is computed: the QAP's evaluation domain (the rows, then one per
 /// public input, rounded up to a power of two) and the coset of its odd multiples of a
-/// primitive 2n-th root ω, the odd points of the domain of 2n roots.
+/// primitive 2n-th root ω, the odd points of the domain of 2n roots; with the roots and
+/// powers its transforms use, made once per key.
 struct QuotientDomain {
-    domain: Radix2EvaluationDomain<Fr>,
-    coset: Radix2EvaluationDomain<Fr>,
+    fft: Fft,
     form: QuotientForm,
+    /// `ω^i / n` at bit-reversed positions: interpolated values (n times the
+    /// coefficients, bit-reversed) times these are the coefficients of the polynomial
+    /// moved onto the coset.
+    onto_coset: Vec<Fr>,
+    /// `ω^(−i) / 2n` at bit-reversed positions: what brings a product's interpolated
+    /// values on the coset back to half the coefficients (see [`QuotientDomain::quotient`]).
+    off_coset_halved: Vec<Fr>,
 }
 
 /// The size of the QAP's domain for `rows` rows and `instance_variables` public inputs
@@ -73,15 +84,22 @@ fn too_large() -> ProofError {
 
 impl QuotientDomain {
     fn of(size: usize, form: QuotientForm) -> Result<Self, ProofError> {
-        let domain = Radix2EvaluationDomain::<Fr>::new(size).ok_or_else(too_large)?;
-        let root = Radix2EvaluationDomain::<Fr>::new(2 * size)
-            .ok_or_else(too_large)?
-            .group_gen();
-        let coset = domain.get_coset(root).ok_or_else(too_large)?;
+        let omega = Fr::get_root_of_unity(2 * size as u64).ok_or_else(too_large)?;
+        let fft = Fft::new(size).ok_or_else(too_large)?;
+        let n_inverse = Fr::from(size as u64).inverse().ok_or_else(too_large)?;
+        let onto_coset = fft.bit_reversed_powers(n_inverse, omega);
+        let off_coset_halved = match form {
+            QuotientForm::Coefficients => fft.bit_reversed_powers(
+                n_inverse * Fr::from(2u64).inverse().ok_or_else(too_large)?,
+                omega.inverse().ok_or_else(too_large)?,
+            ),
+            QuotientForm::OddPoints => Vec::new(),
+        };
         Ok(Self {
-            domain,
-            coset,
+            fft,
             form,
+            onto_coset,
+            off_coset_halved,
         })
     }
 
@@ -96,8 +114,10 @@ impl QuotientDomain {
     /// the polynomial that takes A·B's values at the odd points. C has degree below n, so
     /// its coefficients come straight from its values on the domain: the FFT that brings C
     /// to the coset and the inverse FFT that would bring it back cancel, and neither runs.
+    /// The coefficients stay in bit-reversed order from the interpolations to the last
+    /// step, which puts them in order as it combines them.
     fn quotient(&self, rows: &[(Fr, Fr)], instance: &[Fr]) -> Vec<Fr> {
-        let n = self.domain.size();
+        let n = self.fft.size();
         let mut a = vec![Fr::zero(); n];
         let mut b = vec![Fr::zero(); n];
         a[..rows.len()]
@@ -111,40 +131,58 @@ impl QuotientDomain {
         a[rows.len()..rows.len() + instance.len()].copy_from_slice(instance);
         // The padding rows hold the public inputs in A and nothing in B: their C is zero,
         // as their product is.
-        let mut c: Vec<Fr> = a.par_iter().zip(&b).map(|(a, b)| *a * b).collect();
-        let to_coset = |values: &mut Vec<Fr>| {
-            self.domain.ifft_in_place(values);
-            self.coset.fft_in_place(values);
+        let mut c = a.clone();
+        multiply(&mut c, &b);
+        let onto_coset = |values: &mut Vec<Fr>| {
+            self.fft.interpolate(values);
+            multiply(values, &self.onto_coset);
+            self.fft.evaluate(values);
         };
         let odd_points = self.form == QuotientForm::OddPoints;
         rayon::join(
-            || rayon::join(|| to_coset(&mut a), || to_coset(&mut b)),
+            || rayon::join(|| onto_coset(&mut a), || onto_coset(&mut b)),
             || {
                 if odd_points {
-                    to_coset(&mut c);
+                    onto_coset(&mut c);
                 } else {
-                    self.domain.ifft_in_place(&mut c);
+                    self.fft.interpolate(&mut c);
                 }
             },
         );
+        multiply(&mut a, &b);
         match self.form {
             QuotientForm::Coefficients => {
-                a.par_iter_mut().zip(&b).for_each(|(a, b)| *a *= b);
-                self.coset.ifft_in_place(&mut a);
-                let half = Fr::from(2u64).inverse().expect("2 is not zero");
-                a.par_iter_mut()
-                    .zip(&c)
-                    .for_each(|(q, c)| *q = (*c - *q) * half);
+                // a holds A·B on the coset, c is n times C's coefficients (bit-reversed):
+                // h_i = (C_i − q_i) / 2 = (c_k − a_k·ω^(−i)) / 2n at k = bit_reversed(i).
+                self.fft.interpolate(&mut a);
+                let half_n_inverse = self.off_coset_halved[0];
+                (0..n)
+                    .into_par_iter()
+                    .map(|i| {
+                        let k = self.fft.bit_reversed(i);
+                        let mut q = a[k];
+                        q.mul_inline(&self.off_coset_halved[k]);
+                        let mut h = c[k];
+                        h.mul_inline(&half_n_inverse);
+                        h.sub_inline(&q);
+                        h
+                    })
+                    .collect()
             }
             QuotientForm::OddPoints => {
-                a.par_iter_mut()
-                    .zip(&b)
-                    .zip(&c)
-                    .for_each(|((a, b), c)| *a = *a * b - c);
+                a.par_iter_mut().zip(&c).for_each(|(a, c)| a.sub_inline(c));
+                a
             }
         }
-        a
     }
+}
+
+/// `values[i] *= factors[i]`.
+fn multiply(values: &mut [Fr], factors: &[Fr]) {
+    values
+        .par_iter_mut()
+        .zip(factors)
+        .for_each(|(value, factor)| value.mul_inline(factor));
 }
 
 /// The proving key with what the prover derives from it once.
@@ -152,6 +190,10 @@ pub(super) struct PreparedKey {
     /// The key, its B in G2 query moved into `b_g2` (and empty here).
     pub(super) key: ProvingKey<Bn254>,
     b_g2: SparseBases,
+    /// The quotient's domain, made at the first proof: [`PreparedKey::fits`] has then
+    /// checked that the circuit needs the domain the key was made for, which every later
+    /// proof with this key checks again.
+    domain: OnceLock<QuotientDomain>,
 }
 
 /// B's G2 query without its zero points: the variables that appear in no B row have none.
@@ -195,7 +237,11 @@ impl SparseBases {
 impl PreparedKey {
     pub(super) fn new(mut key: ProvingKey<Bn254>) -> Self {
         let b_g2 = SparseBases::take(&mut key);
-        Self { key, b_g2 }
+        Self {
+            key,
+            b_g2,
+            domain: OnceLock::new(),
+        }
     }
 
     /// Checks that the synthesised `system` is the circuit this key was made for, as far
@@ -247,7 +293,19 @@ pub(super) fn prove(
     s: Fr,
 ) -> Result<(Proof<Bn254>, Timings), ProofError> {
     let size = domain_size(system.constraint_count(), system.instance_count())?;
-    let domain = QuotientDomain::of(size, prepared.fits(system, size)?)?;
+    let form = prepared.fits(system, size)?;
+    let fresh;
+    let domain = match prepared.domain.get() {
+        Some(domain) if domain.fft.size() == size && domain.form == form => domain,
+        Some(_) => {
+            fresh = QuotientDomain::of(size, form)?;
+            &fresh
+        }
+        None => {
+            let domain = QuotientDomain::of(size, form)?;
+            prepared.domain.get_or_init(|| domain)
+        }
+    };
     let pk = &prepared.key;
     let z = system.assignment();
     let mut timings = Timings::default();
