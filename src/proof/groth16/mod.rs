@@ -16,6 +16,7 @@ mod arith;
 pub mod ceremony;
 pub mod circom;
 mod fft;
+mod glv;
 mod key_format;
 mod msm;
 mod prover;

@@ -3,7 +3,11 @@
 //! [`msm`]: G1 for full-size scalars, the sum over the quotient's coefficients, the
 //! prover's largest single cost. Those coefficients are uniformly spread field elements,
 //! so ark-ec's split of scalars by size does nothing for them. Pippenger's bucket method
-//! with signed digits, as ark-ec's, with two differences:
+//! with signed digits, as ark-ec's, with three differences:
+//! - each scalar is split in two halves of 129 bits against a point and its image under
+//!   the curve's endomorphism (`glv`): twice the points in half the windows, which halves
+//!   the work of summing buckets. The sum on 2^15 points took about 9% less time on two
+//!   threads;
 //! - the buckets are affine points, filled in batches that share one field inversion
 //!   (Montgomery's trick). An addition then costs about six field multiplications, where
 //!   ark-ec's mixed addition into an extended bucket costs about ten;
@@ -29,9 +33,7 @@ use ark_ff::{AdditiveGroup, BigInteger, BigInteger256, PrimeField, Zero};
 use rayon::prelude::*;
 
 use super::arith::InlineArith;
-
-/// Bits of BN254's scalar field modulus: every canonical scalar is below 2^254.
-const SCALAR_BITS: usize = 254;
+use super::glv;
 
 /// Additions collected before one shared inversion: enough to make the inversion's cost
 /// (a binary extended Euclid, worth a few hundred multiplications) small per addition,
@@ -41,22 +43,30 @@ const BATCH: usize = 1024;
 /// Below this many points, a batch-affine round's inversion costs more than it saves.
 const PAIRWISE_ROUNDS_DOWN_TO: usize = 64;
 
-/// `Σ scalars[i]·bases[i]`, over the shorter of the two lists.
+/// `Σ scalars[i]·bases[i]`, over the shorter of the two lists (canonical scalars, below
+/// r).
 pub(super) fn msm(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective {
     let n = bases.len().min(scalars.len());
     if n == 0 {
         return G1Projective::zero();
     }
     let (bases, scalars) = (&bases[..n], &scalars[..n]);
-    let c = window_bits(n);
-    // The top window takes the carry of the one below; 254 mod c < c leaves it room.
-    let windows = SCALAR_BITS / c + 1;
+    // Each point P with its image φ(P) = λ·P, each scalar as its two halves (see `glv`).
+    let images: Vec<G1Affine> = bases.par_iter().map(glv::endomorphism).collect();
+    let threads = rayon::current_num_threads().max(1);
+    let c = window_bits(2 * n, threads);
+    // The top window takes the carry of the one below; HALF_BITS mod c < c leaves it room.
+    let windows = glv::HALF_BITS / c + 1;
     let digits: Vec<i32> = scalars
         .par_iter()
-        .flat_map_iter(|scalar| signed_digits(scalar, c, windows))
+        .flat_map_iter(|scalar| {
+            glv::split(scalar).into_iter().flat_map(move |half| {
+                let sign = if half.negative { -1 } else { 1 };
+                signed_digits(&half.magnitude, c, windows).map(move |digit| sign * digit)
+            })
+        })
         .collect();
-    let threads = rayon::current_num_threads().clamp(1, windows);
-    let per_thread = windows.div_ceil(threads);
+    let per_thread = windows.div_ceil(threads.min(windows));
     let window_sums: Vec<G1Projective> = (0..windows)
         .step_by(per_thread)
         .collect::<Vec<_>>()
@@ -64,14 +74,21 @@ pub(super) fn msm(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective
         .flat_map_iter(|first| {
             let count = per_thread.min(windows - first);
             let mut buckets = Buckets::new(count << (c - 1));
-            for (point, digits) in bases.iter().zip(digits.chunks_exact(windows)) {
+            let pairs = bases
+                .iter()
+                .zip(&images)
+                .zip(digits.chunks_exact(2 * windows));
+            for ((point, image), digits) in pairs {
                 if point.is_zero() {
                     continue;
                 }
-                for (slot, &digit) in digits[first..first + count].iter().enumerate() {
-                    if digit != 0 {
-                        let bucket = (slot << (c - 1)) + digit.unsigned_abs() as usize - 1;
-                        buckets.add(bucket, if digit > 0 { *point } else { -*point });
+                let (own_digits, image_digits) = digits.split_at(windows);
+                for (point, digits) in [(point, own_digits), (image, image_digits)] {
+                    for (slot, &digit) in digits[first..first + count].iter().enumerate() {
+                        if digit != 0 {
+                            let bucket = (slot << (c - 1)) + digit.unsigned_abs() as usize - 1;
+                            buckets.add(bucket, if digit > 0 { *point } else { -*point });
+                        }
                     }
                 }
             }
@@ -92,17 +109,26 @@ pub(super) fn msm(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective
         })
 }
 
-/// The window width that minimises the estimated work: per window, one affine addition
-/// per point (about six multiplications) and, to sum the 2^(c−1) buckets, one mixed and
-/// one projective addition per bucket (about twenty-five).
-fn window_bits(n: usize) -> usize {
+/// The window width that minimises the estimated time of `points` points on `threads`
+/// threads, each taking whole windows: per window, one affine addition per point (about
+/// six multiplications) and, to sum the 2^(c−1) buckets, one mixed and one projective
+/// addition per bucket (about twenty-five). A count of windows the threads share unevenly
+/// leaves one thread working alone at the end, which the estimate counts.
+fn window_bits(points: usize, threads: usize) -> usize {
     (4..=16)
-        .min_by_key(|&c| (SCALAR_BITS / c + 1) * (6 * n + (25 << (c - 1))))
+        .min_by_key(|&c| {
+            let windows = glv::HALF_BITS / c + 1;
+            windows.div_ceil(threads.min(windows)) * (6 * points + (25 << (c - 1)))
+        })
         .expect("the range is not empty")
 }
 
 /// The scalar's digits in base 2^c, each in [−2^(c−1), 2^(c−1)], lowest first.
-fn signed_digits(scalar: &BigInteger256, c: usize, windows: usize) -> impl Iterator<Item = i32> {
+fn signed_digits(
+    scalar: &BigInteger256,
+    c: usize,
+    windows: usize,
+) -> impl Iterator<Item = i32> + use<> {
     let limbs = scalar.0;
     let mut carry = 0i64;
     (0..windows).map(move |window| {
@@ -401,6 +427,9 @@ mod tests {
     use rand_core::{OsRng, RngCore};
 
     use super::*;
+
+    /// Bits of BN254's scalar field modulus: every canonical scalar is below 2^254.
+    const SCALAR_BITS: usize = 254;
 
     fn reference(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective {
         G1Projective::msm_bigint(bases, scalars)
