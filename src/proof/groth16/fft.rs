@@ -111,10 +111,18 @@ fn stage_roots(root: Fr, size: usize) -> Vec<Fr> {
     table
 }
 
-/// `(u, v) ← (u + v, (u − v)·w)` across the two halves of a block.
+/// `(u, v) ← (u + v, (u − v)·w)` across the two halves of a block. A block's first root
+/// is 1 and is not multiplied by: about one product in seven of a transform of 2^15.
 #[inline(always)]
-fn frequency_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr]) {
-    for ((u, v), root) in low.iter_mut().zip(high.iter_mut()).zip(roots) {
+fn frequency_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr], starts_block: bool) {
+    let mut pairs = low.iter_mut().zip(high.iter_mut()).zip(roots);
+    if starts_block && let Some(((u, v), _)) = pairs.next() {
+        let mut difference = *u;
+        difference.sub_inline(v);
+        u.add_inline(v);
+        *v = difference;
+    }
+    for ((u, v), root) in pairs {
         let mut difference = *u;
         difference.sub_inline(v);
         u.add_inline(v);
@@ -123,10 +131,18 @@ fn frequency_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr]) {
     }
 }
 
-/// `(u, v) ← (u + v·w, u − v·w)` across the two halves of a block.
+/// `(u, v) ← (u + v·w, u − v·w)` across the two halves of a block, the first root (1)
+/// not multiplied by.
 #[inline(always)]
-fn time_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr]) {
-    for ((u, v), root) in low.iter_mut().zip(high.iter_mut()).zip(roots) {
+fn time_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr], starts_block: bool) {
+    let mut pairs = low.iter_mut().zip(high.iter_mut()).zip(roots);
+    if starts_block && let Some(((u, v), _)) = pairs.next() {
+        let mut difference = *u;
+        difference.sub_inline(v);
+        u.add_inline(v);
+        *v = difference;
+    }
+    for ((u, v), root) in pairs {
         let mut twiddled = *v;
         twiddled.mul_inline(root);
         let mut difference = *u;
@@ -137,7 +153,11 @@ fn time_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr]) {
 }
 
 /// One stage across a block of size m: its halves, with the stage's m/2 roots.
-fn stage(block: &mut [Fr], table: &[Fr], butterflies: impl Fn(&mut [Fr], &mut [Fr], &[Fr]) + Sync) {
+fn stage(
+    block: &mut [Fr],
+    table: &[Fr],
+    butterflies: impl Fn(&mut [Fr], &mut [Fr], &[Fr], bool) + Sync,
+) {
     let m = block.len();
     let roots = &table[m / 2..m];
     let (low, high) = block.split_at_mut(m / 2);
@@ -145,9 +165,10 @@ fn stage(block: &mut [Fr], table: &[Fr], butterflies: impl Fn(&mut [Fr], &mut [F
         low.par_chunks_mut(IN_CACHE)
             .zip(high.par_chunks_mut(IN_CACHE))
             .zip(roots.par_chunks(IN_CACHE))
-            .for_each(|((low, high), roots)| butterflies(low, high, roots));
+            .enumerate()
+            .for_each(|(chunk, ((low, high), roots))| butterflies(low, high, roots, chunk == 0));
     } else {
-        butterflies(low, high, roots);
+        butterflies(low, high, roots, true);
     }
 }
 
