@@ -129,6 +129,16 @@ impl R1cs {
         }
     }
 
+    /// [`R1cs::new`] with room for `witnesses` witness variables and `rows` rows' values,
+    /// for a prover that knows its circuit's size from its key: the vectors then never
+    /// grow by copying, and touch only the memory they fill.
+    pub fn with_capacity(mode: Mode, witnesses: usize, rows: usize) -> Self {
+        let mut cs = Self::new(mode);
+        cs.witness.reserve_exact(witnesses);
+        cs.row_values.reserve_exact(rows);
+        cs
+    }
+
     pub fn mode(&self) -> Mode {
         self.mode
     }

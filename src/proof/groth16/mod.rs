@@ -27,7 +27,7 @@ mod tests;
 mod verifier;
 pub mod zkey;
 
-use super::circuit::synthesize;
+use super::circuit::{synthesize, synthesize_into};
 use super::{Binding, KeyPair, ProofError, ProofSystem, Proven, Prover, Verifier};
 use crate::circuit::r1cs::{Lc, Mode, R1cs, Var};
 use crate::model::QuantModel;
@@ -377,7 +377,9 @@ impl Groth16Prover {
         }
         // Values only: the rows' values are all the prover needs of the circuit.
         let started = std::time::Instant::now();
-        let (cs, output) = synthesize(&self.model, input, binding_element(binding), Mode::Witness);
+        let key = &self.prepared.key;
+        let system = R1cs::with_capacity(Mode::Witness, key.l_query.len(), key.h_query.len() + 1);
+        let (cs, output) = synthesize_into(system, &self.model, input, binding_element(binding));
         if let Some(failure) = cs.failure() {
             return Err(ProofError::Synthesis(failure.to_string()));
         }

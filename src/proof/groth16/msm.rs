@@ -158,9 +158,12 @@ const LANES: usize = 64;
 /// One thread's buckets: affine, filled in batches, with projective overflow.
 struct Buckets {
     affine: Vec<G1Affine>,
-    overflow: Vec<G1Projective>,
-    /// The buckets with a point in `overflow`: the vector itself is mostly never touched.
-    overflowed: Vec<usize>,
+    /// Where a bucket's projective overflow is in `overflow`, plus one; zero for none. Few
+    /// buckets overflow, and a dense vector of projective points (whose zero is not zero
+    /// bytes) cost a page fault per 42 buckets to initialise.
+    overflow_slot: Vec<u32>,
+    /// The overflowing buckets and their projective points.
+    overflow: Vec<(usize, G1Projective)>,
     /// Whether a bucket already has an addition in the pending batch.
     pending: Vec<bool>,
     batch: Vec<(usize, G1Affine)>,
@@ -171,8 +174,8 @@ impl Buckets {
     fn new(count: usize) -> Self {
         Self {
             affine: vec![G1Affine::zero(); count],
-            overflow: vec![G1Projective::zero(); count],
-            overflowed: Vec::new(),
+            overflow_slot: vec![0; count],
+            overflow: Vec::new(),
             pending: vec![false; count],
             batch: Vec::with_capacity(BATCH),
             additions: Additions::with_capacity(BATCH),
@@ -181,10 +184,14 @@ impl Buckets {
 
     fn add(&mut self, bucket: usize, point: G1Affine) {
         if self.pending[bucket] {
-            if self.overflow[bucket].is_zero() {
-                self.overflowed.push(bucket);
+            match self.overflow_slot[bucket] {
+                0 => {
+                    self.overflow.push((bucket, point.into()));
+                    self.overflow_slot[bucket] =
+                        u32::try_from(self.overflow.len()).expect("fewer buckets than 2^32");
+                }
+                slot => self.overflow[slot as usize - 1].1 += point,
             }
-            self.overflow[bucket] += point;
         } else if self.affine[bucket].is_zero() {
             self.affine[bucket] = point;
         } else {
@@ -265,24 +272,24 @@ impl Buckets {
 
     /// Adds each overflowing bucket's projective point into its affine one.
     fn fold_overflow(&mut self) {
-        if self.overflowed.is_empty() {
+        if self.overflow.is_empty() {
             return;
         }
-        let points: Vec<G1Projective> = self.overflowed.iter().map(|&b| self.overflow[b]).collect();
+        let points: Vec<G1Projective> = self.overflow.iter().map(|(_, point)| *point).collect();
         let points = G1Projective::normalize_batch(&points);
         let affine = &self.affine;
         self.additions.prepare(
-            self.overflowed
+            self.overflow
                 .iter()
                 .zip(&points)
-                .map(|(&bucket, point)| (&affine[bucket], point)),
+                .map(|((bucket, _), point)| (&affine[*bucket], point)),
         );
-        for (i, (&bucket, point)) in self.overflowed.iter().zip(&points).enumerate() {
-            let sum = &mut self.affine[bucket];
+        for (i, ((bucket, _), point)) in self.overflow.iter().zip(&points).enumerate() {
+            let sum = &mut self.affine[*bucket];
             *sum = self.additions.finish(i, sum, point);
-            self.overflow[bucket] = G1Projective::zero();
+            self.overflow_slot[*bucket] = 0;
         }
-        self.overflowed.clear();
+        self.overflow.clear();
     }
 }
 
