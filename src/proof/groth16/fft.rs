@@ -117,10 +117,7 @@ fn stage_roots(root: Fr, size: usize) -> Vec<Fr> {
 fn frequency_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr], starts_block: bool) {
     let mut pairs = low.iter_mut().zip(high.iter_mut()).zip(roots);
     if starts_block && let Some(((u, v), _)) = pairs.next() {
-        let mut difference = *u;
-        difference.sub_inline(v);
-        u.add_inline(v);
-        *v = difference;
+        unit_butterfly(u, v);
     }
     for ((u, v), root) in pairs {
         let mut difference = *u;
@@ -137,10 +134,7 @@ fn frequency_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr], starts_b
 fn time_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr], starts_block: bool) {
     let mut pairs = low.iter_mut().zip(high.iter_mut()).zip(roots);
     if starts_block && let Some(((u, v), _)) = pairs.next() {
-        let mut difference = *u;
-        difference.sub_inline(v);
-        u.add_inline(v);
-        *v = difference;
+        unit_butterfly(u, v);
     }
     for ((u, v), root) in pairs {
         let mut twiddled = *v;
@@ -150,6 +144,15 @@ fn time_butterflies(low: &mut [Fr], high: &mut [Fr], roots: &[Fr], starts_block:
         u.add_inline(&twiddled);
         *v = difference;
     }
+}
+
+/// `(u, v) ← (u + v, u − v)`: either butterfly where the root is 1.
+#[inline(always)]
+fn unit_butterfly(u: &mut Fr, v: &mut Fr) {
+    let mut difference = *u;
+    difference.sub_inline(v);
+    u.add_inline(v);
+    *v = difference;
 }
 
 /// One stage across a block of size m: its halves, with the stage's m/2 roots.

@@ -3,7 +3,7 @@
 //! [`msm`]: G1 for full-size scalars, the sum over the quotient's coefficients, the
 //! prover's largest single cost. Those coefficients are uniformly spread field elements,
 //! so ark-ec's split of scalars by size does nothing for them. Pippenger's bucket method
-//! with signed digits, as ark-ec's, with three differences:
+//! with signed digits, as ark-ec's, with four differences:
 //! - each scalar is split in two halves of 129 bits against a point and its image under
 //!   the curve's endomorphism (`glv`): twice the points in half the windows, which halves
 //!   the work of summing buckets. The sum on 2^15 points took about 9% less time on two
@@ -14,7 +14,9 @@
 //! - each thread fills the buckets of all its windows in one pass over the points, so a
 //!   batch rarely meets the same bucket twice. When it does, the point goes to a
 //!   projective bucket beside the affine one, so no input (all scalars equal, say) makes
-//!   the method slower than a plain bucket method.
+//!   the method slower than a plain bucket method;
+//! - a window's buckets are summed by many running sums side by side, whose steps are
+//!   batches of affine additions too ([`Buckets::window_sums`]).
 //!
 //! [`witness_msm`]: either group, for the witness's own values. Most are bits, so most
 //! nonzero scalars are 1 (or −1): their points are summed pairwise in batch-affine
