@@ -44,10 +44,14 @@ impl Fft {
         }
         let root = Fr::get_root_of_unity(size as u64)?;
         let inverse_root = root.inverse()?;
+        let (forward, inverse) = rayon::join(
+            || stage_roots(root, size),
+            || stage_roots(inverse_root, size),
+        );
         Some(Self {
             size,
-            forward: stage_roots(root, size),
-            inverse: stage_roots(inverse_root, size),
+            forward,
+            inverse,
         })
     }
 
@@ -72,23 +76,28 @@ impl Fft {
 
     /// The position `i` takes in bit-reversed order.
     pub(super) fn bit_reversed(&self, i: usize) -> usize {
-        match self.size {
-            0 | 1 => i,
-            size => i.reverse_bits() >> (usize::BITS - size.trailing_zeros()),
-        }
+        bit_reversed(i, self.size)
     }
+}
 
-    /// `first · step^i` at position `bit_reversed(i)`, for i < size: what multiplies
-    /// bit-reversed coefficients to move their polynomial onto a coset.
-    pub(super) fn bit_reversed_powers(&self, first: Fr, step: Fr) -> Vec<Fr> {
-        let mut powers = vec![Fr::zero(); self.size];
-        let mut power = first;
-        for i in 0..self.size {
-            powers[self.bit_reversed(i)] = power;
-            power.mul_inline(&step);
-        }
-        powers
+/// The position `i` takes in bit-reversed order among `size` (a power of two).
+fn bit_reversed(i: usize, size: usize) -> usize {
+    match size {
+        0 | 1 => i,
+        size => i.reverse_bits() >> (usize::BITS - size.trailing_zeros()),
     }
+}
+
+/// `first · step^i` at position `bit_reversed(i)`, for i < `size` (a power of two): what
+/// multiplies bit-reversed coefficients to move their polynomial onto a coset.
+pub(super) fn bit_reversed_powers(size: usize, first: Fr, step: Fr) -> Vec<Fr> {
+    let mut powers = vec![Fr::zero(); size];
+    let mut power = first;
+    for i in 0..size {
+        powers[bit_reversed(i, size)] = power;
+        power.mul_inline(&step);
+    }
+    powers
 }
 
 /// The table [`Fft::forward`] describes, for a primitive `size`-th root `root`.
@@ -267,7 +276,7 @@ mod tests {
             let mut moved = values.clone();
             fft.interpolate(&mut moved);
             let n_inverse = Fr::from(size as u64).inverse().unwrap();
-            let powers = fft.bit_reversed_powers(n_inverse, shift);
+            let powers = bit_reversed_powers(size, n_inverse, shift);
             moved.iter_mut().zip(&powers).for_each(|(c, p)| *c *= p);
             fft.evaluate(&mut moved);
             assert_eq!(moved, expected, "{size}");

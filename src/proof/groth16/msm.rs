@@ -42,6 +42,10 @@ use super::glv;
 /// few enough that a batch rarely meets a bucket twice.
 const BATCH: usize = 1024;
 
+/// The widest window: its signed digits, at most 2^(c−1) in magnitude, fit in an i16,
+/// which halves the digits' table against i32.
+const MAX_WINDOW_BITS: usize = 15;
+
 /// Below this many points, a batch-affine round's inversion costs more than it saves.
 const PAIRWISE_ROUNDS_DOWN_TO: usize = 64;
 
@@ -59,7 +63,7 @@ pub(super) fn msm(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective
     let c = window_bits(2 * n, threads);
     // The top window takes the carry of the one below; HALF_BITS mod c < c leaves it room.
     let windows = glv::HALF_BITS / c + 1;
-    let digits: Vec<i32> = scalars
+    let digits: Vec<i16> = scalars
         .par_iter()
         .flat_map_iter(|scalar| {
             glv::split(scalar).into_iter().flat_map(move |half| {
@@ -115,7 +119,7 @@ pub(super) fn msm(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective
 /// bucket (about fourteen, see [`Buckets::window_sums`]). A count of windows the threads
 /// share unevenly leaves one thread working alone at the end, which the estimate counts.
 fn window_bits(points: usize, threads: usize) -> usize {
-    (4..=16)
+    (4..=MAX_WINDOW_BITS)
         .min_by_key(|&c| {
             let windows = glv::HALF_BITS / c + 1;
             windows.div_ceil(threads.min(windows)) * (6 * points + (14 << (c - 1)))
@@ -128,14 +132,14 @@ fn signed_digits(
     scalar: &BigInteger256,
     c: usize,
     windows: usize,
-) -> impl Iterator<Item = i32> + use<> {
+) -> impl Iterator<Item = i16> + use<> {
     let limbs = scalar.0;
     let mut carry = 0i64;
     (0..windows).map(move |window| {
         let raw = bits(&limbs, window * c, c) as i64 + carry;
         let half = 1i64 << (c - 1);
         carry = (raw > half) as i64;
-        (raw - (carry << c)) as i32
+        (raw - (carry << c)) as i16
     })
 }
 
@@ -561,7 +565,7 @@ mod tests {
         ];
         let mut scalars: Vec<_> = (0..64).map(|i| edges[i % edges.len()]).collect();
         // Every digit at its signed extremes: 2^(c−1) in every window.
-        for c in 4..=16 {
+        for c in 4..=MAX_WINDOW_BITS {
             let mut limbs = [0u64; 4];
             for window in 0..SCALAR_BITS / c {
                 let bit = window * c + c - 1;
@@ -578,7 +582,7 @@ mod tests {
     #[test]
     fn signed_digits_give_back_the_scalar() {
         let mut rng = OsRng;
-        for c in 4..=16 {
+        for c in 4..=MAX_WINDOW_BITS {
             for _ in 0..20 {
                 let scalar = Fr::rand(&mut rng);
                 let windows = SCALAR_BITS / c + 1;

@@ -36,7 +36,7 @@ use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use rayon::prelude::*;
 
 use super::arith::InlineArith;
-use super::fft::Fft;
+use super::fft::{Fft, bit_reversed_powers};
 use super::msm::witness_msm;
 use crate::circuit::r1cs::R1cs;
 use crate::proof::ProofError;
@@ -83,20 +83,29 @@ fn too_large() -> ProofError {
 }
 
 impl QuotientDomain {
+    /// The domain of `size` points (a power of two whose double BN254's scalar field has
+    /// roots for) and its tables, made side by side.
     fn of(size: usize, form: QuotientForm) -> Result<Self, ProofError> {
         let omega = Fr::get_root_of_unity(2 * size as u64).ok_or_else(too_large)?;
-        let fft = Fft::new(size).ok_or_else(too_large)?;
+        let omega_inverse = omega.inverse().ok_or_else(too_large)?;
         let n_inverse = Fr::from(size as u64).inverse().ok_or_else(too_large)?;
-        let onto_coset = fft.bit_reversed_powers(n_inverse, omega);
-        let off_coset_halved = match form {
-            QuotientForm::Coefficients => fft.bit_reversed_powers(
-                n_inverse * Fr::from(2u64).inverse().ok_or_else(too_large)?,
-                omega.inverse().ok_or_else(too_large)?,
-            ),
-            QuotientForm::OddPoints => Vec::new(),
-        };
+        let half_n_inverse = n_inverse * Fr::from(2u64).inverse().ok_or_else(too_large)?;
+        let (fft, (onto_coset, off_coset_halved)) = rayon::join(
+            || Fft::new(size),
+            || {
+                rayon::join(
+                    || bit_reversed_powers(size, n_inverse, omega),
+                    || match form {
+                        QuotientForm::Coefficients => {
+                            bit_reversed_powers(size, half_n_inverse, omega_inverse)
+                        }
+                        QuotientForm::OddPoints => Vec::new(),
+                    },
+                )
+            },
+        );
         Ok(Self {
-            fft,
+            fft: fft.ok_or_else(too_large)?,
             form,
             onto_coset,
             off_coset_halved,
