@@ -14,7 +14,7 @@
 //!   itself);
 //! - the quotient takes six FFTs where ark-groth16 takes seven (see
 //!   [`QuotientDomain::quotient`]), with no bit-reversal pass and with roots made once
-//!   per key ([`super::fft`]);
+//!   per proof for all six ([`super::fft`]);
 //! - the multi-scalar multiplications see each witness value's size: the points of the
 //!   ±1s (most of a witness is bits) are summed in batch-affine rounds, the rest by size
 //!   class (ark-ec's signed partition), see [`super::msm::witness_msm`];
@@ -25,7 +25,6 @@
 //! - keys from snarkjs's ceremonies hold H in another basis (the odd points of the domain
 //!   of 2n roots), against which the prover sums `A·B − C` at those points directly.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ark_bn254::{Bn254, Fr, G2Affine};
@@ -58,7 +57,10 @@ enum QuotientForm {
 /// Where the quotient is computed: the QAP's evaluation domain (the rows, then one per
 /// public input, rounded up to a power of two) and the coset of its odd multiples of a
 /// primitive 2n-th root ω, the odd points of the domain of 2n roots; with the roots and
-/// powers its transforms use, made once per key.
+/// powers its transforms use. It is made for each proof and dropped after it: kept with
+/// the key, its tables (four times the domain's size in field elements, a third of
+/// digits-resnet's key) would stand outside what the miner counts against
+/// `prover_memory_bytes`, the key's bytes.
 struct QuotientDomain {
     fft: Fft,
     form: QuotientForm,
@@ -199,10 +201,6 @@ pub(super) struct PreparedKey {
     /// The key, its B in G2 query moved into `b_g2` (and empty here).
     pub(super) key: ProvingKey<Bn254>,
     b_g2: SparseBases,
-    /// The quotient's domain, made at the first proof: [`PreparedKey::fits`] has then
-    /// checked that the circuit needs the domain the key was made for, which every later
-    /// proof with this key checks again.
-    domain: OnceLock<QuotientDomain>,
 }
 
 /// B's G2 query without its zero points: the variables that appear in no B row have none.
@@ -246,11 +244,7 @@ impl SparseBases {
 impl PreparedKey {
     pub(super) fn new(mut key: ProvingKey<Bn254>) -> Self {
         let b_g2 = SparseBases::take(&mut key);
-        Self {
-            key,
-            b_g2,
-            domain: OnceLock::new(),
-        }
+        Self { key, b_g2 }
     }
 
     /// Checks that the synthesised `system` is the circuit this key was made for, as far
@@ -302,19 +296,7 @@ pub(super) fn prove(
     s: Fr,
 ) -> Result<(Proof<Bn254>, Timings), ProofError> {
     let size = domain_size(system.constraint_count(), system.instance_count())?;
-    let form = prepared.fits(system, size)?;
-    let fresh;
-    let domain = match prepared.domain.get() {
-        Some(domain) if domain.fft.size() == size && domain.form == form => domain,
-        Some(_) => {
-            fresh = QuotientDomain::of(size, form)?;
-            &fresh
-        }
-        None => {
-            let domain = QuotientDomain::of(size, form)?;
-            prepared.domain.get_or_init(|| domain)
-        }
-    };
+    let domain = QuotientDomain::of(size, prepared.fits(system, size)?)?;
     let pk = &prepared.key;
     let z = system.assignment();
     let mut timings = Timings::default();
