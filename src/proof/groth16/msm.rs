@@ -238,19 +238,19 @@ impl Buckets {
         self.fold_overflow();
         let lanes = size.min(LANES);
         let run = size / lanes;
-        let first_buckets: Vec<usize> = (0..windows * lanes).map(|lane| lane * run).collect();
-        let mut running = vec![G1Affine::zero(); first_buckets.len()];
+        // Lane i (across the thread's windows) starts at bucket i·run.
+        let mut running = vec![G1Affine::zero(); windows * lanes];
         let mut totals = running.clone();
         for t in (0..run).rev() {
             let affine = &self.affine;
             self.additions.prepare(
                 running
                     .iter()
-                    .zip(&first_buckets)
-                    .map(|(sum, first)| (sum, &affine[first + t])),
+                    .enumerate()
+                    .map(|(lane, sum)| (sum, &affine[lane * run + t])),
             );
-            for (i, sum) in running.iter_mut().enumerate() {
-                *sum = self.additions.finish(i, sum, &affine[first_buckets[i] + t]);
+            for (lane, sum) in running.iter_mut().enumerate() {
+                *sum = self.additions.finish(lane, sum, &affine[lane * run + t]);
             }
             self.additions.prepare(totals.iter().zip(&running));
             for (i, (total, sum)) in totals.iter_mut().zip(&running).enumerate() {
