@@ -130,12 +130,14 @@ impl R1cs {
     }
 
     /// [`R1cs::new`] with room for `witnesses` witness variables and `rows` rows' values,
-    /// for a prover that knows its circuit's size from its key: the vectors then never
-    /// grow by copying, and touch only the memory they fill.
+    /// for a prover that knows its circuit's size (or a bound on it) from its key: the
+    /// vectors then never grow by copying, and touch only the memory they fill. A hint
+    /// only: where the room cannot be had (a bound from a damaged key's length), the
+    /// vectors grow as they fill.
     pub fn with_capacity(mode: Mode, witnesses: usize, rows: usize) -> Self {
         let mut cs = Self::new(mode);
-        cs.witness.reserve_exact(witnesses);
-        cs.row_values.reserve_exact(rows);
+        let _ = cs.witness.try_reserve_exact(witnesses);
+        let _ = cs.row_values.try_reserve_exact(rows);
         cs
     }
 

@@ -182,16 +182,17 @@ impl ProveArgs {
         let verifying = self
             .dir
             .read_key(&stored, system.name(), KeyKind::Verifying)?;
+        let binding = Binding::new(&stored.id, &miner, &nonce);
         // The proving key is read as a stream: its file's bytes never sit in memory beside
-        // the points they become (for digits-resnet, 12 MB of fresh pages fewer).
-        let prover = {
+        // the points they become (for digits-resnet, 12 MB of fresh pages fewer), and the
+        // model runs while it is read.
+        let proven = {
             let (mut proving, len) = self
                 .dir
                 .open_key(&stored, system.name(), KeyKind::Proving)?;
-            system.prover_from_stream(Arc::new(stored.model.clone()), &mut proving, len)?
+            let model = Arc::new(stored.model.clone());
+            system.prove_once(model, &mut proving, len, &input, &binding)?
         };
-        let binding = Binding::new(&stored.id, &miner, &nonce);
-        let proven = prover.prove(&input, &binding)?;
         let file = ProofFile {
             format: FORMAT.into(),
             backend: system.name().into(),

@@ -139,18 +139,21 @@ pub trait ProofSystem: Send + Sync {
         proving_key: &[u8],
     ) -> Result<Box<dyn Prover>, ProofError>;
 
-    /// [`ProofSystem::prover`] with the proving key read from `source`, which holds `len`
-    /// bytes of it: a backend that can read its key as a stream never holds the bytes
-    /// beside what they become.
-    fn prover_from_stream(
+    /// Proves `input` once, bound to `binding`, with the proving key read from `source`,
+    /// which holds `len` bytes of it: a one-shot `sn2 prove`. A backend that can read its
+    /// key as a stream never holds the bytes beside what they become, and may run the
+    /// model while the key is still being read.
+    fn prove_once(
         &self,
         model: Arc<QuantModel>,
-        source: &mut dyn std::io::Read,
+        source: &mut (dyn std::io::Read + Send),
         len: u64,
-    ) -> Result<Box<dyn Prover>, ProofError> {
+        input: &[i8],
+        binding: &Binding,
+    ) -> Result<Proven, ProofError> {
         let mut proving_key = Vec::new();
         read_key_bytes(source, len, &mut proving_key)?;
-        self.prover(model, &proving_key)
+        self.prover(model, &proving_key)?.prove(input, binding)
     }
 
     fn verifier(

@@ -157,6 +157,16 @@ fn put_vec<T>(out: &mut Vec<u8>, points: &[T], put: fn(&mut Vec<u8>, &T)) {
     }
 }
 
+/// At most how many witness variables and rows the circuit of a key of `len` bytes has:
+/// each variable has a point in A, B in G1, B in G2 and (a witness) L, 320 bytes; each row a
+/// point in H, 64. Bounds good enough to reserve memory before the key is read: reserved
+/// and never written, the rest costs address space, not memory.
+pub fn circuit_bounds(len: u64) -> (usize, usize) {
+    let per_variable = 2 * G1_BYTES + G2_BYTES + G1_BYTES;
+    let bound = |bytes: usize| usize::try_from(len / bytes as u64).unwrap_or(usize::MAX);
+    (bound(per_variable), bound(G1_BYTES))
+}
+
 /// A coordinate from its Montgomery limbs; `None` for limbs not below the modulus.
 fn fq(bytes: &[u8]) -> Option<Fq> {
     let mut limbs = [0u64; 4];

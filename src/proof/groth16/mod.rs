@@ -104,16 +104,45 @@ impl ProofSystem for Groth16Bn254 {
         // The proving key comes from this node's own disk or its validator; checking every
         // point would cost seconds and protect only the prover from itself. Nothing else
         // is needed before a proof: the prover holds no matrices (see `prover`).
-        groth16_prover(model, key_format::read(proving_key)?)
+        Ok(Box::new(Groth16Prover::new(
+            model,
+            key_format::read(proving_key)?,
+        )?))
     }
 
-    fn prover_from_stream(
+    fn prove_once(
         &self,
         model: Arc<QuantModel>,
-        source: &mut dyn std::io::Read,
+        source: &mut (dyn std::io::Read + Send),
         len: u64,
-    ) -> Result<Box<dyn Prover>, ProofError> {
-        groth16_prover(model, key_format::read_stream(source, len)?)
+        input: &[i8],
+        binding: &Binding,
+    ) -> Result<Proven, ProofError> {
+        check_input(&model, input)?;
+        // The key is read on a thread of its own while this one runs the model and makes
+        // the quotient's tables, which need the witness and not the key: on two cores a
+        // one-shot proof then waits for its key hardly at all (digits-resnet's 12 MB take
+        // about as long as its witness).
+        let (key, synthesised) = std::thread::scope(|scope| {
+            let reading = scope.spawn(move || key_format::read_stream(source, len));
+            let (witnesses, rows) = key_format::circuit_bounds(len);
+            let system = R1cs::with_capacity(Mode::Witness, witnesses, rows);
+            let synthesised =
+                synthesize_witness(system, &model, input, binding).and_then(|(system, output)| {
+                    let domain = prover::QuotientDomain::for_system(&system)?;
+                    Ok((system, output, domain))
+                });
+            let key = reading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (key, synthesised)
+        });
+        // A damaged key is what to report first: the model cannot be run against it.
+        let prover = Groth16Prover::new(model, key?)?;
+        let (system, output, domain) = synthesised?;
+        prover
+            .prove_synthesised(&system, output, &domain)
+            .map(|(proven, _)| proven)
     }
 
     fn verifier(
@@ -289,23 +318,6 @@ fn encodes_to<T: CanonicalSerialize>(value: &T, bytes: &[u8], compress: Compress
     value.serialize_with_mode(&mut encoded, compress).is_ok() && encoded == bytes
 }
 
-/// A prover for `model` with `key`, once the key's public inputs are the model's.
-fn groth16_prover(
-    model: Arc<QuantModel>,
-    key: ProvingKey<Bn254>,
-) -> Result<Box<dyn Prover>, ProofError> {
-    let expected_inputs = model.input_len() + 1 + model.output_len() + 1;
-    if key.vk.gamma_abc_g1.len() != expected_inputs {
-        return Err(ProofError::MalformedKey(
-            "the proving key is for another model".into(),
-        ));
-    }
-    Ok(Box::new(Groth16Prover {
-        model,
-        prepared: prover::PreparedKey::new(key),
-    }))
-}
-
 fn bytes_after_key(count: usize) -> ProofError {
     ProofError::MalformedKey(format!(
         "the file goes on for {count} {} after the key: it holds more than one key, or something was appended",
@@ -362,31 +374,74 @@ struct Groth16Prover {
     prepared: prover::PreparedKey,
 }
 
+/// Refuses an input of the wrong length before any work is done.
+fn check_input(model: &QuantModel, input: &[i8]) -> Result<(), ProofError> {
+    if input.len() != model.input_len() {
+        return Err(ProofError::Model(crate::model::ModelError::InputLength {
+            expected: model.input_len(),
+            found: input.len(),
+        }));
+    }
+    Ok(())
+}
+
+/// Runs `model` on `input` into `system` (a constraint system that records values only:
+/// the rows' values are all the prover needs of the circuit); with the model's output.
+fn synthesize_witness(
+    system: R1cs,
+    model: &QuantModel,
+    input: &[i8],
+    binding: &Binding,
+) -> Result<(R1cs, Vec<i128>), ProofError> {
+    let (system, output) = synthesize_into(system, model, input, binding_element(binding));
+    match system.failure() {
+        Some(failure) => Err(ProofError::Synthesis(failure.to_string())),
+        None => Ok((system, output)),
+    }
+}
+
 impl Groth16Prover {
+    /// A prover for `model` with `key`, once the key's public inputs are the model's.
+    fn new(model: Arc<QuantModel>, key: ProvingKey<Bn254>) -> Result<Self, ProofError> {
+        let expected_inputs = model.input_len() + 1 + model.output_len() + 1;
+        if key.vk.gamma_abc_g1.len() != expected_inputs {
+            return Err(ProofError::MalformedKey(
+                "the proving key is for another model".into(),
+            ));
+        }
+        Ok(Self {
+            model,
+            prepared: prover::PreparedKey::new(key),
+        })
+    }
+
     /// Runs the model on `input` and proves the result; with where the time went.
     fn prove_timed(
         &self,
         input: &[i8],
         binding: &Binding,
     ) -> Result<(Proven, prover::Timings), ProofError> {
-        if input.len() != self.model.input_len() {
-            return Err(ProofError::Model(crate::model::ModelError::InputLength {
-                expected: self.model.input_len(),
-                found: input.len(),
-            }));
-        }
-        // Values only: the rows' values are all the prover needs of the circuit.
+        check_input(&self.model, input)?;
         let started = std::time::Instant::now();
         let key = &self.prepared.key;
         let system = R1cs::with_capacity(Mode::Witness, key.l_query.len(), key.h_query.len() + 1);
-        let (cs, output) = synthesize_into(system, &self.model, input, binding_element(binding));
-        if let Some(failure) = cs.failure() {
-            return Err(ProofError::Synthesis(failure.to_string()));
-        }
+        let (system, output) = synthesize_witness(system, &self.model, input, binding)?;
         let witness = started.elapsed();
-        let (r, s) = (Fr::rand(&mut OsRng), Fr::rand(&mut OsRng));
-        let (proof, mut timings) = prover::prove(&self.prepared, &cs, r, s)?;
+        let domain = prover::QuotientDomain::for_system(&system)?;
+        let (proven, mut timings) = self.prove_synthesised(&system, output, &domain)?;
         timings.witness = witness;
+        Ok((proven, timings))
+    }
+
+    /// Proves the witness in `system`, whose model gave `output`.
+    fn prove_synthesised(
+        &self,
+        system: &R1cs,
+        output: Vec<i128>,
+        domain: &prover::QuotientDomain,
+    ) -> Result<(Proven, prover::Timings), ProofError> {
+        let (r, s) = (Fr::rand(&mut OsRng), Fr::rand(&mut OsRng));
+        let (proof, timings) = prover::prove(&self.prepared, system, domain, r, s)?;
         let mut bytes = Vec::with_capacity(PROOF_BYTES);
         proof
             .serialize_compressed(&mut bytes)

@@ -60,16 +60,18 @@ enum QuotientForm {
 /// powers its transforms use. It is made for each proof and dropped after it: kept with
 /// the key, its tables (four times the domain's size in field elements, a third of
 /// digits-resnet's key) would stand outside what the miner counts against
-/// `prover_memory_bytes`, the key's bytes.
-struct QuotientDomain {
+/// `prover_memory_bytes`, the key's bytes. It needs the synthesised witness and not the
+/// key, so a one-shot proof makes it while the key is still being read.
+pub(super) struct QuotientDomain {
     fft: Fft,
-    form: QuotientForm,
     /// `ω^i / n` at bit-reversed positions: interpolated values (n times the
     /// coefficients, bit-reversed) times these are the coefficients of the polynomial
     /// moved onto the coset.
     onto_coset: Vec<Fr>,
     /// `ω^(−i) / 2n` at bit-reversed positions: what brings a product's interpolated
     /// values on the coset back to half the coefficients (see [`QuotientDomain::quotient`]).
+    /// Only keys in [`QuotientForm::Coefficients`] use it; it is made before the key's form
+    /// is known, and snarkjs's keys, the other form, are the rare ones.
     off_coset_halved: Vec<Fr>,
 }
 
@@ -85,9 +87,17 @@ fn too_large() -> ProofError {
 }
 
 impl QuotientDomain {
+    /// The domain for the synthesised `system` and its tables.
+    pub(super) fn for_system(system: &R1cs) -> Result<Self, ProofError> {
+        Self::of(domain_size(
+            system.constraint_count(),
+            system.instance_count(),
+        )?)
+    }
+
     /// The domain of `size` points (a power of two whose double BN254's scalar field has
     /// roots for) and its tables, made side by side.
-    fn of(size: usize, form: QuotientForm) -> Result<Self, ProofError> {
+    fn of(size: usize) -> Result<Self, ProofError> {
         let omega = Fr::get_root_of_unity(2 * size as u64).ok_or_else(too_large)?;
         let omega_inverse = omega.inverse().ok_or_else(too_large)?;
         let n_inverse = Fr::from(size as u64).inverse().ok_or_else(too_large)?;
@@ -97,18 +107,12 @@ impl QuotientDomain {
             || {
                 rayon::join(
                     || bit_reversed_powers(size, n_inverse, omega),
-                    || match form {
-                        QuotientForm::Coefficients => {
-                            bit_reversed_powers(size, half_n_inverse, omega_inverse)
-                        }
-                        QuotientForm::OddPoints => Vec::new(),
-                    },
+                    || bit_reversed_powers(size, half_n_inverse, omega_inverse),
                 )
             },
         );
         Ok(Self {
             fft: fft.ok_or_else(too_large)?,
-            form,
             onto_coset,
             off_coset_halved,
         })
@@ -127,7 +131,7 @@ impl QuotientDomain {
     /// to the coset and the inverse FFT that would bring it back cancel, and neither runs.
     /// The coefficients stay in bit-reversed order from the interpolations to the last
     /// step, which puts them in order as it combines them.
-    fn quotient(&self, rows: &[(Fr, Fr)], instance: &[Fr]) -> Vec<Fr> {
+    fn quotient(&self, form: QuotientForm, rows: &[(Fr, Fr)], instance: &[Fr]) -> Vec<Fr> {
         let n = self.fft.size();
         let mut a = vec![Fr::zero(); n];
         let mut b = vec![Fr::zero(); n];
@@ -149,7 +153,7 @@ impl QuotientDomain {
             multiply(values, &self.onto_coset);
             self.fft.evaluate(values);
         };
-        let odd_points = self.form == QuotientForm::OddPoints;
+        let odd_points = form == QuotientForm::OddPoints;
         rayon::join(
             || rayon::join(|| onto_coset(&mut a), || onto_coset(&mut b)),
             || {
@@ -161,7 +165,7 @@ impl QuotientDomain {
             },
         );
         multiply(&mut a, &b);
-        match self.form {
+        match form {
             QuotientForm::Coefficients => {
                 // a holds A·B on the coset, c is n times C's coefficients (bit-reversed):
                 // h_i = (C_i − q_i) / 2 = (c_k − a_k·ω^(−i)) / 2n at k = bit_reversed(i).
@@ -288,20 +292,20 @@ pub(super) struct Timings {
 
 /// A Groth16 proof for `system`, a synthesised witness (its assignment: the constant one,
 /// the public inputs, then the witness; and its rows' values), with the blinding factors
-/// `r` and `s`.
+/// `r` and `s`; `domain` is [`QuotientDomain::for_system`].
 pub(super) fn prove(
     prepared: &PreparedKey,
     system: &R1cs,
+    domain: &QuotientDomain,
     r: Fr,
     s: Fr,
 ) -> Result<(Proof<Bn254>, Timings), ProofError> {
-    let size = domain_size(system.constraint_count(), system.instance_count())?;
-    let domain = QuotientDomain::of(size, prepared.fits(system, size)?)?;
+    let form = prepared.fits(system, domain.fft.size())?;
     let pk = &prepared.key;
     let z = system.assignment();
     let mut timings = Timings::default();
     let started = Instant::now();
-    let h = domain.quotient(system.row_values(), system.instance_values());
+    let h = domain.quotient(form, system.row_values(), system.instance_values());
     timings.quotient = started.elapsed();
 
     let started = Instant::now();

@@ -97,8 +97,9 @@ fn a_tampered_witness_gives_a_proof_that_is_refused() {
             let mut cs = R1cs::new(Mode::Witness);
             cs.tamper = vec![Tamper { index, change }];
             let (cs, claimed) = synthesize_into(cs, &f.model, &input, binding_element(&binding));
-            let (proof, _) =
-                prover::prove(&prepared, &cs, Fr::rand(&mut OsRng), Fr::rand(&mut OsRng)).unwrap();
+            let domain = prover::QuotientDomain::for_system(&cs).unwrap();
+            let (r, s) = (Fr::rand(&mut OsRng), Fr::rand(&mut OsRng));
+            let (proof, _) = prover::prove(&prepared, &cs, &domain, r, s).unwrap();
             let mut bytes = Vec::new();
             proof.serialize_compressed(&mut bytes).unwrap();
             let claimed: Vec<i32> = claimed.iter().map(|&v| v as i32).collect();
@@ -187,26 +188,49 @@ fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
             Groth16Bn254.prover(f.model.clone(), &pk[..len]).is_err(),
             "a proving key cut to {len} bytes loaded"
         );
-        // Read as a stream, whether the stream or only the stated length is short.
+        // Read as a stream by a one-shot proof, whether the stream or only the stated
+        // length is short: refused, though the model's run beside the read succeeds.
         let cut = &mut &pk[..len];
         assert!(
             Groth16Bn254
-                .prover_from_stream(f.model.clone(), cut, pk.len() as u64)
+                .prove_once(f.model.clone(), cut, pk.len() as u64, &input, &binding)
                 .is_err(),
-            "a proving key cut to {len} bytes loaded from a stream"
+            "a proving key cut to {len} bytes proved from a stream"
         );
         assert!(
             Groth16Bn254
-                .prover_from_stream(f.model.clone(), &mut &pk[..], len as u64)
+                .prove_once(f.model.clone(), &mut &pk[..], len as u64, &input, &binding)
                 .is_err(),
-            "a proving key said to be {len} bytes loaded from a stream"
+            "a proving key said to be {len} bytes proved from a stream"
         );
     }
-    assert!(
-        Groth16Bn254
-            .prover_from_stream(f.model.clone(), &mut &pk[..], pk.len() as u64)
-            .is_ok()
-    );
+    let once = Groth16Bn254
+        .prove_once(
+            f.model.clone(),
+            &mut &pk[..],
+            pk.len() as u64,
+            &input,
+            &binding,
+        )
+        .unwrap();
+    let statement = Statement {
+        input: input.clone(),
+        output: once.output,
+        binding,
+    };
+    f.verifier.verify(&statement, &once.proof).unwrap();
+    // An input of the wrong length is refused before anything is read.
+    let short = &input[..input.len() - 1];
+    assert!(matches!(
+        Groth16Bn254.prove_once(
+            f.model.clone(),
+            &mut &pk[..],
+            pk.len() as u64,
+            short,
+            &binding
+        ),
+        Err(ProofError::Model(_))
+    ));
     let vk = &f.keys.verifying;
     for len in [0, 1, 31, vk.len() / 2, vk.len() - 1] {
         assert!(Groth16Bn254.verifier(&f.model, &vk[..len]).is_err());
@@ -310,11 +334,23 @@ fn a_point_at_infinity_with_coordinates_is_refused_in_keys_and_proofs() {
     let mut legacy = Vec::new();
     key.serialize_uncompressed(&mut legacy).unwrap();
     assert!(Groth16Bn254.prover(f.model.clone(), &legacy).is_ok());
-    assert!(
-        Groth16Bn254
-            .prover_from_stream(f.model.clone(), &mut &legacy[..], legacy.len() as u64)
-            .is_ok()
-    );
+    let input = random_input(&f.model, 4);
+    let binding = Binding([4; 31]);
+    let once = Groth16Bn254
+        .prove_once(
+            f.model.clone(),
+            &mut &legacy[..],
+            legacy.len() as u64,
+            &input,
+            &binding,
+        )
+        .unwrap();
+    let statement = Statement {
+        input,
+        output: once.output,
+        binding,
+    };
+    f.verifier.verify(&statement, &once.proof).unwrap();
     assert_eq!(
         rewritten_key(&legacy, KeyKind::Proving),
         Some(legacy.clone())
