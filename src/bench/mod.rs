@@ -143,23 +143,32 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
 
     let input = model.quantize_input(&calibration[0])?;
     let binding = Binding([3; 31]);
+    // Whole processes alternate with the 2-thread proofs in-process, so that the two
+    // figures compared see the machine in the same state.
+    let process = ProveProcess::prepare(&stored, system.as_ref(), &keys, &calibration[0])?;
+    let mut process_times = Vec::new();
     let mut proof = Vec::new();
     let mut output = Vec::new();
     let mut prove_ms = [0.0; 2];
     let mut stages = Vec::new();
     for (slot, threads) in [(0, 1), (1, 2)] {
-        let mut runs_with_stages = in_pool(threads, || -> anyhow::Result<Vec<_>> {
-            (0..runs)
-                .map(|_| {
-                    let start = Instant::now();
-                    let (proven, stages) = prover.prove_profiled(&input, &binding)?;
-                    let elapsed = start.elapsed();
-                    proof = proven.proof;
-                    output = proven.output;
-                    Ok((elapsed, stages))
-                })
-                .collect()
-        })??;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
+        let mut runs_with_stages = Vec::new();
+        for _ in 0..runs {
+            let (elapsed, proven, run_stages) = pool.install(|| -> anyhow::Result<_> {
+                let start = Instant::now();
+                let (proven, stages) = prover.prove_profiled(&input, &binding)?;
+                Ok((start.elapsed(), proven, stages))
+            })?;
+            proof = proven.proof;
+            output = proven.output;
+            runs_with_stages.push((elapsed, run_stages));
+            if let (Some(process), 2) = (&process, threads) {
+                process_times.push(process.run()?);
+            }
+        }
         runs_with_stages.sort_by_key(|(elapsed, _)| *elapsed);
         stages = runs_with_stages[runs_with_stages.len() / 2].1.clone();
         prove_ms[slot] = median(runs_with_stages.iter().map(|(t, _)| *t).collect());
@@ -196,7 +205,7 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
         .collect::<Result<Vec<_>, _>>()?;
     let batch_verify_per_s = batch_throughput(verifier.as_ref(), &statement, &proof)?;
     let operators = system.circuit_costs(&model)?;
-    let prove_process_ms = prove_process(&stored, system.as_ref(), &keys, &calibration[0], runs)?;
+    let prove_process_ms = process.map(|_| median(process_times));
     Ok(ModelBench {
         model: name,
         constraints: operators.iter().map(|(_, n)| n).sum(),
@@ -219,54 +228,67 @@ pub fn bench_model(folder: &Path, store: &ModelStore, runs: usize) -> anyhow::Re
     })
 }
 
-/// The median wall time of `runs` whole `sn2 prove` processes on `input`, with the keys
-/// written into the model's folder as `sn2 model setup` writes them; `None` when this
-/// process is not the `sn2` binary (a test's).
-fn prove_process(
-    stored: &crate::model::StoredModel,
-    system: &dyn proof::ProofSystem,
-    keys: &proof::KeyPair,
-    input: &[f32],
-    runs: usize,
-) -> anyhow::Result<Option<f64>> {
-    let exe = std::env::current_exe()?;
-    if exe.file_stem().and_then(|n| n.to_str()) != Some("sn2") {
-        return Ok(None);
-    }
-    proof::keys::write(stored, system.name(), keys)?;
-    let work = stored.keys_dir();
-    let input_file = work.join("bench-input.json");
-    std::fs::write(
-        &input_file,
-        serde_json::to_vec(&serde_json::json!({ "input_data": [input] }))?,
-    )?;
-    let models_dir = stored
-        .dir
-        .parent()
-        .context("a stored model lives in a models directory")?;
-    let mut times = Vec::new();
-    for _ in 0..runs {
-        let start = Instant::now();
-        let status = std::process::Command::new(&exe)
-            .arg("prove")
-            .args(["--model", &stored.id.to_hex()])
-            .arg("--models-dir")
-            .arg(models_dir)
-            .arg("--input")
-            .arg(&input_file)
-            .arg("--out")
-            .arg(work.join("bench-proof.json"))
+/// A whole `sn2 prove` process on one input, with the keys written into the model's
+/// folder as `sn2 model setup` writes them.
+struct ProveProcess {
+    exe: std::path::PathBuf,
+    args: Vec<std::ffi::OsString>,
+}
+
+impl ProveProcess {
+    /// `None` when this process is not the `sn2` binary (a test's).
+    fn prepare(
+        stored: &crate::model::StoredModel,
+        system: &dyn proof::ProofSystem,
+        keys: &proof::KeyPair,
+        input: &[f32],
+    ) -> anyhow::Result<Option<Self>> {
+        let exe = std::env::current_exe()?;
+        if exe.file_stem().and_then(|n| n.to_str()) != Some("sn2") {
+            return Ok(None);
+        }
+        proof::keys::write(stored, system.name(), keys)?;
+        let work = stored.keys_dir();
+        let input_file = work.join("bench-input.json");
+        std::fs::write(
+            &input_file,
+            serde_json::to_vec(&serde_json::json!({ "input_data": [input] }))?,
+        )?;
+        let models_dir = stored
+            .dir
+            .parent()
+            .context("a stored model lives in a models directory")?;
+        let args = [
+            "prove".as_ref(),
+            "--model".as_ref(),
+            stored.id.to_hex().as_ref(),
+            "--models-dir".as_ref(),
+            models_dir.as_os_str(),
+            "--input".as_ref(),
+            input_file.as_os_str(),
+            "--out".as_ref(),
+            work.join("bench-proof.json").as_os_str(),
             // Any hotkey will do: the miner is only an input of the binding.
-            .args([
-                "--miner",
-                "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
-            ])
+            "--miner".as_ref(),
+            "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY".as_ref(),
+        ]
+        .iter()
+        .map(|arg: &&std::ffi::OsStr| arg.to_os_string())
+        .collect();
+        Ok(Some(Self { exe, args }))
+    }
+
+    /// The wall time of one run, proving with the default threads.
+    fn run(&self) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let status = std::process::Command::new(&self.exe)
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .status()?;
-        times.push(start.elapsed());
+        let elapsed = start.elapsed();
         anyhow::ensure!(status.success(), "`sn2 prove` failed: {status}");
+        Ok(elapsed)
     }
-    Ok(Some(median(times)))
 }
 
 /// Proofs per batch in the batch-verification figure: about a round's answers for one
