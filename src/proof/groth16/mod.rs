@@ -25,6 +25,7 @@ pub mod snarkjs;
 #[cfg(test)]
 mod tests;
 mod verifier;
+mod witness_msm;
 pub mod zkey;
 
 use super::circuit::{synthesize, synthesize_into};

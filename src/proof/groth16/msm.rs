@@ -18,20 +18,18 @@
 //! - a window's buckets are summed by many running sums side by side, whose steps are
 //!   batches of affine additions too ([`Buckets::window_sums`]).
 //!
-//! [`witness_msm`]: either group, for the witness's own values. Most are bits, so most
-//! nonzero scalars are 1 (or −1): their points are summed pairwise in batch-affine
-//! rounds, the same affine addition, and only the other scalars go to ark-ec's split by
-//! size.
+//! The witness's own sums, in either group, are `super::witness_msm`'s, with this
+//! module's batch of affine additions.
 //!
 //! A proving key's points are not checked to be on the curve (see `key_format`), so an
 //! addition whose denominator is zero, which no pair of curve points of prime order
 //! meets, gives the point at infinity rather than a panic: a damaged key costs a proof
 //! the verifier refuses, nothing more.
 
-use ark_bn254::{Fq, Fr, G1Affine, G1Projective};
-use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
-use ark_ec::{AffineRepr, CurveGroup, VariableBaseMSM};
-use ark_ff::{AdditiveGroup, BigInteger, BigInteger256, PrimeField, Zero};
+use ark_bn254::{Fq, G1Affine, G1Projective};
+use ark_ec::short_weierstrass::{Affine, SWCurveConfig};
+use ark_ec::{AffineRepr, CurveGroup};
+use ark_ff::{AdditiveGroup, BigInteger256, Zero};
 use rayon::prelude::*;
 
 use super::arith::InlineArith;
@@ -47,7 +45,7 @@ const BATCH: usize = 1024;
 const MAX_WINDOW_BITS: usize = 15;
 
 /// Below this many points, a batch-affine round's inversion costs more than it saves.
-const PAIRWISE_ROUNDS_DOWN_TO: usize = 64;
+pub(super) const PAIRWISE_ROUNDS_DOWN_TO: usize = 64;
 
 /// `Σ scalars[i]·bases[i]`, over the shorter of the two lists (canonical scalars, below
 /// r).
@@ -370,14 +368,14 @@ impl Step {
 
 /// One batch of affine additions `p + q` that share one inversion: each addition's step
 /// and the inverse of its denominator, with their scratch space, reused batch to batch.
-struct Additions<F> {
+pub(super) struct Additions<F> {
     steps: Vec<Step>,
     denominators: Vec<F>,
     products: Vec<F>,
 }
 
 impl<F: InlineArith> Additions<F> {
-    fn with_capacity(capacity: usize) -> Self {
+    pub(super) fn with_capacity(capacity: usize) -> Self {
         Self {
             steps: Vec::with_capacity(capacity),
             denominators: Vec::with_capacity(capacity),
@@ -387,7 +385,7 @@ impl<F: InlineArith> Additions<F> {
 
     /// Starts a batch of the additions `pairs`, in order.
     #[inline(always)]
-    fn prepare<'a, P: SWCurveConfig<BaseField = F>>(
+    pub(super) fn prepare<'a, P: SWCurveConfig<BaseField = F>>(
         &mut self,
         pairs: impl Iterator<Item = (&'a Affine<P>, &'a Affine<P>)>,
     ) {
@@ -403,7 +401,7 @@ impl<F: InlineArith> Additions<F> {
 
     /// Addition `i` of the batch, `p + q`: the pair [`Additions::prepare`] was given.
     #[inline(always)]
-    fn finish<P: SWCurveConfig<BaseField = F>>(
+    pub(super) fn finish<P: SWCurveConfig<BaseField = F>>(
         &self,
         i: usize,
         p: &Affine<P>,
@@ -431,80 +429,12 @@ fn invert_all<F: InlineArith>(values: &mut [F], products: &mut Vec<F>) {
     }
 }
 
-/// `Σ scalars[i]·bases[i]` over the shorter of the two lists, for a witness's values:
-/// the points of the scalars 1 and −1 are summed in batch-affine rounds, the others by
-/// ark-ec's split by size.
-pub(super) fn witness_msm<P: SWCurveConfig<ScalarField = Fr>>(
-    bases: &[Affine<P>],
-    scalars: &[BigInteger256],
-) -> Projective<P>
-where
-    P::BaseField: InlineArith,
-{
-    let one = BigInteger256::one();
-    let mut minus_one = Fr::MODULUS;
-    minus_one.sub_with_borrow(&one);
-    let mut units = Vec::new();
-    let (mut other_bases, mut other_scalars) = (Vec::new(), Vec::new());
-    for (base, scalar) in bases.iter().zip(scalars) {
-        if scalar.is_zero() || base.is_zero() {
-            continue;
-        } else if *scalar == one {
-            units.push(*base);
-        } else if *scalar == minus_one {
-            units.push(-*base);
-        } else {
-            other_bases.push(*base);
-            other_scalars.push(*scalar);
-        }
-    }
-    let (units, others) = rayon::join(
-        || sum(&mut units),
-        || Projective::<P>::msm_bigint(&other_bases, &other_scalars),
-    );
-    units + others
-}
-
-/// `Σ points`, overwriting them: each thread halves its share in rounds of pairwise
-/// affine additions that share one inversion, down to a few points added projectively.
-fn sum<P: SWCurveConfig>(points: &mut [Affine<P>]) -> Projective<P>
-where
-    P::BaseField: InlineArith,
-{
-    let threads = rayon::current_num_threads().max(1);
-    let share = points.len().div_ceil(threads).max(PAIRWISE_ROUNDS_DOWN_TO);
-    points
-        .par_chunks_mut(share)
-        .map(|points| {
-            let mut len = points.len();
-            let mut additions = Additions::with_capacity(len / 2);
-            while len > PAIRWISE_ROUNDS_DOWN_TO {
-                let pairs = len / 2;
-                additions.prepare(
-                    points[..2 * pairs]
-                        .chunks_exact(2)
-                        .map(|pair| (&pair[0], &pair[1])),
-                );
-                for i in 0..pairs {
-                    points[i] = additions.finish(i, &points[2 * i], &points[2 * i + 1]);
-                }
-                if len % 2 == 1 {
-                    points[pairs] = points[len - 1];
-                }
-                len = pairs + len % 2;
-            }
-            points[..len]
-                .iter()
-                .fold(Projective::zero(), |sum, point| sum + point)
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
-    use ark_bn254::{Fr, G2Projective};
-    use ark_ff::{One, UniformRand};
-    use rand_core::{OsRng, RngCore};
+    use ark_bn254::Fr;
+    use ark_ec::VariableBaseMSM;
+    use ark_ff::{One, PrimeField, UniformRand};
+    use rand_core::OsRng;
 
     use super::*;
 
@@ -601,70 +531,6 @@ mod tests {
         }
     }
 
-    /// A witness's mix: mostly zeros and ones, some −1, small and full-size values.
-    fn witness_scalars(count: usize) -> Vec<BigInteger256> {
-        let mut rng = OsRng;
-        (0..count)
-            .map(|_| {
-                let value = match rng.next_u32() % 10 {
-                    0..=3 => Fr::zero(),
-                    4..=6 => Fr::one(),
-                    7 => -Fr::one(),
-                    8 => Fr::from(rng.next_u32() % 1000) - Fr::from(500u64),
-                    _ => Fr::rand(&mut rng),
-                };
-                value.into_bigint()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_witness_sum_equals_ark_in_both_groups() {
-        for n in [0, 1, 2, 65, 3000] {
-            let scalars = witness_scalars(n);
-            let bases = random_points(n);
-            assert_eq!(
-                witness_msm(&bases, &scalars),
-                reference(&bases, &scalars),
-                "G1, {n} points"
-            );
-            let points: Vec<_> = (0..n).map(|_| G2Projective::rand(&mut OsRng)).collect();
-            let bases = G2Projective::normalize_batch(&points);
-            assert_eq!(
-                witness_msm(&bases, &scalars),
-                G2Projective::msm_bigint(&bases, &scalars),
-                "G2, {n} points"
-            );
-        }
-    }
-
-    #[test]
-    fn the_witness_sum_meets_doublings_cancellations_and_infinity() {
-        // One point with scalar 1 throughout doubles in every round; alternating it with
-        // its negation cancels; the point at infinity is skipped.
-        let point = random_points(1)[0];
-        let one = Fr::one().into_bigint();
-        let ones = vec![one; 1000];
-        let same = vec![point; 1000];
-        assert_eq!(witness_msm(&same, &ones), reference(&same, &ones));
-        let alternating: Vec<_> = (0..1000)
-            .map(|i| if i % 2 == 0 { point } else { -point })
-            .collect();
-        assert_eq!(witness_msm(&alternating, &ones), G1Projective::zero());
-        let minus_ones = vec![(-Fr::one()).into_bigint(); 1000];
-        assert_eq!(
-            witness_msm(&same, &minus_ones),
-            reference(&same, &minus_ones)
-        );
-        let mut with_infinity = random_points(1000);
-        with_infinity[3] = G1Affine::zero();
-        with_infinity[500] = G1Affine::zero();
-        assert_eq!(
-            witness_msm(&with_infinity, &ones),
-            reference(&with_infinity, &ones)
-        );
-    }
-
     #[test]
     fn points_off_the_curve_give_a_wrong_sum_never_a_panic() {
         // What a damaged proving key can hold: y = 0 (a tangent with no slope), and the
@@ -677,8 +543,6 @@ mod tests {
             .cycle()
             .take(3000)
             .collect();
-        let ones = vec![Fr::one().into_bigint(); bases.len()];
-        let _ = witness_msm(&bases, &ones);
         let scalars: Vec<_> = (0..bases.len())
             .map(|i| Fr::from(1u64 << (i % 20)).into_bigint())
             .collect();

@@ -16,8 +16,8 @@
 //!   [`QuotientDomain::quotient`]), with no bit-reversal pass and with roots made once
 //!   per proof for all six ([`super::fft`]);
 //! - the multi-scalar multiplications see each witness value's size: the points of the
-//!   ±1s (most of a witness is bits) are summed in batch-affine rounds, the rest by size
-//!   class (ark-ec's signed partition), see [`super::msm::witness_msm`];
+//!   ±1s (most of a witness is bits) are summed in batch-affine rounds, small integers and
+//!   small fractions over their few bits, see [`super::witness_msm`];
 //! - B in G2, the most expensive sum per term, skips the variables that never appear in
 //!   a B row, found once per key;
 //! - the sum over the quotient's coefficients, all full-size, uses batch-affine buckets
@@ -36,7 +36,7 @@ use rayon::prelude::*;
 
 use super::arith::InlineArith;
 use super::fft::{Fft, bit_reversed_powers};
-use super::msm::witness_msm;
+use super::witness_msm::witness_msm;
 use crate::circuit::r1cs::R1cs;
 use crate::proof::ProofError;
 
