@@ -17,6 +17,7 @@ pub mod fs;
 pub mod fuzzing;
 pub mod keys;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod miner;
 pub mod model;
