@@ -430,7 +430,7 @@ fn invert_all<F: InlineArith>(values: &mut [F], products: &mut Vec<F>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use ark_bn254::Fr;
     use ark_ec::VariableBaseMSM;
     use ark_ff::{One, PrimeField, UniformRand};
@@ -441,11 +441,14 @@ mod tests {
     /// Bits of BN254's scalar field modulus: every canonical scalar is below 2^254.
     const SCALAR_BITS: usize = 254;
 
-    fn reference(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective {
+    pub(in crate::proof::groth16) fn reference(
+        bases: &[G1Affine],
+        scalars: &[BigInteger256],
+    ) -> G1Projective {
         G1Projective::msm_bigint(bases, scalars)
     }
 
-    fn random_points(count: usize) -> Vec<G1Affine> {
+    pub(in crate::proof::groth16) fn random_points(count: usize) -> Vec<G1Affine> {
         let mut rng = OsRng;
         let points: Vec<_> = (0..count).map(|_| G1Projective::rand(&mut rng)).collect();
         G1Projective::normalize_batch(&points)
@@ -531,18 +534,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn points_off_the_curve_give_a_wrong_sum_never_a_panic() {
-        // What a damaged proving key can hold: y = 0 (a tangent with no slope), and the
-        // same x with unrelated y.
+    /// What a damaged proving key can hold: y = 0 (a tangent with no slope), and the same
+    /// x with unrelated y, among curve points.
+    pub(in crate::proof::groth16) fn damaged_points(count: usize) -> Vec<G1Affine> {
         let point = random_points(1)[0];
         let flat = G1Affine::new_unchecked(point.x, Fq::zero());
         let other = G1Affine::new_unchecked(point.x, point.y.double());
-        let bases: Vec<_> = [flat, flat, point, flat, other, point]
+        [flat, flat, point, flat, other, point]
             .into_iter()
             .cycle()
-            .take(3000)
-            .collect();
+            .take(count)
+            .collect()
+    }
+
+    #[test]
+    fn points_off_the_curve_give_a_wrong_sum_never_a_panic() {
+        let bases = damaged_points(3000);
         let scalars: Vec<_> = (0..bases.len())
             .map(|i| Fr::from(1u64 << (i % 20)).into_bigint())
             .collect();

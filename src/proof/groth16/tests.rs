@@ -177,6 +177,25 @@ fn a_batch_with_one_false_proof_fails_that_proof_only() {
     assert!(matches!(results[0], Err(ProofError::Rejected)));
 }
 
+/// A one-shot proof with the proving key `key` read as a stream verifies.
+fn assert_proves_once(f: &Fixture, key: &[u8], input: &[i8], binding: Binding) {
+    let once = Groth16Bn254
+        .prove_once(
+            f.model.clone(),
+            &mut &key[..],
+            key.len() as u64,
+            input,
+            &binding,
+        )
+        .unwrap();
+    let statement = Statement {
+        input: input.to_vec(),
+        output: once.output,
+        binding,
+    };
+    f.verifier.verify(&statement, &once.proof).unwrap();
+}
+
 #[test]
 fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
     let f = fixture();
@@ -204,21 +223,7 @@ fn damaged_keys_give_errors_never_a_panic_or_a_false_proof() {
             "a proving key said to be {len} bytes proved from a stream"
         );
     }
-    let once = Groth16Bn254
-        .prove_once(
-            f.model.clone(),
-            &mut &pk[..],
-            pk.len() as u64,
-            &input,
-            &binding,
-        )
-        .unwrap();
-    let statement = Statement {
-        input: input.clone(),
-        output: once.output,
-        binding,
-    };
-    f.verifier.verify(&statement, &once.proof).unwrap();
+    assert_proves_once(&f, pk, &input, binding);
     // An input of the wrong length is refused before anything is read.
     let short = &input[..input.len() - 1];
     assert!(matches!(
@@ -334,23 +339,7 @@ fn a_point_at_infinity_with_coordinates_is_refused_in_keys_and_proofs() {
     let mut legacy = Vec::new();
     key.serialize_uncompressed(&mut legacy).unwrap();
     assert!(Groth16Bn254.prover(f.model.clone(), &legacy).is_ok());
-    let input = random_input(&f.model, 4);
-    let binding = Binding([4; 31]);
-    let once = Groth16Bn254
-        .prove_once(
-            f.model.clone(),
-            &mut &legacy[..],
-            legacy.len() as u64,
-            &input,
-            &binding,
-        )
-        .unwrap();
-    let statement = Statement {
-        input,
-        output: once.output,
-        binding,
-    };
-    f.verifier.verify(&statement, &once.proof).unwrap();
+    assert_proves_once(&f, &legacy, &random_input(&f.model, 4), Binding([4; 31]));
     assert_eq!(
         rewritten_key(&legacy, KeyKind::Proving),
         Some(legacy.clone())

@@ -208,22 +208,13 @@ where
 
 #[cfg(test)]
 mod tests {
-    use ark_bn254::{Fq, G1Affine, G1Projective, G2Projective};
+    use ark_bn254::{G1Affine, G1Projective, G2Projective};
     use ark_ec::CurveGroup;
     use ark_ff::{One, UniformRand};
     use rand_core::{OsRng, RngCore};
 
+    use super::super::msm::tests::{damaged_points, random_points, reference};
     use super::*;
-
-    fn reference(bases: &[G1Affine], scalars: &[BigInteger256]) -> G1Projective {
-        G1Projective::msm_bigint(bases, scalars)
-    }
-
-    fn random_points(count: usize) -> Vec<G1Affine> {
-        let mut rng = OsRng;
-        let points: Vec<_> = (0..count).map(|_| G1Projective::rand(&mut rng)).collect();
-        G1Projective::normalize_batch(&points)
-    }
 
     /// A witness's mix: mostly zeros and ones, some −1, small integers, small fractions
     /// (the rescale gadget's slacks) and full-size values.
@@ -369,16 +360,7 @@ mod tests {
 
     #[test]
     fn points_off_the_curve_give_a_wrong_sum_never_a_panic() {
-        // What a damaged proving key can hold: y = 0 (a tangent with no slope), and the
-        // same x with unrelated y.
-        let point = random_points(1)[0];
-        let flat = G1Affine::new_unchecked(point.x, Fq::zero());
-        let other = G1Affine::new_unchecked(point.x, point.y.double());
-        let bases: Vec<_> = [flat, flat, point, flat, other, point]
-            .into_iter()
-            .cycle()
-            .take(3000)
-            .collect();
+        let bases = damaged_points(3000);
         let _ = witness_msm(&bases, &vec![Fr::one().into_bigint(); bases.len()]);
         let _ = witness_msm(&bases, &witness_scalars(bases.len()));
     }
