@@ -9,15 +9,16 @@
 //!   L the least common multiple of their denominators, `Σ (a/b)·P = L⁻¹ · Σ (a·L/b)·P`:
 //!   a bucket sum over small integers again, then one multiplication by L⁻¹. digits-resnet
 //!   has 565 of these in A and in L, which ark-ec summed over all 254 bits;
-//! - anything else goes to ark-ec's sum. None of sn2's circuits has such a value today.
+//! - anything else, full-size: the binding, a public input in A and B, is one; a few are
+//!   multiplied out one by one, many summed by their 64-bit limbs.
 //!
 //! No thread pool is made here: ark-ec's sum for full-size values builds one for every
-//! call, which cost a one-shot `sn2 prove` eight thread starts. The result is the same
+//! call, which cost a one-shot `sn2 prove` of digits-resnet eight thread starts. The result is the same
 //! group element whichever way a value is summed, so none of this touches soundness.
 
 use ark_bn254::Fr;
 use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
-use ark_ec::{AffineRepr, PrimeGroup, VariableBaseMSM};
+use ark_ec::{AffineRepr, PrimeGroup};
 use ark_ff::{AdditiveGroup, BigInteger, BigInteger256, Field, PrimeField, Zero};
 use rayon::prelude::*;
 
@@ -44,7 +45,7 @@ where
     let mut units = Vec::new();
     let mut integers = Vec::new();
     let mut fractions = Vec::new();
-    let (mut other_bases, mut other_scalars) = (Vec::new(), Vec::new());
+    let mut others = Vec::new();
     for (base, scalar) in bases.iter().zip(scalars) {
         if scalar.is_zero() || base.is_zero() {
             continue;
@@ -57,10 +58,7 @@ where
                 Some((negative, numerator, denominator)) => {
                     fractions.push((signed(negative), numerator, denominator))
                 }
-                None => {
-                    other_bases.push(*base);
-                    other_scalars.push(*scalar);
-                }
+                None => others.push((*base, *scalar)),
             },
         }
     }
@@ -79,17 +77,39 @@ where
                     let inverse = Fr::from(common).inverse().expect("L is below r, a prime");
                     bucket_sum(&scaled).mul_bigint(inverse.into_bigint())
                 },
-                || {
-                    if other_bases.is_empty() {
-                        Projective::zero()
-                    } else {
-                        Projective::<P>::msm_bigint(&other_bases, &other_scalars)
-                    }
-                },
+                || full_size_sum(&others),
             )
         },
     );
     units + integers + fractions + others
+}
+
+/// At most this many full-size values are each multiplied out by doubling and adding;
+/// more go to bucket sums.
+const FEW: usize = 16;
+
+/// `Σ scalar·point` for full-size scalars. A circuit's binding is one, in A and B; a few
+/// are multiplied out one by one. Many are four bucket sums over the scalars' 64-bit
+/// limbs, combined by doubling: `Σ_j 2^(64j)·Σ_i limb_ij·P_i`.
+fn full_size_sum<P: SWCurveConfig>(terms: &[(Affine<P>, BigInteger256)]) -> Projective<P> {
+    if terms.len() <= FEW {
+        return terms
+            .par_iter()
+            .map(|(point, scalar)| point.mul_bigint(scalar))
+            .sum();
+    }
+    let mut total = Projective::zero();
+    for limb in (0..4).rev() {
+        for _ in 0..u64::BITS {
+            total.double_in_place();
+        }
+        let limbs: Vec<_> = terms
+            .iter()
+            .map(|(point, scalar)| (*point, scalar.0[limb]))
+            .collect();
+        total += bucket_sum(&limbs);
+    }
+    total
 }
 
 /// The value as a sign and a magnitude below 2^[`SMALL_BITS`], where it is that small:
@@ -209,7 +229,7 @@ where
 #[cfg(test)]
 mod tests {
     use ark_bn254::{G1Affine, G1Projective, G2Projective};
-    use ark_ec::CurveGroup;
+    use ark_ec::{CurveGroup, VariableBaseMSM};
     use ark_ff::{One, UniformRand};
     use rand_core::{OsRng, RngCore};
 
